@@ -1,0 +1,59 @@
+"""PART's per-pixel budgets: compute, store and hand out an ε-map for every training image.
+
+A refresh runs the batched CAM over the whole training set once (every s PART epochs) and keeps
+one boolean importance mask per image on the training device. Each training batch then gets
+``ε_map = where(mask, ε, ε_low)`` for its images.
+
+Two pairings between images and masks:
+* ``own`` (default, the paper's method): masks are computed on the un-augmented images, stored by
+  dataset index, and put through the same crop/flip as the image they belong to (padding counts
+  as unimportant);
+* ``batch_index`` (the authors' release): masks are computed on one shuffled, augmented pass and
+  mask *i* of that pass goes to position *i* of every later epoch's order — another image's map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from part.cam import unit_maps
+from part.config import RunConfig
+from part.data import Batch, DeviceLoader, make_generator
+from part.importance import eps_map, importance_mask
+
+REFRESH_STREAM = 3  # the generator stream (see data.derive_seed) of the batch_index refresh pass
+
+
+class EpsMapStore:
+    """The importance masks of a training set, refreshed from the model and paired with batches."""
+
+    def __init__(self, cfg: RunConfig, masks: torch.Tensor | None = None):
+        self.cfg = cfg
+        self.masks = masks  # bool (N, 1 or 3, H, W), indexed by dataset index or epoch position
+
+    @torch.no_grad()
+    def refresh(self, model: nn.Module, loader: DeviceLoader, epoch: int, autocast) -> None:
+        """Recompute every mask with the current model (eval mode, parameters untouched)."""
+        cfg = self.cfg
+        if cfg.mask.pairing == "batch_index":
+            batches = loader.epoch(make_generator(loader.device, cfg.seed, epoch, REFRESH_STREAM))
+        else:
+            batches = loader.epoch(plain=True)
+        parts = []
+        for batch in batches:
+            with torch.enable_grad(), autocast():
+                maps = unit_maps(model, batch.x, method=cfg.cam.method, backend=cfg.cam.backend)
+            parts.append(importance_mask(maps.float(), cfg.mask.recipe))
+        self.masks = torch.cat(parts)
+
+    def for_batch(self, batch: Batch) -> torch.Tensor:
+        """The ε-map (B, 1 or 3, H, W) of a training batch."""
+        if self.masks is None:
+            raise RuntimeError("ε-maps requested before the first refresh")
+        if self.cfg.mask.pairing == "batch_index":
+            mask = self.masks[batch.position]
+        else:
+            mask = batch.augmentation(self.masks[batch.index], fill=False)
+        return eps_map(mask, self.cfg.attack.eps, self.cfg.attack.eps_low)
+

@@ -1,0 +1,221 @@
+"""Training for every method of the paper, resumable at epoch granularity.
+
+``train(cfg, out_dir)`` runs one (dataset, model, method, seed) to completion. After each epoch it
+writes, atomically, ``checkpoint.pt`` (model, optimiser, epoch, ε-masks, RNG state, history) and
+``log.jsonl`` (one line per epoch). Killing the process at any point and calling ``train`` again
+with the same config resumes from the last checkpoint and, on the CPU, ends with bit-identical
+weights: every random stream of an epoch (shuffle, crops, flips, attack starts) is seeded from
+(seed, epoch, stream), so an epoch replays the same whether or not the process restarted.
+``model.pt`` and ``run.json`` are written last; their presence marks a finished run.
+
+The loop stays on the device: no ``.item()`` per batch — losses and accuracies are accumulated as
+tensors and read once per epoch, which is also when divergence (a non-finite loss) is detected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from part import io
+from part.config import RunConfig
+from part.data import DeviceLoader, load_prepared, make_generator
+from part.epsmap import EpsMapStore
+from part.methods import OUTER_LOSSES, training_attack
+from part.models import build_model
+
+SHUFFLE_STREAM, ATTACK_STREAM = 1, 2
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A context factory: bf16 autocast on CUDA, nothing in fp32."""
+    if precision == "bf16":
+        if device.type != "cuda":
+            raise ValueError(f"precision bf16 needs a CUDA device, got {device}")
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes, in_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _check_finished(paths: RunPaths, cfg: RunConfig) -> dict[str, Any] | None:
+    if not (paths.run.is_file() and paths.model.is_file()):
+        return None
+    info = json.loads(paths.run.read_text())
+    if info.get("config") != cfg.to_dict():
+        raise RuntimeError(f"{paths.run}: this directory holds a finished run with a different config; "
+                           "use another --out or delete it")
+    return info
+
+
+def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume, or return the finished) run in ``out_dir``; returns the ``run.json`` content."""
+    paths = RunPaths(Path(out_dir))
+    if (done := _check_finished(paths, cfg)) is not None:
+        log(f"[part] {paths.root}: already finished, nothing to do")
+        return done
+    paths.root.mkdir(parents=True, exist_ok=True)
+    io.write_json(paths.config, cfg.to_dict())
+
+    device = resolve_device(cfg.device)
+    autocast = autocast_factory(cfg.precision, device)
+    data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
+    if cfg.mask.recipe == "official_jet" and data.image_shape[0] != 3:
+        raise ValueError(f"{cfg.source}: key 'mask.recipe': official_jet gives one budget per RGB channel "
+                         f"and needs 3-channel images; {cfg.dataset} has {data.image_shape[0]}")
+    model = build_for(cfg, data.num_classes, data.image_shape[0], device)
+    forward = model if cfg.compile == "none" else torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    loader = DeviceLoader(data.train, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
+                          flip=cfg.augment.flip, channels_last=cfg.channels_last)
+    store = EpsMapStore(cfg)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if paths.checkpoint.is_file():
+        state = io.load_torch(paths.checkpoint, map_location=device)
+        if state["config"] != cfg.to_dict():
+            raise RuntimeError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"].cpu())
+        store.masks = state["masks"]
+        history = list(state["history"])
+        start_epoch = state["epoch"] + 1
+        log(f"[part] resuming {paths.root} after epoch {start_epoch}/{cfg.epochs}")
+
+    attack = training_attack(cfg.base_method, cfg.attack)
+    outer = OUTER_LOSSES[cfg.base_method]
+    wall = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        record = run_epoch(cfg, epoch, forward, optimizer, loader, store, attack, outer, autocast)
+        if not math.isfinite(record["loss"]):
+            raise DivergenceError(f"{paths.root}: loss is {record['loss']} in epoch {epoch + 1}; the last good "
+                                  f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
+        history.append(record)
+        io.save_torch(paths.checkpoint, {
+            "config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "masks": store.masks, "rng": torch.get_rng_state(),
+            "history": history})
+        io.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+        log(_progress_line(cfg, record))
+
+    io.save_torch(paths.model, model.state_dict())
+    info = {"config": cfg.to_dict(), "epochs_completed": cfg.epochs, "final": history[-1] if history else None,
+            "wall_seconds_this_process": time.perf_counter() - wall,
+            "train_seconds_total": sum(r["seconds"] for r in history), "environment": io.environment()}
+    io.write_json(paths.run, info)
+    paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
+    return info
+
+
+def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+               loader: DeviceLoader, store: EpsMapStore, attack, outer, autocast) -> dict[str, Any]:
+    """One epoch: the ε-map refresh it is due, then the attack + outer-loss step for every batch."""
+    device = loader.device
+    t0 = time.perf_counter()
+    lr = cfg.optim.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    refresh_seconds = 0.0
+    if cfg.refreshes_at(epoch):
+        t_refresh = time.perf_counter()
+        store.refresh(model, loader, epoch, autocast)
+        _synchronize(device)
+        refresh_seconds = time.perf_counter() - t_refresh
+    part_epoch = cfg.is_part_epoch(epoch)
+    attack_gen = make_generator(device, cfg.seed, epoch, ATTACK_STREAM)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    full_share = torch.zeros((), device=device)
+    n = 0
+    model.train()
+    for batch in loader.epoch(make_generator(device, cfg.seed, epoch, SHUFFLE_STREAM)):
+        x_adv = None
+        if attack is not None:
+            eps = store.for_batch(batch) if part_epoch else cfg.attack.eps
+            with autocast():
+                x_adv = attack(model, batch.x, batch.y, eps=eps, generator=attack_gen)
+            if part_epoch:
+                full_share += (eps == cfg.attack.eps).float().mean() * len(batch.y)
+        with autocast():
+            loss, logits = outer(model, batch.x, x_adv, batch.y, cfg.beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(batch.y)
+        correct += (logits.argmax(1) == batch.y).sum()
+        n += len(batch.y)
+    _synchronize(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "epoch": epoch + 1, "phase": "part" if part_epoch else ("warmup" if cfg.pixel_reweighted else cfg.method),
+        "lr": lr, "loss": loss_sum.item() / n, "train_acc": 100.0 * correct.item() / n,
+        "full_eps_share": full_share.item() / n if part_epoch else (1.0 if attack is not None else 0.0),
+        "refreshed": refresh_seconds > 0, "refresh_seconds": refresh_seconds,
+        "seconds": seconds, "images_per_second": n / seconds,
+    }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _progress_line(cfg: RunConfig, r: dict[str, Any]) -> str:
+    return (f"[part] {cfg.dataset}/{cfg.model}/{cfg.method}/seed{cfg.seed} epoch {r['epoch']:>3}/{cfg.epochs} "
+            f"{r['phase']:<7} lr {r['lr']:.4g} loss {r['loss']:.4f} train-acc {r['train_acc']:6.2f}% "
+            f"full-eps {100 * r['full_eps_share']:5.1f}% {r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s)"
+            + (f" refresh {r['refresh_seconds']:.2f}s" if r["refreshed"] else ""))

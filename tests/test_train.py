@@ -1,0 +1,152 @@
+"""Small real runs: small_cnn on the digits data, on the CPU, a few seconds each."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from part import config
+from part.attacks import PGD
+from part.data import load_prepared
+from part.evaluate import correct_per_example
+from part.io import load_torch
+from part.models import build_model
+from part.train import DivergenceError, train
+
+METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
+
+
+def digits_config(digits_dir, **overrides):
+    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "epochs": 6, "warmup_epochs": 2}
+    return config.from_dict(config.deep_merge(raw, overrides))
+
+
+def load_model(run_dir, cfg):
+    model = build_model(cfg.model, 10, 1)
+    model.load_state_dict(load_torch(run_dir / "model.pt"))
+    return model.eval()
+
+
+def accuracies(model, digits_dir, cfg):
+    test = load_prepared(digits_dir / "digits.pt").test
+    natural = correct_per_example(model, test).float().mean().item()
+    pgd = PGD(cfg.attack.eps, cfg.attack.alpha, 10)
+    robust = correct_per_example(model, test, pgd, generator=torch.Generator().manual_seed(0)).float().mean().item()
+    return natural, robust
+
+
+@pytest.fixture(scope="module")
+def trained(digits_dir, tmp_path_factory):
+    """Every method trained once (shared by the tests below)."""
+    runs = {}
+    for method in METHODS:
+        cfg = digits_config(digits_dir, method=method)
+        out = tmp_path_factory.mktemp(method)
+        train(cfg, out, log=lambda _: None)
+        runs[method] = (cfg, out, accuracies(load_model(out, cfg), digits_dir, cfg))
+    return runs
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_learns(trained, method):
+    cfg, out, (natural, robust) = trained[method]
+    assert natural > 0.80, f"{method}: natural test accuracy {natural:.3f}"
+    history = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_adversarial_training_is_more_robust_than_natural_training(trained):
+    _, _, (nat_natural, nat_robust) = trained["natural"]
+    for method in ("at", "part", "trades", "mart"):
+        _, _, (_, robust) = trained[method]
+        assert robust > nat_robust + 0.15, f"{method}: PGD accuracy {robust:.3f} vs natural training {nat_robust:.3f}"
+
+
+def test_part_logs_its_phases_and_budget_share(trained):
+    cfg, out, _ = trained["part"]
+    history = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [h["phase"] for h in history] == ["warmup"] * 2 + ["part"] * 4
+    assert all(h["refreshed"] for h in history[2:]) and not any(h["refreshed"] for h in history[:2])
+    assert all(h["full_eps_share"] == 1.0 for h in history[:2])
+    assert all(0.0 < h["full_eps_share"] < 0.6 for h in history[2:])
+
+
+def test_run_json_records_config_versions_and_revision(trained):
+    cfg, out, _ = trained["part_mart"]
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"] == cfg.to_dict()
+    assert info["environment"]["versions"]["torch"] == torch.__version__.split("+")[0] or info["environment"]["versions"]["torch"]
+    assert "git_revision" in info["environment"]
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_rerunning_a_finished_run_does_nothing(trained):
+    cfg, out, _ = trained["at"]
+    before = (out / "model.pt").stat().st_mtime_ns
+    lines = []
+    train(cfg, out, log=lines.append)
+    assert "nothing to do" in lines[0] and (out / "model.pt").stat().st_mtime_ns == before
+
+
+def test_part_with_eps_low_equal_to_eps_is_exactly_at(digits_dir, tmp_path):
+    at = digits_config(digits_dir, method="at", epochs=3, warmup_epochs=1)
+    part = digits_config(digits_dir, method="part", epochs=3, warmup_epochs=1, attack={"eps_low": at.attack.eps})
+    train(at, tmp_path / "at", log=lambda _: None)
+    train(part, tmp_path / "part", log=lambda _: None)
+    a, p = load_torch(tmp_path / "at" / "model.pt"), load_torch(tmp_path / "part" / "model.pt")
+    assert all(torch.equal(a[k], p[k]) for k in a)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, seed=seed), tmp_path / name,
+              log=lambda _: None)
+        runs[name] = load_torch(tmp_path / name / "model.pt")
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def test_kill_and_resume_gives_the_same_weights(digits_dir, tmp_path):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part_trades\n"
+                        "epochs: 6\nwarmup_epochs: 2\n")
+    cmd = [sys.executable, "-m", "part.cli", "train", "--config", str(cfg_path)]
+    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill as soon as a mid-run checkpoint (after epoch 3) exists
+        if (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(cmd + ["--out", str(killed)], check=True, capture_output=True, text=True)
+    assert "resuming" in resumed.stdout
+    a, b = load_torch(tmp_path / "straight" / "model.pt"), load_torch(killed / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "straight" / "log.jsonl").read_text().count("\n") == (killed / "log.jsonl").read_text().count("\n")
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(digits_dir, tmp_path):
+    cfg = digits_config(digits_dir, method="at", epochs=4, optim={"lr_milestones": [1], "lr_gamma": 1e12})
+    with pytest.raises(DivergenceError, match="epoch 2"):
+        train(cfg, tmp_path, log=lambda _: None)
+    state = load_torch(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
+    train(digits_config(digits_dir, method="at", epochs=1), tmp_path, log=lambda _: None)
+    with pytest.raises(RuntimeError, match="different config"):
+        train(digits_config(digits_dir, method="at", epochs=1, seed=5), tmp_path, log=lambda _: None)
