@@ -30,10 +30,10 @@ def test_refresh_schedule():
 
 def test_user_values_override_dataset_defaults(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("dataset: svhn\noptim: {lr: 0.1}\nattack: {eps: 4/255}\n")
+    path.write_text("dataset: svhn\noptim: {lr: 0.1}\nattack: {eps: 10/255}\n")
     cfg = config.load(path, {"seed": 3})
     assert cfg.optim.lr == 0.1 and cfg.optim.weight_decay == 3.5e-3 and cfg.seed == 3
-    assert cfg.attack.eps == pytest.approx(4 / 255)
+    assert cfg.attack.eps == pytest.approx(10 / 255)
 
 
 @pytest.mark.parametrize("raw, key", [
