@@ -44,7 +44,7 @@ def release_style_maps(model, images: torch.Tensor) -> float:
     t0 = time.perf_counter()
     with GradCAM(model=model, target_layers=[model.cam_layer]) as cam:
         for img in images:
-            gray = cam(input_tensor=img[None])[0]
+            gray = cam(input_tensor=img[None], targets=None)[0]
             resized = np.asarray(Image.fromarray(gray).resize(img.shape[-2:][::-1], Image.BICUBIC))
             rgb = jet(np.clip(resized, 0, 1) ** 2)[..., :3]
             z = (rgb - rgb.mean((0, 1))) / (rgb.std((0, 1)) + 1e-12)

@@ -93,18 +93,18 @@ def class_activation_maps(
     try:
         with _eval_mode(model), torch.enable_grad():
             logits = model(x.detach())
+            if len(captured) != 1:
+                raise RuntimeError(f"the CAM layer ran {len(captured)} times in one forward pass; expected once")
+            activation, version = captured[0]
+            if activation._version != version:
+                raise RuntimeError("the CAM layer's output was modified in place later in the forward pass "
+                                   "(an inplace ReLU?); its CAM would describe the modified tensor")
+            pred = logits.argmax(dim=1)
+            # Gradients of the sum are the per-image gradients: eval-mode samples do not interact.
+            score = logits.gather(1, pred[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, activation)
     finally:
         handle.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"the CAM layer ran {len(captured)} times in one forward pass; expected exactly once")
-    activation, version = captured[0]
-    if activation._version != version:
-        raise RuntimeError("the CAM layer's output was modified in place later in the forward pass "
-                           "(an inplace ReLU?); its CAM would describe the modified tensor")
-    pred = logits.argmax(dim=1)
-    # Gradients of the sum are the per-image gradients: eval-mode samples do not interact.
-    score = logits.gather(1, pred[:, None]).sum()
-    (grad,) = torch.autograd.grad(score, activation)
 
     a = activation.detach().float()
     g = grad.float()

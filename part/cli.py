@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from part.config import ConfigError
+from part.train import DivergenceError
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"part {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except DivergenceError as err:
+        print(f"part {args.command}: diverged: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":
