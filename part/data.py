@@ -68,7 +68,7 @@ def load_prepared(path: str | Path) -> PreparedDataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prepared dataset not found; run `part prepare --dataset "
-                                f"{path.stem} --out {path.parent}` (or the workflow's prepare rule) first")
+                                f"{path.stem} --out {path.parent} [--mirror DIR]` (or the workflow) first")
     blob = load_torch(path)
     missing = {"format_version", "name", "num_classes", "meta", "train_images", "train_labels",
                "test_images", "test_labels"} - set(blob if isinstance(blob, dict) else {})

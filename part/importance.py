@@ -82,7 +82,3 @@ def eps_map(mask: torch.Tensor, eps: float, eps_low: float) -> torch.Tensor:
     low = torch.tensor(eps_low, dtype=torch.float32, device=mask.device)
     return torch.where(mask, full, low)
 
-
-def full_eps_share(mask: torch.Tensor) -> torch.Tensor:
-    """Share of mask entries at the full ε, a 0-d tensor left on the device (no sync for logging)."""
-    return mask.float().mean()

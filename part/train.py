@@ -140,7 +140,7 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
     outer = OUTER_LOSSES[cfg.base_method]
     wall = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        record = run_epoch(cfg, epoch, forward, optimizer, loader, store, attack, outer, autocast)
+        record = run_epoch(cfg, epoch, model, optimizer, loader, store, attack, outer, autocast, forward)
         if not math.isfinite(record["loss"]):
             raise DivergenceError(f"{paths.root}: loss is {record['loss']} in epoch {epoch + 1}; the last good "
                                   f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
@@ -162,8 +162,14 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
 
 
 def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-               loader: DeviceLoader, store: EpsMapStore, attack, outer, autocast) -> dict[str, Any]:
-    """One epoch: the ε-map refresh it is due, then the attack + outer-loss step for every batch."""
+              loader: DeviceLoader, store: EpsMapStore, attack, outer, autocast,
+              forward: nn.Module | None = None) -> dict[str, Any]:
+    """One epoch: the ε-map refresh it is due, then the attack + outer-loss step for every batch.
+
+    ``forward`` is the (possibly ``torch.compile``d) module the attack and the loss call; the CAM
+    refresh always runs the eager ``model``, since its forward hook must see the real activation.
+    """
+    forward = model if forward is None else forward
     device = loader.device
     t0 = time.perf_counter()
     lr = cfg.optim.lr_at(epoch)
@@ -181,17 +187,17 @@ def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.opt
     correct = torch.zeros((), device=device, dtype=torch.long)
     full_share = torch.zeros((), device=device)
     n = 0
-    model.train()
+    forward.train()
     for batch in loader.epoch(make_generator(device, cfg.seed, epoch, SHUFFLE_STREAM)):
         x_adv = None
         if attack is not None:
             eps = store.for_batch(batch) if part_epoch else cfg.attack.eps
             with autocast():
-                x_adv = attack(model, batch.x, batch.y, eps=eps, generator=attack_gen)
+                x_adv = attack(forward, batch.x, batch.y, eps=eps, generator=attack_gen)
             if part_epoch:
                 full_share += (eps == cfg.attack.eps).float().mean() * len(batch.y)
         with autocast():
-            loss, logits = outer(model, batch.x, x_adv, batch.y, cfg.beta)
+            loss, logits = outer(forward, batch.x, x_adv, batch.y, cfg.beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

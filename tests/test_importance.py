@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from part.importance import RECIPES, eps_map, full_eps_share, importance_mask, jet_rgb
+from part.importance import RECIPES, eps_map, importance_mask, jet_rgb
 
 
 def test_default_one_hot_pixel():
@@ -96,9 +96,3 @@ def test_eps_map_values():
     same = eps_map(mask, 8 / 255, 8 / 255)
     assert torch.equal(same, torch.full_like(same, 8 / 255))
 
-
-def test_full_eps_share():
-    mask = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
-    mask[0, 0, 0, 0] = mask[1, 0, 1, 1] = True
-    share = full_eps_share(mask)
-    assert share.dim() == 0 and share.item() == 0.25

@@ -1,6 +1,7 @@
 """Small real runs: small_cnn on the digits data, on the CPU, a few seconds each."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -150,3 +151,16 @@ def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
     train(digits_config(digits_dir, method="at", epochs=1), tmp_path, log=lambda _: None)
     with pytest.raises(RuntimeError, match="different config"):
         train(digits_config(digits_dir, method="at", epochs=1, seed=5), tmp_path, log=lambda _: None)
+
+
+def test_mma_generated_training_examples(digits_dir, tmp_path):
+    """The release's ``--attack mma`` option: PART trained on minimum-margin AEs."""
+    cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"generator": "mma", "steps": 3})
+    info = train(cfg, tmp_path, log=lambda _: None)
+    assert info["final"]["phase"] == "part" and math.isfinite(info["final"]["loss"])
+
+
+def test_jet_recipe_needs_colour_images(digits_dir, tmp_path):
+    cfg = digits_config(digits_dir, method="part", mask={"recipe": "official_jet"})
+    with pytest.raises(ValueError, match="key 'mask.recipe'.*3-channel"):
+        train(cfg, tmp_path, log=lambda _: None)
