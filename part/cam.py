@@ -25,27 +25,34 @@ no parameter ``.grad`` touched, no hook left registered.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import pytorch_grad_cam
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 
 CAM_METHODS = ("gradcam", "xgradcam", "layercam")
 BACKENDS = ("torch", "grad-cam")
 
-# The package's CAM classes that share BaseCAM's (model, target_layers) interface, by the names
-# its own examples use ("gradcam++", "kpca_cam", ...). The meta-methods built on top of a base CAM
-# (FinerCAM, RefineCAM, SESS) are left out: they need extra choices (comparison classes, a base
-# method, scales) that a single method name cannot carry.
-PACKAGE_CAMS: dict[str, type[BaseCAM]] = {
-    obj.__name__.lower().replace("plusplus", "++"): obj
-    for obj in vars(pytorch_grad_cam).values()
-    if isinstance(obj, type) and issubclass(obj, BaseCAM) and obj is not BaseCAM
-}
+
+@functools.cache
+def package_cams() -> dict[str, type]:
+    """The package's CAM classes that share BaseCAM's (model, target_layers) interface, by the names
+    its own examples use ("gradcam++", "kpca_cam", ...).
+
+    Imported on first use: pytorch_grad_cam pulls in OpenCV, matplotlib and scikit-learn (seconds
+    per process), which the default torch backend — and every evaluation job — does not need. The
+    meta-methods built on top of a base CAM (FinerCAM, RefineCAM, SESS) are left out: they need
+    extra choices (comparison classes, a base method, scales) that a single method name cannot carry.
+    """
+    import pytorch_grad_cam
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    return {obj.__name__.lower().replace("plusplus", "++"): obj for obj in vars(pytorch_grad_cam).values()
+            if isinstance(obj, type) and issubclass(obj, BaseCAM) and obj is not BaseCAM}
+
 
 _SCALE_EPS = 1e-7  # grad-cam's scale_cam_image: (cam - min) / (max + 1e-7)
 _XGRADCAM_EPS = 1e-7  # grad-cam's XGradCAM: sum(G * A) / (sum(A) + 1e-7)
@@ -141,12 +148,12 @@ def gradcam_package_maps(model: nn.Module, x: torch.Tensor, method: str) -> torc
     parameters' ``.grad`` are put back as they were and its hooks are released in a ``finally``
     (its context manager would swallow an IndexError and return nothing).
     """
-    _check_choice("grad-cam method", method, tuple(PACKAGE_CAMS))
+    _check_choice("grad-cam method", method, tuple(package_cams()))
     saved_grads = [(p, p.grad) for p in model.parameters()]
     cam = None
     try:
         with _eval_mode(model):
-            cam = PACKAGE_CAMS[method](model=model, target_layers=[model.cam_layer])
+            cam = package_cams()[method](model=model, target_layers=[model.cam_layer])
             maps = cam(input_tensor=x.detach(), targets=None)
     finally:
         if cam is not None:

@@ -29,12 +29,10 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from part.data import prepare_digits, save_prepared
+    from part.sources import fetch_and_prepare
 
-    if args.dataset != "digits":
-        raise SystemExit(f"part prepare: {args.dataset!r} is prepared from its downloaded archives by the "
-                         "workflow; only 'digits' (bundled with scikit-learn) is prepared here")
-    path = save_prepared(Path(args.out) / "digits.pt", prepare_digits(seed=args.split_seed))
+    path = fetch_and_prepare(args.dataset, Path(args.raw_dir) / args.dataset, Path(args.out) / f"{args.dataset}.pt",
+                             mirror=args.mirror, split_seed=args.split_seed)
     print(f"[part] wrote {path}")
 
 
@@ -46,14 +44,33 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(cfg, args.out)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from part.evaluate import evaluate, merge_metrics
+
+    if args.merge_only:
+        metrics = merge_metrics(args.run)
+    else:
+        attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        metrics = evaluate(args.run, attacks, n_examples=args.n_examples, batch_size=args.batch_size,
+                           device=args.device, precision=args.precision, seed=args.seed, data_dir=args.data_dir,
+                           merge=not args.no_merge)
+    cells = [f"{name} {e['accuracy']:.2f}% (n={e['n_examples']}, {e['seconds']:.1f}s)"
+             for name, e in metrics["attacks"].items()]
+    worst = metrics["worst_case"]
+    print(f"[part] {args.run}: " + " | ".join(cells) + f" | worst case {worst['accuracy']:.2f}% "
+          f"(n={worst['n_examples']})" + ("" if args.no_merge else " -> metrics.json"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="part", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="write a prepared dataset file")
+    p = sub.add_parser("prepare", help="download (or take from a mirror) and prepare a dataset")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", default="data/prepared", help="directory for {dataset}.pt")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--raw-dir", default="data/raw", help="downloaded archives go to RAW_DIR/{dataset}/")
+    p.add_argument("--mirror", help="directory, file:// or http(s) base holding the original archives")
+    p.add_argument("--split-seed", type=int, default=0, help="train/test split of digits")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train one run (resumes if interrupted)")
@@ -61,6 +78,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run (natural, pgd20, mma, mm3, aa) into metrics.json")
+    p.add_argument("--run", required=True, help="run directory written by `part train`")
+    p.add_argument("--attacks", default="natural,pgd20,mma,aa", help="comma-separated, from natural,pgd20,mma,mm3,aa")
+    p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default=None, help="default: the run's device")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (CUDA only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
+    p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
+    merging = p.add_mutually_exclusive_group()
+    merging.add_argument("--no-merge", action="store_true",
+                         help="only write eval/<attack>.{json,correct.npz} (one job per attack)")
+    merging.add_argument("--merge-only", action="store_true",
+                         help="only merge the run's eval/<attack>.json files into metrics.json")
+    p.set_defaults(func=cmd_evaluate)
 
     args = parser.parse_args(argv)
     try:

@@ -1,30 +1,412 @@
-"""Per-example evaluation under an attack: the core that ``part evaluate`` and the tests build on."""
+"""Robustness evaluation of trained runs: natural, PGD-20, MMA (the release's and Gao et al.'s MM3)
+and standard AutoAttack, each kept per example so that any set of attacks can be merged later.
+
+Each attack of a run is its own unit of work, because AutoAttack costs far more than the rest and a
+workflow runs one job per (model, attack). A job writes only its own pair of files in the run
+directory, so jobs on different attacks of one model never touch the same file:
+
+    eval/<attack>.json         accuracy, #examples, seconds, the attack's exact settings, checkpoint
+                               hash, package versions and git revision
+    eval/<attack>.correct.npz  per-example correctness (bool) and the test indices it refers to
+    metrics.json               ``merge_metrics``: every eval/<attack>.json, plus the worst case over
+                               them (an example counts only if it survives every attack)
+
+The settings are data (``attack_specs``), built from the dataset's evaluation budget, and are
+written into the results as they were run, so a number can always be traced to its attack.
+Evaluation is deterministic: random starts draw from seeded generators, AutoAttack's own reseeding
+is isolated (``part.autoattack_adapter``). The table's MMA column is ``mma``, the variant of the
+PART release (``part.attacks.MMA``); ``mm3`` is Gao et al.'s published attack, offered beside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
+import functools
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jsonschema
+import numpy as np
 import torch
 from torch import nn
 
-from part.attacks import Attack
-from part.data import DeviceLoader, Split
+from part import io
+from part.attacks import MMA, PGD, Attack
+from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
+from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
+from part.data import Split, load_prepared
+from part.models import build_model
+from part.train import RunPaths, autocast_factory, resolve_device
+
+TABLE_ATTACKS: tuple[str, ...] = ("natural", "pgd20", "mma", "aa")
+"""The paper's table columns; its MMA column is the release's variant."""
+ATTACKS: tuple[str, ...] = TABLE_ATTACKS + ("mm3",)
+FORMAT_VERSION = 1
+EVAL_DIR = "eval"
+
+
+def evaluation_budget(dataset: str) -> tuple[float, float]:
+    """(ε, α) of the evaluation: the dataset's default training budget, not the run's own.
+
+    Every model of a dataset is then measured at the same budget, including ablations trained with
+    another ε: 8/255 with α = 2/255 (SVHN 1/255) for the paper's data sets, part.config's MNIST-style
+    budgets for the small grey-scale ones.
+    """
+    if dataset not in DATASET_DEFAULTS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASET_DEFAULTS)}")
+    attack = deep_merge(DEFAULTS, DATASET_DEFAULTS[dataset])["attack"]
+    return parse_budget(attack["eps"]), parse_budget(attack["alpha"])
+
+
+def attack_specs(eps: float, alpha: float, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every evaluation attack by name, as plain data (fra31 style): what runs is what gets recorded."""
+    ball = {"norm": "Linf", "eps": eps, "eps_255": eps * 255}
+    return {
+        "natural": {"kind": "natural"},
+        "pgd20": {"kind": "pgd", **ball, "alpha": alpha, "steps": 20, "loss": "ce", "start": "uniform",
+                  "restarts": 1, "seed": seed},
+        "mma": {"kind": "mma", "variant": "PART release: sign steps per target, keep the largest final margin",
+                **ball, "alpha": alpha, "steps": 20, "k": 3, "confidence": 50.0, "start": "uniform",
+                "restarts": 1, "seed": seed},
+        "mm3": {"kind": "mm3", "variant": "Gao et al. 2022: targeted APGD on the margin, targets in turn",
+                **ball, "steps": 20, "k": 3, "confidence": 50.0, "rho": 0.75, "restarts": 1, "seed": seed},
+        "aa": {"kind": "autoattack", "version": "standard", **ball, "seed": seed},
+    }
+
+
+def _build(spec: dict[str, Any]) -> Attack | None:
+    kind = spec["kind"]
+    if kind == "natural":
+        return None
+    if kind == "pgd":
+        return PGD(spec["eps"], spec["alpha"], spec["steps"], loss=spec["loss"], start=spec["start"])
+    if kind == "mma":
+        return MMA(spec["eps"], spec["alpha"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"])
+    if kind == "mm3":
+        return MM3(spec["eps"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"], seed=spec["seed"])
+    raise ValueError(f"attack kind {kind!r} has no per-batch implementation")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-example correctness of one model under one attack
+
+
+def _batched_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None,
+                     batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+    out = []
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        if attack is not None:
+            xb = attack(model, xb, yb, generator=generator)
+        with torch.no_grad():
+            out.append(model(xb).argmax(1) == yb)
+    return torch.cat(out)
 
 
 def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = None, *, batch_size: int = 500,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool (N,) on the model's device: is example i classified correctly (after ``attack``, if given)?
 
-    The model is evaluated in eval mode (restored afterwards); batches stay on the device and the
-    result is gathered there, so one evaluation costs a single host transfer at the end.
+    The model is evaluated in eval mode (restored afterwards); the split moves to the device once,
+    so one evaluation costs a single host transfer each way.
     """
     device = next(model.parameters()).device
+    with _eval_mode(model):
+        x = split.images.to(device).float().div_(255)
+        return _batched_correct(model, x, split.labels.to(device), attack, batch_size, generator)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
     was_training = model.training
     model.eval()
     try:
-        out = []
-        for batch in DeviceLoader(split, batch_size, device).epoch(plain=True):
-            x = batch.x if attack is None else attack(model, batch.x, batch.y, generator=generator)
-            with torch.no_grad():
-                out.append(model(x).argmax(1) == batch.y)
-        return torch.cat(out)
+        yield
     finally:
         model.train(was_training)
+
+
+class _Autocast(nn.Module):
+    """bf16 forward passes with fp32 logits out, so every attack (AutoAttack too) sees one precision."""
+
+    def __init__(self, model: nn.Module, autocast: Callable[[], contextlib.AbstractContextManager]):
+        super().__init__()
+        self.model, self.autocast = model, autocast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model(x).float()
+
+
+def with_precision(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+    """``model`` itself for fp32; for bf16 (CUDA only) a wrapper that autocasts and returns fp32 logits."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16'")
+    return model if precision == "fp32" else _Autocast(model, autocast_factory(precision, device)).eval()
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, EvaluationWarning, stacklevel=3)
+
+
+def _check_outputs(logits: torch.Tensor) -> None:
+    """fra31's check: rows in [0, 1] summing to 1 are probabilities, whose gradients saturate."""
+    if logits.min() > -1e-5 and logits.max() < 1 + 1e-5 and bool(((logits.sum(1) - 1).abs() < 1e-4).all()):
+        _warn("the model's outputs look like probabilities (rows in [0, 1] summing to 1); the attacks need "
+              "logits, and their gradients through a softmax saturate: remove the final softmax")
+
+
+def check_accuracies(name: str, natural: torch.Tensor, robust: torch.Tensor, num_classes: int) -> None:
+    """Warn when the numbers themselves say the evaluation is broken.
+
+    Natural accuracy within 3 standard errors of chance means a wrong checkpoint, labels or input
+    scaling; an attack that leaves *more* points correct than no attack at all is not attacking.
+    """
+    n = len(natural)
+    chance = 1.0 / num_classes
+    nat = natural.float().mean().item()
+    if nat <= chance + 3 * math.sqrt(chance * (1 - chance) / n):
+        _warn(f"natural accuracy {100 * nat:.2f}% on {n} examples is at chance level ({100 * chance:.1f}% for "
+              f"{num_classes} classes): wrong checkpoint, labels or input scaling?")
+    if name != "natural" and int(robust.sum()) > int(natural.sum()):
+        _warn(f"{name}: robust accuracy {100 * robust.float().mean().item():.2f}% is above natural accuracy "
+              f"{100 * nat:.2f}%: the attack turned misclassified points into correct ones; it is not "
+              "maximising the loss (wrong sign, masked gradients or a randomised model)")
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    name: str
+    correct: torch.Tensor  # bool (N,), on the CPU
+    natural_correct: torch.Tensor  # bool (N,), on the CPU: the same examples without attack
+    settings: dict[str, Any]
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * int(self.correct.sum()) / len(self.correct)
+
+    @property
+    def natural_accuracy(self) -> float:
+        return 100.0 * int(self.natural_correct.sum()) / len(self.natural_correct)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, spec: dict[str, Any], *,
+               batch_size: int = 500, log: Callable[[str], None] | None = print) -> AttackResult:
+    """Per-example correctness of ``model`` on float images ``x`` in [0, 1] (on the model's device)
+    under the attack ``spec`` (one of ``attack_specs``), with the sanity checks of fra31.
+
+    The model is put in eval mode for the evaluation (a warning says so if it was not) and left as
+    it was found. ``seconds`` times the attack alone, after a device synchronisation.
+    """
+    device = x.device
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"inputs span [{x.min().item():.3g}, {x.max().item():.3g}]; the ε-balls and the attacks' "
+                         "clipping are defined for images in [0, 1] (normalise inside the model)")
+    if model.training:
+        _warn("the model is in train mode (batch-norm would use batch statistics); evaluating it in eval mode")
+    with _eval_mode(model):
+        with torch.no_grad():
+            logits = model(x[:batch_size]).float()
+        _check_outputs(logits)
+        natural = _batched_correct(model, x, y, None, batch_size, None)
+        _synchronize(device)
+        t0 = time.perf_counter()
+        if spec["kind"] == "autoattack":
+            adapter = StandardAutoAttack(model, spec["eps"], device=device, seed=spec["seed"], batch_size=batch_size,
+                                         log=log)
+            settings = {**spec, **adapter.settings}
+            correct = _batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
+        else:
+            settings = dict(spec)
+            generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
+            correct = _batched_correct(model, x, y, _build(spec), batch_size, generator)
+        _synchronize(device)
+        seconds = time.perf_counter() - t0
+    check_accuracies(name, natural, correct, logits.shape[1])
+    return AttackResult(name, correct.cpu(), natural.cpu(), settings, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories: one job per attack, then a merge
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A finished run ready to attack: its model (eval mode) and test images, both on the device."""
+
+    paths: RunPaths
+    cfg: RunConfig
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray
+    checkpoint_sha256: str
+    precision: str
+
+
+def _run_info(cfg: RunConfig) -> dict[str, Any]:
+    return {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed}
+
+
+def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str | None = None,
+             precision: str = "fp32", data_dir: str | Path | None = None) -> LoadedRun:
+    paths = RunPaths(Path(run_dir))
+    for required in (paths.config, paths.model):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required}: missing; {paths.root} is not a finished run (train it first)")
+    cfg = from_dict(json.loads(paths.config.read_text()), str(paths.config))
+    dev = resolve_device(device or cfg.device)
+    data = load_prepared(Path(data_dir or cfg.data_dir) / f"{cfg.dataset}.pt")
+    n_test = len(data.test)
+    n = n_test if n_examples is None else n_examples
+    if not 1 <= n <= n_test:
+        raise ValueError(f"--n-examples {n_examples}: the {cfg.dataset} test split has {n_test} examples")
+    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
+    model.load_state_dict(io.load_torch(paths.model, map_location="cpu"))
+    model = with_precision(model.to(dev).eval(), precision, dev)
+    x = data.test.images[:n].to(dev).float().div_(255)
+    return LoadedRun(paths, cfg, model, x, data.test.labels[:n].to(dev), np.arange(n, dtype=np.int64),
+                      file_sha256(paths.model), precision)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: int,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
+    result = run_attack(run.model, run.x, run.y, name, spec, batch_size=batch_size, log=log)
+    eval_dir = run.paths.root / EVAL_DIR
+    correct_file = f"{name}.correct.npz"
+    io.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, result.correct.numpy(), run.index))
+    n = len(run.index)
+    entry = {
+        "attack": name, "accuracy": result.accuracy, "n_correct": int(result.correct.sum()), "n_examples": n,
+        "natural_accuracy": result.natural_accuracy, "seconds": result.seconds,
+        "images_per_second": n / result.seconds if result.seconds > 0 else None,
+        "settings": result.settings, "precision": run.precision, "batch_size": batch_size,
+        "device": str(run.x.device), "split": "test", "subset": f"first {n} of {run.cfg.dataset} test",
+        "run": _run_info(run.cfg), "checkpoint_sha256": run.checkpoint_sha256,
+        "correct_file": f"{EVAL_DIR}/{correct_file}", "created": _now(), "environment": io.environment(),
+    }
+    io.write_json(eval_dir / f"{name}.json", entry)
+    if log is not None:
+        c = run.cfg
+        what = "accuracy" if name == "natural" else f"robust accuracy {entry['accuracy']:6.2f}% ({entry['n_correct']}/{n}), natural"
+        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed} {name}: {what} {entry['natural_accuracy']:6.2f}% "
+            f"({n} examples) {result.seconds:.1f}s ({entry['images_per_second'] or float('inf'):.0f} img/s)")
+    return entry
+
+
+def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
+        np.savez_compressed(f, correct=correct, index=index)
+
+
+def load_correct(run_dir: str | Path, attack: str) -> tuple[np.ndarray, np.ndarray]:
+    """(correct bool (N,), test indices (N,)) of one evaluated attack."""
+    path = Path(run_dir) / EVAL_DIR / f"{attack}.correct.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: attack {attack!r} has not been evaluated for this run")
+    with np.load(path) as f:
+        return f["correct"].astype(bool), f["index"]
+
+
+def metrics_schema() -> dict[str, Any]:
+    return json.loads(resources.files("part").joinpath("schema/metrics.schema.json").read_text())
+
+
+def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json content from per-attack entries; refuses to mix results of different checkpoints.
+
+    Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer
+    examples); the worst case is taken over the examples that every attack has seen.
+    """
+    run_dir = Path(run_dir)
+    if not entries:
+        raise ValueError(f"{run_dir / EVAL_DIR}: no evaluated attack to merge")
+    sha = file_sha256(RunPaths(run_dir).model)
+    stale = sorted(name for name, e in entries.items() if e["checkpoint_sha256"] != sha)
+    if stale:
+        raise ValueError(f"{run_dir}: eval results {stale} were computed for another model.pt than the current "
+                         f"one; re-run `part evaluate --run {run_dir} --attacks {','.join(stale)}` or delete them")
+    order = sorted(entries, key=_attack_order)
+    correct = {name: load_correct(run_dir, name) for name in order}
+    common = functools.reduce(np.intersect1d, [index for _, index in correct.values()])
+    survivors = np.logical_and.reduce([c[np.isin(index, common)] for c, index in correct.values()])
+    return {
+        "format_version": FORMAT_VERSION, "run": entries[order[0]]["run"], "checkpoint_sha256": sha,
+        "split": "test", "table_attacks": [a for a in TABLE_ATTACKS if a in entries],
+        "mma_column": "mma (the PART release's variant); mm3 = Gao et al.'s published MM3",
+        "attacks": {name: entries[name] for name in order},
+        "worst_case": {"attacks": order, "n_examples": len(common), "n_correct": int(survivors.sum()),
+                       "accuracy": 100.0 * int(survivors.sum()) / len(common) if len(common) else 0.0},
+        "created": _now(), "environment": io.environment(),
+    }
+
+
+def _attack_order(name: str) -> int:
+    return ATTACKS.index(name) if name in ATTACKS else len(ATTACKS)
+
+
+def merge_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """Merge every ``eval/<attack>.json`` of a run into ``metrics.json`` (validated, written atomically).
+
+    Merges of one run are serialised by a lock file, and each job writes its own results before it
+    merges, so the last merge to finish sees every finished attack whatever the interleaving.
+    """
+    run_dir = Path(run_dir)
+    eval_dir = run_dir / EVAL_DIR
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    with open(eval_dir / ".merge.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))}
+        metrics = build_metrics(run_dir, entries)
+        jsonschema.validate(metrics, metrics_schema())
+        io.write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_examples: int | None = None,
+             batch_size: int = 500, device: str | None = None, precision: str = "fp32", seed: int = 0,
+             data_dir: str | Path | None = None, merge: bool = True,
+             log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Evaluate a finished run under ``attacks`` and return the metrics (``metrics.json``'s content).
+
+    Each attack writes ``eval/<attack>.json`` and ``eval/<attack>.correct.npz`` as soon as it is done;
+    with ``merge`` (default) all evaluated attacks of the run, including earlier jobs', are then merged
+    into ``metrics.json``. Without it nothing else is written and the metrics of this call's attacks
+    are returned — the shape for one job per attack followed by a ``merge_metrics`` job.
+    ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result.
+    """
+    attacks = list(dict.fromkeys(attacks))
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(ATTACKS)}")
+    run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir)
+    specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
+    entries = {name: _evaluate_one(run, name, specs[name], batch_size, log) for name in attacks}
+    return merge_metrics(run_dir) if merge else build_metrics(run_dir, entries)

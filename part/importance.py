@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 
-import matplotlib
 import numpy as np
 import torch
 
@@ -29,6 +28,8 @@ RECIPES = ("default", "official_jet")
 @functools.lru_cache(maxsize=None)
 def _jet_lut(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """jet's RGB table laid out as matplotlib's: N colours, then the under, over and bad colours."""
+    import matplotlib  # only the release's recipe needs it; importing it costs every job a second
+
     cmap = matplotlib.colormaps["jet"]
     rows = np.concatenate([cmap(np.arange(cmap.N)), [cmap.get_under(), cmap.get_over(), cmap.get_bad()]])
     return torch.tensor(rows[:, :3], dtype=dtype, device=device)

@@ -7,7 +7,7 @@ RUNS = {run.path: run for run in grid.expand(config)}
 RESULTS = config["results_dir"]
 PREPARED = config["data"]["prepared_dir"]
 ATTACKS = config["evaluation"]["attacks"]
-RUN_DIR = RESULTS + "/{dataset}/{arch}/{variant}/seed{seed}"
+RUN_DIR = f"{RESULTS}/{{dataset}}/{{arch}}/{{variant}}/seed{{seed}}"
 
 
 wildcard_constraints:
@@ -24,6 +24,13 @@ def run_of(wildcards):
 
 def run_dirs():
     return [f"{RESULTS}/{path}" for path in RUNS]
+
+
+def n_examples(wildcards):
+    """Test examples an evaluation job uses: AutoAttack may run on a subset (evaluation.aa_n_examples)."""
+    if wildcards.attack == "aa" and config["evaluation"].get("aa_n_examples"):
+        return config["evaluation"]["aa_n_examples"]
+    return config["evaluation"].get("n_examples")
 
 
 def job_resources(stage):

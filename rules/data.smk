@@ -7,10 +7,12 @@ localrules:
 
 rule prepare_dataset:
     output:
-        PREPARED + "/{dataset}.pt",
+        f"{PREPARED}/{{dataset}}.pt",
     params:
         raw_dir=config["data"]["raw_dir"],
         mirror=config["data"].get("mirror"),
+    conda:
+        "../envs/part.yaml"
     log:
         "logs/prepare/{dataset}.log",
     script:

@@ -4,12 +4,14 @@
 
 rule train:
     input:
-        PREPARED + "/{dataset}.pt",
+        f"{PREPARED}/{{dataset}}.pt",
     output:
-        model=RUN_DIR + "/model.pt",
-        run=RUN_DIR + "/run.json",
+        model=f"{RUN_DIR}/model.pt",
+        run=f"{RUN_DIR}/run.json",
     params:
         run=lambda wildcards: run_of(wildcards).config.to_dict(),
+    conda:
+        "../envs/part.yaml"
     log:
         "logs/train/{dataset}/{arch}/{variant}/seed{seed}.log",
     benchmark:

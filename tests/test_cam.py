@@ -11,7 +11,7 @@ from torch import nn
 
 from part.cam import (
     CAM_METHODS,
-    PACKAGE_CAMS,
+    package_cams,
     class_activation_maps,
     gradcam_package_maps,
     unit_maps,
@@ -191,5 +191,5 @@ def test_invalid_choices(net, x):
 
 
 def test_package_method_names():
-    assert {"gradcam", "xgradcam", "layercam", "gradcam++", "hirescam", "eigencam", "scorecam"} <= set(PACKAGE_CAMS)
-    assert PACKAGE_CAMS["gradcam"] is GradCAM
+    assert {"gradcam", "xgradcam", "layercam", "gradcam++", "hirescam", "eigencam", "scorecam"} <= set(package_cams())
+    assert package_cams()["gradcam"] is GradCAM

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from part.models.resnet import residual_stages
+
 
 class PreActBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
@@ -40,22 +42,11 @@ class PreActBlock(nn.Module):
 class PreActResNet(nn.Module):
     def __init__(self, num_blocks: list[int], num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        self.in_planes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.layer1 = self._make_layer(64, num_blocks[0], stride=1)
-        self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
-        self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
-        self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = residual_stages(PreActBlock, num_blocks)
         self.bn = nn.BatchNorm2d(512)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
-
-    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for s in [stride] + [1] * (num_blocks - 1):
-            layers.append(PreActBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
 
     @property
     def cam_layer(self) -> nn.Module:

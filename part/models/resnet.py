@@ -9,6 +9,8 @@ has a 4x4 map for the class-activation maps PART turns into per-pixel budgets. T
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,25 +36,26 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def residual_stages(block: Callable[[int, int, int], nn.Module], num_blocks: Sequence[int]) -> list[nn.Sequential]:
+    """The four stages of the CIFAR ResNets (64-512 planes, strides 1, 2, 2, 2), plain or pre-activation."""
+    stages, in_planes = [], 64
+    for planes, n, stride in zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2)):
+        blocks = []
+        for s in [stride] + [1] * (n - 1):
+            blocks.append(block(in_planes, planes, s))
+            in_planes = planes
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
 class ResNet(nn.Module):
     def __init__(self, num_blocks: list[int], num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        self.in_planes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_layer(64, num_blocks[0], stride=1)
-        self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
-        self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
-        self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = residual_stages(BasicBlock, num_blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
-
-    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for s in [stride] + [1] * (num_blocks - 1):
-            layers.append(BasicBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
 
     @property
     def cam_layer(self) -> nn.Module:

@@ -1,0 +1,163 @@
+"""The two attacks that come from the packaged fra31 AutoAttack code (``pyautoattack``, pinned in
+pyproject): standard AutoAttack, and Gao et al.'s MM3, which is targeted APGD on a margin loss.
+
+Everything that touches ``pyautoattack`` lives here, so a new release of it is checked in one place
+(``tests/test_evaluate.py`` asserts the standard preset that ``settings`` reads back). Two habits of
+that code are contained here rather than left to callers:
+
+* every sub-attack calls ``torch.manual_seed`` (CPU and CUDA) with its own seed — the global RNG
+  state is saved and restored around each call, so evaluating never changes what a caller draws next;
+* its fra31 sanity checks (randomised or dynamic defence, probability outputs, too many target
+  classes, Square beating the gradient attacks, zero gradients) go to the ``auto-attack`` logger,
+  where nobody sees them; they are re-raised as ``EvaluationWarning``, and the running robust
+  accuracy after each sub-attack is passed to the caller's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from part.attacks import Attack
+
+_AA_LOGGER = "auto-attack"
+
+
+class EvaluationWarning(UserWarning):
+    """A robustness number that is probably wrong: the model, its outputs or an attack look broken."""
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+@contextlib.contextmanager
+def _aa_reporting(log: Callable[[str], None] | None) -> Iterator[None]:
+    """Route the ``auto-attack`` logger for the duration of one run: warnings out, progress to ``log``."""
+
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warnings.warn(f"AutoAttack: {msg}", EvaluationWarning, stacklevel=2)
+            elif log is not None and msg.startswith(("initial accuracy", "robust accuracy after")):
+                log(f"[part]   aa {msg}")
+
+    logger = logging.getLogger(_AA_LOGGER)
+    handler = Forward(logging.DEBUG)
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _isolated(log: Callable[[str], None] | None = None) -> Iterator[None]:
+    with torch.random.fork_rng(devices=_cuda_devices()), _aa_reporting(log), torch.no_grad():
+        yield
+
+
+class StandardAutoAttack:
+    """Standard AutoAttack, ℓ∞ (or ℓ2): APGD-CE, APGD-T, FAB-T, Square with fra31's standard settings.
+
+    Args:
+        model: classifier returning logits, already on ``device`` and in eval mode.
+        eps: the budget; seed: the one seed every sub-attack restarts from;
+        device: where the attack runs (passed explicitly: pyautoattack's default is the CPU);
+        batch_size: images per forward pass; log: receives the running robust accuracy.
+    Call:
+        ``perturb(x, y) -> x_adv`` on whole tensors; AutoAttack batches them itself and only
+        attacks points that are still robust, so one call per evaluation is the efficient use.
+    """
+
+    def __init__(self, model: nn.Module, eps: float, *, device: torch.device | str, seed: int = 0,
+                 batch_size: int = 500, norm: str = "Linf", log: Callable[[str], None] | None = None):
+        from pyautoattack import AutoAttack
+
+        with _aa_reporting(None):  # _set_version logs at INFO; keep it off the root logger
+            self.aa = AutoAttack(model, eps=eps, norm=norm, version="standard", device=torch.device(device), seed=seed)
+        self.batch_size = batch_size
+        self.log = log
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The preset as the constructed object holds it (read back, not restated), for metrics.json."""
+        import pyautoattack
+
+        aa = self.aa
+        return {
+            "package": "pyautoattack", "package_version": pyautoattack.__version__, "version": aa.version,
+            "norm": aa.norm, "eps": float(aa.epsilon), "seed": aa.seed, "batch_size": self.batch_size,
+            "attacks": list(aa.attacks_to_run),
+            "apgd-ce": {"n_iter": aa.apgd.n_iter, "n_restarts": aa.apgd.n_restarts, "rho": aa.apgd.thr_decr,
+                        "eot_iter": aa.apgd.eot_iter},
+            "apgd-t": {"n_iter": aa.apgd_targeted.n_iter, "n_restarts": aa.apgd_targeted.n_restarts,
+                       "n_target_classes": aa.apgd_targeted.n_target_classes, "rho": aa.apgd_targeted.thr_decr,
+                       "loss": aa.apgd_targeted.loss},
+            "fab-t": {"n_iter": aa.fab.n_iter, "n_restarts": aa.fab.n_restarts,
+                      "n_target_classes": aa.fab.n_target_classes},
+            "square": {"n_queries": aa.square.n_queries, "n_restarts": aa.square.n_restarts,
+                       "p_init": aa.square.p_init},
+        }
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with _isolated(self.log):
+            x_adv, _ = self.aa.run_standard_evaluation(x, y, batch_size=self.batch_size)
+        return x_adv
+
+
+def _margin_apgd_class():
+    """Targeted APGD whose per-example objective is Gao et al.'s margin ``-max(z_y - z_t + κ, 0)``.
+
+    APGD-T picks its loss by name and ships only the targeted DLR loss; overriding that one method
+    swaps in the margin while keeping APGD's step-size schedule, momentum, best-point bookkeeping
+    and target choice (the 2nd, 3rd, ... highest natural logits) untouched.
+    """
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    class MarginAPGDTargeted(APGDAttack_targeted):
+        confidence = 50.0
+
+        def dlr_loss_targeted(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            z_y = logits.gather(1, y[:, None]).squeeze(1)
+            z_t = logits.gather(1, self.y_target[:, None]).squeeze(1)
+            return -(z_y - z_t + self.confidence).clamp(min=0)
+
+    return MarginAPGDTargeted
+
+
+class MM3(Attack):
+    """Minimum-margin attack as Gao et al. (ICML 2022) publish it: MM3 = targeted APGD on the margin
+    loss (confidence κ = 50) against each of the ``k`` = 3 highest wrong natural logits in turn, with
+    every target attacking only the points the previous ones left robust.
+
+    The release's MMA (``part.attacks.MMA``) uses fixed sign steps and keeps the candidate with the
+    largest final margin instead; both are offered so their gap can be measured. ``steps`` per target
+    defaults to 20, the release's MMA budget. Only scalar ε (APGD has no per-pixel budget); the
+    ``generator`` is unused — APGD draws its start from ``seed``, inside an isolated RNG state.
+    """
+
+    def __init__(self, eps: float, steps: int = 20, k: int = 3, confidence: float = 50.0, seed: int = 0):
+        super().__init__(eps)
+        self.steps, self.k, self.confidence, self.seed = steps, k, confidence, seed
+
+    def perturb(self, model, x, y, eps, g):
+        if torch.is_tensor(eps):
+            raise ValueError("MM3 runs APGD, which takes a scalar ε only")
+        apgd = _margin_apgd_class()(model, n_iter=self.steps, norm="Linf", n_restarts=1, eps=float(eps),
+                                    seed=self.seed, rho=0.75, n_target_classes=self.k, device=x.device,
+                                    logger=logging.getLogger(_AA_LOGGER))
+        apgd.confidence = self.confidence
+        with _isolated():
+            return apgd.perturb(x, y).to(x.dtype)

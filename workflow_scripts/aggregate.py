@@ -1,0 +1,10 @@
+"""Snakemake adapter: the grid's mean ± std tables."""
+
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from part.aggregate import write_tables
+
+with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+    paths = write_tables(snakemake.config, Path(snakemake.output.main_csv).parent)
+    print("\n".join(f"wrote {p}" for p in paths.values()))
