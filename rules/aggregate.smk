@@ -17,5 +17,7 @@ rule aggregate:
         "../envs/part.yaml"
     log:
         "logs/aggregate.log",
+    benchmark:
+        "logs/aggregate.benchmark.tsv"
     script:
         "../workflow_scripts/aggregate.py"

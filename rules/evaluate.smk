@@ -38,5 +38,7 @@ rule metrics:
         "../envs/part.yaml"
     log:
         "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.log",
+    benchmark:
+        "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
     script:
         "../workflow_scripts/metrics.py"
