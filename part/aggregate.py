@@ -81,7 +81,10 @@ def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
     io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
     io.write_text(paths["main_csv"], table.to_csv(index=False))
+    sizes = per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
     note = (f"\n\nMean ± sample std (ddof = 1) over seeds {cfg['seeds']}; accuracies in %. "
-            "MMA = the PART release's minimum-margin variant; AA = standard AutoAttack.\n")
+            "MMA = the PART release's minimum-margin variant; AA = standard AutoAttack. "
+            "Test examples per column (the first N of the test split; the worst case uses those all attacks saw): "
+            + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in COLUMNS if a in sizes) + ".\n")
     io.write_text(paths["main_md"], table.to_markdown(index=False) + note)
     return paths
