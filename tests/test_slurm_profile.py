@@ -1,0 +1,157 @@
+"""The SLURM profiles without a cluster: they parse, name the keys the plugin knows, keep the rules that
+must not need a compute node local, and plan the paper's grid with the intended per-job resources.
+
+The real cluster run (sbatch, scancel, preemption, resume) is .ci/slurm.sh.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SLURM = ROOT / "profiles" / "slurm" / "config.yaml"
+SLURM_CI = ROOT / "profiles" / "slurm-ci" / "config.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+REMOTE_RULES = {"train", "evaluate"}  # the only rules that need a GPU node
+
+
+def snakemake(*args):
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """The jobs of a dry run: rule, wildcards and resources of each printed job block."""
+    jobs = []
+    for block in re.split(r"\n\[[^\]]+\]\n", output):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        jobs.append({
+            "rule": rule[1],
+            "wildcards": dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {},
+            "resources": dict(kv.split("=", 1) for kv in resources[1].split(", ")) if resources else {},
+        })
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def slurm_profile():
+    return yaml.safe_load(SLURM.read_text())
+
+
+@pytest.fixture(scope="module")
+def ci_profile():
+    return yaml.safe_load(SLURM_CI.read_text())
+
+
+@pytest.fixture(scope="module")
+def cli_help():
+    return snakemake("--help")
+
+
+def test_every_profile_key_is_an_option_of_this_snakemake_and_plugin(slurm_profile, ci_profile, cli_help):
+    # A misspelt key (slurm-status-cmd, retry) would otherwise only show up on the cluster.
+    for key in [*slurm_profile, *ci_profile]:
+        assert f"--{key}" in cli_help, f"profile key {key!r} is not a snakemake option"
+
+
+def test_slurm_profile_names_the_user_settings_and_the_resilience_settings(slurm_profile):
+    assert slurm_profile["executor"] == "slurm"
+    assert set(slurm_profile["default-resources"]) == {"slurm_partition", "slurm_account"}
+    for rule in REMOTE_RULES:
+        assert {"gpu_model", "runtime"} <= set(slurm_profile["set-resources"][rule])
+    # A killed training job is resubmitted (retries) or requeued by SLURM, then resumes.
+    assert slurm_profile["retries"] >= 2 and slurm_profile["slurm-requeue"] is True
+    assert slurm_profile["rerun-incomplete"] is True and slurm_profile["keep-going"] is True
+    text = SLURM.read_text()
+    assert "USER SETTINGS" in text, "partition/account/GPU model must stay visibly marked as user settings"
+
+
+def test_job_sizes_have_one_home_the_workflow_config(slurm_profile):
+    # set-resources overrides a rule's resources, so setting these here too would silently win over
+    # config.yaml's `resources:` (which configs/demo.yaml and the CI config shrink).
+    for section in ("default-resources", "set-resources"):
+        for rule, resources in slurm_profile[section].items():
+            keys = resources if section == "set-resources" else {rule: None}
+            assert not {"gpu", "cpus_per_gpu", "cpus_per_task", "mem_mb", "mem"} & set(keys), (section, rule)
+
+
+def test_ci_profile_only_adds_to_the_cluster_profile(ci_profile):
+    # Layered with `--profile profiles/slurm --workflow-profile profiles/slurm-ci`: a key set here replaces
+    # the same key of profiles/slurm as a whole, so the resource sections must stay out of it.
+    assert not {"default-resources", "set-resources", "executor"} & set(ci_profile)
+    assert ci_profile["slurm-status-command"] == "squeue"  # no accounting database on the CI cluster
+    assert ci_profile["slurm-init-seconds-before-status-checks"] <= 5
+    assert ci_profile["retries"] >= 1  # the scancel test needs one resubmission
+
+
+def test_only_train_and_evaluate_leave_the_submit_host():
+    # Snakemake's own notion (localrules + rules without an action), read through its API in a
+    # separate process; `_workflow`/`_localrules` are internal, pinned by snakemake<10 in pyproject.
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import ResourceSettings\n"
+        "with SnakemakeApi() as api:\n"
+        "    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path(sys.argv[1]),\n"
+        "                      workdir=Path(sys.argv[2]))._workflow\n"
+        "    print(json.dumps({r.name: r.name in wf._localrules or r.norun for r in wf.rules}))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(ROOT / "Snakefile"), str(ROOT)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    local = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {rule for rule, is_local in local.items() if not is_local} == REMOTE_RULES
+    assert {"prepare_dataset", "metrics", "aggregate"} <= {rule for rule, is_local in local.items() if is_local}
+
+
+def test_dry_run_with_the_slurm_profile_plans_the_full_grid_with_gpu_jobs():
+    out = snakemake("-n", "--workflow-profile", "profiles/slurm", "--snakefile", str(ROOT / "Snakefile"),
+                    "--directory", str(ROOT))
+    assert "workflow specific profile profiles/slurm" in out
+    jobs = planned_jobs(out)
+    counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
+    assert counts["train"] == 81 and counts["evaluate"] == 81 * 4
+    assert counts["prepare_dataset"] == 3 and counts["metrics"] == 81 and counts["aggregate"] == 1
+    for job in jobs:
+        if job["rule"] not in REMOTE_RULES:
+            continue
+        res = job["resources"]
+        # from config.yaml `resources:`
+        assert (res["gpu"], res["cpus_per_gpu"], res["mem_mb"]) == ("1", "8", "32000"), job
+        # from the profile (overrides config.yaml's runtime), scaled by model and, for evaluation, attack
+        wide = job["wildcards"]["arch"] == "wrn34_10"
+        if job["rule"] == "train":
+            assert res["runtime"] == ("1440" if wide else "720"), job
+        else:
+            base = {"natural": 30, "pgd20": 120, "mma": 240, "aa": 720}[job["wildcards"]["attack"]]
+            assert res["runtime"] == str(base * (4 if wide else 1)), job
+
+
+def test_ci_profile_layers_on_the_slurm_profile(tmp_path):
+    out = snakemake("-n", "--profile", "profiles/slurm", "--workflow-profile", "profiles/slurm-ci",
+                    "--configfile", "configs/demo.yaml", "--directory", str(tmp_path),
+                    "--snakefile", str(ROOT / "Snakefile"))
+    assert "Using profiles profiles/slurm and workflow specific profile profiles/slurm-ci" in out
+    train = [j for j in planned_jobs(out) if j["rule"] == "train"]
+    assert len(train) == 18
+    # gpu: 0 from the demo config (no --gpus for the plugin); runtime still from profiles/slurm
+    assert all(j["resources"]["gpu"] == "0" and j["resources"]["runtime"] == "720" for j in train)
+
+
+def test_ci_script_is_valid_bash_and_always_tears_down():
+    script = ROOT / ".ci" / "slurm.sh"
+    assert script.stat().st_mode & 0o111, ".ci/slurm.sh must be executable"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "trap cleanup EXIT" in text
+    for daemon in ("slurmd", "slurmctld", "munged"):
+        assert f"stop_pidfile {daemon} " in text
