@@ -13,14 +13,20 @@ if not config:
     configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/figures.smk"
+include: "rules/experiments.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
-        rules.aggregate.output,
+        rules.results_readme.output,
     default_target: True

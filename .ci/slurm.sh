@@ -311,8 +311,8 @@ check(all(len(ids) == 1 for run, ids in submitted["train"].items() if run != tar
 # (The failed job's SLURM log, echoed by show-failed-logs, contains "localrule train:" from the
 # Snakemake inside the job; hence a superset check here and the sbatch check above for train/evaluate.)
 local = set(re.findall(r"^localrule (\w+):", log, re.M))
-expected_local = {"prepare_dataset", "metrics", "aggregate"}
-check(expected_local <= local, f"downloads, metrics and tables ran locally: {sorted(expected_local & local)}")
+expected_local = {"prepare_dataset", "metrics", "aggregate", "figure_tradeoff", "figure_gallery", "results_readme"}
+check(expected_local <= local, f"downloads, metrics, tables and figures ran locally: {sorted(expected_local & local)}")
 logs = [work / "wf/.snakemake/slurm_logs" / f"rule_{rule}" / run / f"{i}.log"
         for rule, runs in submitted.items() for run, ids in runs.items() for i in ids]
 check(all(p.is_file() for p in logs), f"a SLURM log named by its job id for each of the {len(logs)} jobs")
@@ -351,8 +351,9 @@ for name in ("per_seed.csv", "summary.csv", "main.csv"):
     same = got.drop(columns=drop).equals(ref.drop(columns=drop))
     check(same, f"{name}: the same numbers as the local run")
 main = pd.read_csv(work / "wf/results/tables/main.csv")
-check(list(main.columns) == ["dataset", "arch", "method", "Natural", "PGD-20", "Worst case"] and len(main) == 2,
-      f"main.csv: 2 methods x (Natural, PGD-20, Worst case): {list(main.columns)}")
+cols = [c for c in main.columns if c.endswith("_mean")]
+check(cols == ["natural_mean", "pgd20_mean", "worst_case_mean"] and list(main["method"]) == ["AT", "PART (s = 1)"],
+      f"main.csv: rows AT, PART (s = 1) x columns natural, PGD-20, worst case: {list(main['method'])} x {cols}")
 
 # 4. Nothing half-written.
 results = work / "wf/results"

@@ -1,28 +1,59 @@
-"""From the grid's ``metrics.json`` files to mean ± std tables over seeds.
+"""From the grid's ``metrics.json`` files to the main table: mean ± std over seeds, in the paper's layout.
 
-One row per (dataset, arch, variant, attack); the standard deviation is the sample standard
-deviation over seeds (ddof = 1, as papers' "mean ± std" over a handful of runs usually is), and
-every row says how many seeds it averages and which are missing, so a table built from an
-incomplete grid says so instead of silently averaging fewer runs.
+One row per (dataset, arch, variant), one column per attack plus the per-example worst case. The
+standard deviation is the sample standard deviation over seeds (ddof = 1, as papers' "mean ± std"
+over a handful of runs usually is). Every output says how many seeds a number averages and which are
+missing, so a table built from an incomplete grid says so instead of silently averaging fewer runs;
+and the files a row averages (or that a PART row is compared with) must come from the same settings
+(``check_consistent``), so a stale or mis-configured run stops the table instead of blurring it.
+
+The family's base method (the row a PART variant's difference is taken to) is derived from the run
+configs, not from labels: the variant of the same family whose method is the PART variant's base
+method (``at`` for ``part``, ``trades`` for ``part_trades``, ...).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
-from part import io
-from part.grid import expand
+from part import compare, io
+from part.grid import Run, expand
+from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 
-COLUMNS = {"natural": "Natural", "pgd20": "PGD-20", "mma": "MMA", "aa": "AA", "mm3": "MM3", "worst_case": "Worst case"}
+OUTPUTS = {"per_seed": "per_seed.csv", "summary": "summary.csv", "main_csv": "main.csv", "main_md": "main.md",
+           "main_tex": "main.tex", "paper_csv": "paper_vs_reproduction.csv", "paper_md": "paper_vs_reproduction.md",
+           "verdicts_csv": "claim_verdicts.csv", "verdicts_md": "claim_verdicts.md"}
+"""Every file ``write_tables`` writes, by key, below the tables directory."""
+
+RUN_KEYS_FREE = ("seed", "data_dir", "device")
+"""Run-config keys the seeds of one row may differ in: the seed, and where data and computation lived."""
+ENTRY_KEYS_COMPARED = ("n_examples", "subset", "split", "precision")
+"""Keys of an attack's entry (besides its settings) that every file of a dataset must share."""
+SETTINGS_KEYS_FREE = ("batch_size",)
+"""Attack settings that change throughput only."""
 
 
-def collect(cfg: dict[str, Any]) -> pd.DataFrame:
-    """Long table of per-seed accuracies (%) for every run of the grid whose metrics exist."""
-    rows = []
+class MismatchError(ValueError):
+    """Metrics files that one table averages or compares were produced under different settings."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One run's ``metrics.json``, with the grid cell it belongs to."""
+    run: Run
+    path: Path
+    metrics: dict[str, Any]
+
+
+def read_metrics(cfg: dict[str, Any]) -> list[Record]:
+    """Every main-table run's metrics that exist, each checked to be the run the grid puts there."""
+    records = []
     for run in expand(cfg):
         path = Path(cfg["results_dir"]) / run.path / "metrics.json"
         if not path.is_file():
@@ -32,15 +63,92 @@ def collect(cfg: dict[str, Any]) -> pd.DataFrame:
         expected = {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed}
         if {k: recorded[k] for k in expected} != expected:
             raise ValueError(f"{path}: records run {recorded}, but the grid puts {expected} here")
-        variant = cfg["variants"][run.variant]
+        records.append(Record(run, path, metrics))
+    return records
+
+
+def collect(cfg: dict[str, Any], check: bool = False) -> pd.DataFrame:
+    """Long table of per-seed accuracies (%) for every run of the grid whose metrics exist.
+
+    With ``check``, first ``check_consistent`` on the files read (it needs each run's config.json).
+    """
+    records = read_metrics(cfg)
+    if check:
+        check_consistent(records)
+    rows = []
+    for rec in records:
+        run, variant = rec.run, cfg["variants"][rec.run.variant]
         base = {"dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": variant["label"],
                 "family": variant["family"], "seed": run.seed}
-        for attack, entry in metrics["attacks"].items():
+        for attack, entry in rec.metrics["attacks"].items():
             rows.append({**base, "attack": attack, "accuracy": entry["accuracy"], "n_examples": entry["n_examples"]})
-        worst = metrics["worst_case"]
+        worst = rec.metrics["worst_case"]
         rows.append({**base, "attack": "worst_case", "accuracy": worst["accuracy"], "n_examples": worst["n_examples"]})
     return pd.DataFrame(rows, columns=["dataset", "arch", "variant", "label", "family", "seed", "attack",
                                        "accuracy", "n_examples"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Consistency of the files a table reads
+
+
+def check_consistent(records: list[Record]) -> None:
+    """Raise ``MismatchError`` naming two files and the setting they differ in, if any.
+
+    The seeds of a row must have evaluated the same attacks (the worst case is over them) and share
+    one run config apart from the seed. All files of a dataset must share each attack's settings and
+    test examples: a row's mean would otherwise mix attacks, and a PART row's difference to its base
+    would compare different measurements.
+    """
+    rows: dict[tuple[str, str, str], list[Record]] = {}
+    blocks: dict[tuple[str, str], list[Record]] = {}
+    for rec in records:
+        rows.setdefault((rec.run.dataset, rec.run.arch, rec.run.variant), []).append(rec)
+        blocks.setdefault((rec.run.dataset, rec.run.arch), []).append(rec)
+    for (dataset, arch, variant), recs in rows.items():
+        where = f"{dataset}/{arch}/{variant}"
+        _same(recs, lambda r: {"evaluated attacks": sorted(r.metrics["attacks"])}, f"the seeds of row {where}")
+        _same(recs, _run_settings, f"the seeds of row {where} (run config)")
+    for (dataset, arch), recs in blocks.items():
+        for attack in sorted({a for r in recs for a in r.metrics["attacks"]}):
+            _same([r for r in recs if attack in r.metrics["attacks"]], lambda r: _attack_settings(r, attack),
+                  f"the runs of {dataset}/{arch}, attack {attack!r}")
+
+
+def _run_settings(rec: Record) -> dict[str, Any]:
+    path = rec.path.parent / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; checking that the seeds of a row share one run config reads "
+                                "it (every trained run has one)")
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in RUN_KEYS_FREE}
+
+
+def _attack_settings(rec: Record, attack: str) -> dict[str, Any]:
+    entry = rec.metrics["attacks"][attack]
+    settings = {k: v for k, v in entry["settings"].items() if k not in SETTINGS_KEYS_FREE}
+    return {**{k: entry[k] for k in ENTRY_KEYS_COMPARED}, "settings": settings}
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def _same(records: list[Record], settings: Callable[[Record], dict[str, Any]], what: str) -> None:
+    first = _flat(settings(records[0]))
+    for rec in records[1:]:
+        other = _flat(settings(rec))
+        differ = sorted(k for k in first.keys() | other.keys() if first.get(k, "<unset>") != other.get(k, "<unset>"))
+        if differ:
+            detail = "; ".join(f"{k}: {first.get(k, '<unset>')!r} vs {other.get(k, '<unset>')!r}" for k in differ)
+            raise MismatchError(f"{what} come from different settings: {records[0].path} and {rec.path} differ in "
+                                f"{detail}. Re-run the stale one (delete its results) so that one table compares "
+                                "like with like")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mean ± std over seeds, the family structure, the main table
 
 
 def summarise(per_seed: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
@@ -58,33 +166,195 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
-def wide(summary: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """The paper's layout: rows dataset → variant (config order), columns the attacks."""
-    table = summary.pivot_table(index=["dataset", "arch", "variant", "label"], columns="attack", values="cell",
-                                aggfunc="first")
-    order = {v: i for i, v in enumerate(variants)}
-    table = table.reset_index().sort_values(["dataset", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c)
-    attacks = [a for a in COLUMNS if a in table.columns]
-    return table[["dataset", "arch", "label", *attacks]].rename(columns={**COLUMNS, "label": "method"})
+def variant_table(cfg: dict[str, Any]) -> pd.DataFrame:
+    """One row per main-table (dataset, variant), in config order, with what the comparisons read from
+    its run config: method, base method, whether it is a PART variant, its s, and its family's base variant.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in expand(cfg):
+        if (run.dataset, run.variant) not in rows:
+            c, spec = run.config, cfg["variants"][run.variant]
+            rows[run.dataset, run.variant] = {
+                "dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": spec["label"],
+                "family": spec["family"], "method": c.method, "base_method": c.base_method,
+                "part": c.pixel_reweighted, "s": c.mask.refresh_every if c.pixel_reweighted else pd.NA}
+    frame = pd.DataFrame(list(rows.values()))
+    frame["s"] = frame["s"].astype("Int64")
+    frame["base_variant"] = [_base_variant(frame, row) for row in frame.itertuples()]
+    return frame
+
+
+def _base_variant(frame: pd.DataFrame, row: Any) -> str | None:
+    """The variant a row is compared with: itself for a base method; for a PART variant the one variant
+    of its dataset and family that runs its base method without reweighting (None if there is none)."""
+    if not row.part:
+        return row.variant
+    same = frame[(frame["dataset"] == row.dataset) & (frame["family"] == row.family) & ~frame["part"]
+                 & (frame["method"] == row.base_method)]
+    if len(same) > 1:
+        raise ValueError(f"variants: family {row.family!r} has {len(same)} variants running {row.base_method!r} "
+                         f"({', '.join(same['variant'])}); the difference of {row.variant!r} to its base method "
+                         "needs exactly one (give the others their own family)")
+    return same["variant"].iloc[0] if len(same) else None
+
+
+def table_columns(cfg: dict[str, Any], summary: pd.DataFrame) -> list[str]:
+    """The table's columns: the configured attacks and any other evaluated one, in the paper's order, then the
+    worst case."""
+    present = set(cfg["evaluation"]["attacks"]) | set(summary["attack"]) | {"worst_case"}
+    return [a for a in COLUMNS if a in present]
+
+
+def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], seeds: list[int]) -> pd.DataFrame:
+    """Every (row, column) of the main table — also those no seed has reached (n_seeds 0) — with mean, std,
+    n_seeds, missing seeds, the difference to the family's base (PART rows) and whether it is the family's best."""
+    stats = summary[["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"]]
+    out = variants.merge(pd.DataFrame({"attack": columns}), how="cross").merge(
+        stats, on=["dataset", "arch", "variant", "attack"], how="left")
+    out[["mean", "std"]] = out[["mean", "std"]].astype(float)
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    out["missing_seeds"] = out["missing_seeds"].fillna(" ".join(map(str, seeds)))
+    means = out.set_index(["dataset", "variant", "attack"])["mean"]
+    out["diff"] = [m - means[d, b, a] if part and pd.notna(b) else np.nan
+                   for m, d, b, a, part in zip(out["mean"], out["dataset"], out["base_variant"], out["attack"],
+                                               out["part"])]
+    best = out.groupby(["dataset", "family", "attack"], sort=False)["mean"].transform("max")
+    out["best"] = out["mean"].notna() & np.isclose(out["mean"], best, rtol=0, atol=1e-9)
+    return out
+
+
+def main_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """The main table, numeric and wide: per column its mean, std, n_seeds, missing seeds, diff and bold flag."""
+    keys = ["dataset", "arch", "variant"]
+    stats = ["mean", "std", "n_seeds", "missing_seeds", "diff", "best"]
+    wide = table.pivot(index=keys, columns="attack", values=stats)
+    columns = list(dict.fromkeys(table["attack"]))
+    wide = wide[[(s, a) for a in columns for s in stats]]
+    wide.columns = [f"{a}_{s}" for s, a in wide.columns]
+    rows = table.drop_duplicates(keys)[[*keys, "label", "family", "base_variant"]]
+    return rows.merge(wide.reset_index().infer_objects(), on=keys).rename(columns={"label": "method"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown and LaTeX
+
+
+def _styled(table: pd.DataFrame, style: Style) -> pd.Series:
+    return pd.Series([format_cell(r.mean, r.std, r.n_seeds, r.missing_seeds, r.diff, r.best, style)
+                      for r in table.itertuples()], index=table.index)
+
+
+def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
+    """Rows dataset → method, columns the attacks; the dataset named on its first row only."""
+    shown = table.assign(cell=_styled(table, style))
+    keys = ["dataset", "arch", "variant", "label", "family"]
+    wide = shown.pivot(index=keys, columns="attack", values="cell")
+    columns = list(dict.fromkeys(table["attack"]))
+    wide = table.drop_duplicates(keys)[keys].merge(wide[columns].reset_index(), on=keys)
+    first = ~wide.duplicated(["dataset", "arch"])
+    wide.insert(0, "Dataset", [dataset_name(d, a) if f else "" for d, a, f in zip(wide["dataset"], wide["arch"], first)])
+    return wide.rename(columns={"label": "Method", **COLUMNS})
+
+
+def missing_notes(table: pd.DataFrame, seeds: list[int]) -> list[str]:
+    """One line per row averaging fewer seeds than the grid's: which seeds are missing, in which columns."""
+    notes = []
+    for (dataset, arch, _), row in table.groupby(["dataset", "arch", "variant"], sort=False):
+        gaps = row[row["missing_seeds"] != ""]
+        if gaps.empty:
+            continue
+        by_seeds = gaps.groupby("missing_seeds", sort=False)["attack"].agg(list)
+        parts = [f"seed{'s' if ' ' in m else ''} {m.replace(' ', ', ')} missing in "
+                 + ("every column" if len(attacks) == len(row) else ", ".join(COLUMNS[a] for a in attacks))
+                 for m, attacks in by_seeds.items()]
+        notes.append(f"{dataset_name(dataset, arch)}, {row['label'].iloc[0]}: " + "; ".join(parts))
+    return notes
+
+
+def caption(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> str:
+    """What every number of the main table is (plain text with ± and †; ``latex_escape`` for LaTeX)."""
+    sizes = per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
+    columns = list(dict.fromkeys(table["attack"]))
+    bases = table.loc[table["part"] & table["base_variant"].notna(), "base_variant"].drop_duplicates()
+    labels = dict(zip(table["variant"], table["label"]))
+    base_text = "base rows: " + ", ".join(labels[b] for b in bases)
+    return (f"Test accuracy (%): mean ± sample standard deviation (ddof = 1) over {len(seeds)} seed"
+            f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) per row; a cell from one seed shows "
+            "its value alone. In parentheses (PART rows): the difference of the mean to the family's base method"
+            f"{f' ({base_text})' if len(bases) else ''}. Bold: the best mean of each family in each column. "
+            "MMA = the PART release's minimum-margin attack; AA = standard AutoAttack; worst case = the share of "
+            "examples correct under every attack. Test examples per column (the first N of the test split): "
+            + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in columns if a in sizes)
+            + ". † = fewer seeds than the grid's (listed below); — = no seed finished.")
+
+
+def markdown(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> str:
+    """The main table as Markdown: the table, its caption, then the missing-seed footnotes."""
+    shown = _display(table, MARKDOWN).drop(columns=["dataset", "arch", "variant", "family"])
+    notes = missing_notes(table, seeds)
+    text = shown.to_markdown(index=False, disable_numparse=True,
+                            colalign=["left", "left", *["right"] * (shown.shape[1] - 2)])
+    text += "\n\n" + caption(table, per_seed, seeds) + "\n"
+    return text + "".join(f"\n† {n}\n" for n in notes)
+
+
+def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: str = "tab:main") -> str:
+    """The main table as a booktabs ``table`` (needs ``\\usepackage{booktabs,multirow}``): datasets as
+    multirow groups separated by rules, families by a partial rule."""
+    shown = _display(table, LATEX)
+    attacks = [c for c in shown.columns if c in COLUMNS.values()]
+    width = 2 + len(attacks)
+    lines = ["% Written by part.aggregate; needs \\usepackage{booktabs} and \\usepackage{multirow}.",
+             "\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption(table, per_seed, seeds))}}}",
+             f"\\label{{{label}}}", f"\\begin{{tabular}}{{ll{'r' * len(attacks)}}}", "\\toprule",
+             " & ".join(["Dataset", "Method", *attacks]) + " \\\\", "\\midrule"]
+    for i, ((dataset, arch), block) in enumerate(shown.groupby(["dataset", "arch"], sort=False)):
+        if i:
+            lines.append("\\midrule")
+        name = f"\\multirow{{{len(block)}}}{{*}}{{{latex_escape(dataset_name(dataset, arch))}}}"
+        rows = block.to_dict("records")
+        for j, row in enumerate(rows):
+            if j and row["family"] != rows[j - 1]["family"]:
+                lines.append(f"\\cmidrule(l){{2-{width}}}")
+            first = name if j == 0 else ""
+            lines.append(" & ".join([first, latex_escape(row["Method"]), *(row[a] for a in attacks)]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    notes = missing_notes(table, seeds)
+    if notes:
+        lines += ["\\par\\smallskip", "{\\footnotesize " + " \\\\\n".join(f"$^\\dagger$ {latex_escape(n)}"
+                                                                           for n in notes) + "}"]
+    return "\n".join([*lines, "\\end{table}", ""])
+
+
+# ---------------------------------------------------------------------------------------------
+# All tables of the grid
+
+
+def main_table(cfg: dict[str, Any], per_seed: pd.DataFrame) -> pd.DataFrame:
+    """The main table as ``cells``: every (row, column) of the grid with its statistics."""
+    summary = summarise(per_seed, cfg["seeds"])
+    return cells(summary, variant_table(cfg), table_columns(cfg, summary), cfg["seeds"])
 
 
 def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """``summary.csv`` (long, numeric) and ``main.csv`` / ``main.md`` (the paper's layout)."""
+    """Every table of the grid (``OUTPUTS``) below ``out_dir``; refuses mismatched metrics files."""
     out_dir = Path(out_dir)
-    per_seed = collect(cfg)
+    per_seed = collect(cfg, check=True)
     if per_seed.empty:
         raise ValueError(f"{cfg['results_dir']}: no metrics.json found for any run of the grid")
-    summary = summarise(per_seed, cfg["seeds"])
-    table = wide(summary, list(cfg["variants"]))
-    paths = {"per_seed": out_dir / "per_seed.csv", "summary": out_dir / "summary.csv",
-             "main_csv": out_dir / "main.csv", "main_md": out_dir / "main.md"}
+    seeds = cfg["seeds"]
+    table = main_table(cfg, per_seed)
+    paper = compare.paper_cells(compare.load_reference("paper_table1"))
+    versus = compare.paper_vs_reproduction(table, paper)
+    verdicts = compare.claim_verdicts(table, paper)
+    paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
-    io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["main_csv"], table.to_csv(index=False))
-    sizes = per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
-    note = (f"\n\nMean ± sample std (ddof = 1) over seeds {cfg['seeds']}; accuracies in %. "
-            "MMA = the PART release's minimum-margin variant; AA = standard AutoAttack. "
-            "Test examples per column (the first N of the test split; the worst case uses those all attacks saw): "
-            + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in COLUMNS if a in sizes) + ".\n")
-    io.write_text(paths["main_md"], table.to_markdown(index=False) + note)
+    io.write_text(paths["summary"], summarise(per_seed, seeds).to_csv(index=False, float_format="%.4f"))
+    io.write_text(paths["main_csv"], main_csv(table).to_csv(index=False, float_format="%.4f"))
+    io.write_text(paths["main_md"], markdown(table, per_seed, seeds))
+    io.write_text(paths["main_tex"], latex(table, per_seed, seeds))
+    io.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
+    io.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper))
+    io.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
+    io.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts))
     return paths

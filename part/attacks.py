@@ -9,11 +9,13 @@ Conventions shared by all attacks (as in torchattacks):
   so batch-norm statistics are neither used from the batch nor updated by the attack;
 * gradients are taken with ``torch.autograd.grad`` with respect to the input only, so no
   parameter ``.grad`` is touched and the caller's optimiser state is unaffected;
-* random starts draw from the ``generator`` passed in, so a training epoch can replay exactly.
+* random starts draw from the ``generator`` passed in, so a training epoch can replay exactly; a
+  :class:`RowsOf` generator makes them the rows of draws for a larger batch (multi-process training).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,20 +25,39 @@ from torch import nn
 Budget = float | torch.Tensor
 
 
+@dataclass(frozen=True)
+class RowsOf:
+    """Draw random starts for a whole batch of ``total`` images from ``generator`` and keep rows ``rows``.
+
+    A process of a multi-process run attacks only its rows of each global batch (see
+    :mod:`part.distributed`); drawing for the whole batch gives its images exactly the starts one process
+    would draw for them, so the run does not depend on the number of processes.
+    """
+    generator: torch.Generator
+    rows: slice
+    total: int
+
+
+RandomSource = torch.Generator | RowsOf | None
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: Budget) -> torch.Tensor:
     """Element-wise projection onto ``|x_adv - x| ≤ eps`` followed by the image box ``[0, 1]``."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
-def _noise(kind: str, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _noise(kind: str, x: torch.Tensor, g: RandomSource) -> torch.Tensor:
+    shape, rows = x.shape, slice(None)
+    if isinstance(g, RowsOf):
+        shape, rows, g = (g.total, *x.shape[1:]), g.rows, g.generator
     if kind == "uniform":
-        return torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=g).mul_(2).sub_(1)
+        return torch.rand(shape, device=x.device, dtype=x.dtype, generator=g).mul_(2).sub_(1)[rows]
     if kind == "normal":
-        return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=g)
+        return torch.randn(shape, device=x.device, dtype=x.dtype, generator=g)[rows]
     raise ValueError(f"unknown random start {kind!r}; expected 'uniform', 'normal' or 'none'")
 
 
-def random_start(x: torch.Tensor, eps: Budget, start: str, g: torch.Generator | None) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: Budget, start: str, g: RandomSource) -> torch.Tensor:
     """AT's uniform draw in the (per-entry) ε-ball, or TRADES/MART's ``x + 0.001·N(0, 1)``."""
     if start == "none":
         return x.clone()
@@ -59,7 +80,7 @@ class Attack:
         self.eps = eps
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: RandomSource = None) -> torch.Tensor:
         was_training = model.training
         model.eval()
         try:
@@ -69,7 +90,7 @@ class Attack:
             model.train(was_training)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget,
-                g: torch.Generator | None) -> torch.Tensor:
+                g: RandomSource) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:

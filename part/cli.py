@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from part import config
-    from part.train import train
+    """Train in this process or, launched by torchrun (WORLD_SIZE > 1), as one of its processes."""
+    from part import config, distributed
+    from part.train import resolve_device, train
 
+    # A kill (SLURM, torchrun stopping its workers) unwinds: temporary files are removed, the exit code stays 143.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cfg = config.load(args.config, _overrides(args.set))
-    train(cfg, args.out)
+    with distributed.process_group(resolve_device(cfg.device)):
+        train(cfg, args.out)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -149,6 +149,10 @@ class Augmentation:
             t = torch.where(self.flip[:, None, None, None], t.flip(3), t)
         return t
 
+    def rows(self, rows: slice) -> Augmentation:
+        """The crops and flips of rows ``rows`` of the batch."""
+        return Augmentation(self.padding, *(None if t is None else t[rows] for t in (self.top, self.left, self.flip)))
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -157,16 +161,33 @@ class Batch:
     index: torch.Tensor  # int64 (B,): positions in the dataset
     position: slice  # where this batch lies within its epoch's order
     augmentation: Augmentation
+    rows: slice  # this process's rows of the global batch (all of them in a single-process run)
+    global_size: int  # images in the global batch
+
+
+def split_rows(total: int, rank: int, world_size: int) -> slice:
+    """Process ``rank``'s contiguous rows of a ``total``-row batch split across ``world_size`` processes
+    (sizes differ by at most one, the larger first, as ``torch.tensor_split``)."""
+    size, extra = divmod(total, world_size)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + int(rank < extra))
 
 
 class DeviceLoader:
-    """Batches of a uint8 split held on ``device``; shuffles, crops and flips on that device."""
+    """Batches of a uint8 split held on ``device``; shuffles, crops and flips on that device.
+
+    With ``world_size`` > 1 (multi-process training, see :mod:`part.distributed`) every process draws the
+    order, crops and flips of each global batch of ``batch_size`` images, as one process would, and yields
+    only its rows of it.
+    """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device | str, *, shuffle: bool = False,
-                 crop_padding: int = 0, flip: bool = False, channels_last: bool = False):
+                 crop_padding: int = 0, flip: bool = False, channels_last: bool = False, rank: int = 0,
+                 world_size: int = 1):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.shuffle, self.crop_padding, self.flip = shuffle, crop_padding, flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -185,8 +206,11 @@ class DeviceLoader:
         for start in range(0, n, self.batch_size):
             index = order[start:start + self.batch_size]
             aug = Augmentation(0, None, None, None) if plain else self._draw_augmentation(len(index), generator)
+            size = len(index)
+            rows = split_rows(size, self.rank, self.world_size)
+            index, aug = index[rows], aug.rows(rows)
             x = aug(self.images[index]).to(memory_format=self.memory_format).float().div_(255)
-            yield Batch(x, self.labels[index], index, slice(start, start + len(index)), aug)
+            yield Batch(x, self.labels[index], index, slice(start + rows.start, start + rows.stop), aug, rows, size)
 
     def _draw_augmentation(self, b: int, g: torch.Generator | None) -> Augmentation:
         top = left = flip = None

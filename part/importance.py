@@ -13,6 +13,10 @@ its image's mean. Two recipes say what is standardised:
 
 Both use the population standard deviation (``np.std``'s ddof=0, as in the release). A constant
 map has no pixel above its mean; it yields no important pixel rather than a 0/0.
+
+The ``quadrant_*`` recipes need no CAM: they are the paper's proof of concept (its Figure 1), AT
+whose budget is ε_low on one fixed quadrant of the input (``ul``, ``ur``, ``bl``, ``br``) and ε on
+the other three, to show that *where* the budget is spent matters.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import numpy as np
 import torch
 
 RECIPES = ("default", "official_jet")
+"""The CAM-based recipes."""
+
+QUADRANTS = {"quadrant_ul": (0, 0), "quadrant_ur": (0, 1), "quadrant_bl": (1, 0), "quadrant_br": (1, 1)}
+"""The fixed-region recipes: (row half, column half) of the quadrant that gets ε_low."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,6 +83,20 @@ def importance_mask(unit_map: torch.Tensor, recipe: str = "default") -> torch.Te
     if recipe == "default":
         return _above_one_std(squared[:, None])
     return _above_one_std(jet_rgb(squared).permute(0, 3, 1, 2))
+
+
+def quadrant_mask(height: int, width: int, recipe: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Importance (1, 1, H, W) of the ``quadrant_*`` recipe: False on its low quadrant, True elsewhere.
+
+    An odd size splits as ``numpy.array_split`` does: the upper (left) half gets the middle row
+    (column), so a 7-pixel side splits 4 + 3 — one rule for every size, stated once.
+    """
+    if recipe not in QUADRANTS:
+        raise ValueError(f"unknown quadrant recipe {recipe!r}; expected one of {', '.join(map(repr, QUADRANTS))}")
+    row_half, col_half = QUADRANTS[recipe]
+    rows = (torch.arange(height, device=device) >= (height + 1) // 2) == bool(row_half)
+    cols = (torch.arange(width, device=device) >= (width + 1) // 2) == bool(col_half)
+    return ~(rows[:, None] & cols[None, :])[None, None]
 
 
 def eps_map(mask: torch.Tensor, eps: float, eps_low: float) -> torch.Tensor:

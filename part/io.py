@@ -73,6 +73,17 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
     return rev + ("-dirty" if dirty else "")
 
 
+def cpu_name() -> str:
+    """The CPU model (``platform.processor()`` is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware a result was produced with, for ``run.json`` / ``metrics.json``."""
     from importlib import metadata
@@ -88,6 +99,6 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.version.cuda,
-        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
         "git_revision": git_revision(),
     }

@@ -8,6 +8,9 @@ weights: every random stream of an epoch (shuffle, crops, flips, attack starts) 
 (seed, epoch, stream), so an epoch replays the same whether or not the process restarted.
 ``model.pt`` and ``run.json`` are written last; their presence marks a finished run.
 
+Launched by torchrun, the same loop trains one run in several processes (one per GPU) with the results
+of one process: see :mod:`part.distributed`. Only rank 0 writes files.
+
 The loop stays on the device: no ``.item()`` per batch — losses and accuracies are accumulated as
 tensors and read once per epoch, which is also when divergence (a non-finite loss) is detected.
 """
@@ -25,10 +28,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from part import io
+from part import distributed, io
 from part.config import RunConfig
 from part.data import DeviceLoader, load_prepared, make_generator
 from part.epsmap import EpsMapStore
+from part.attacks import RowsOf
 from part.methods import OUTER_LOSSES, training_attack
 from part.models import build_model
 
@@ -103,24 +107,30 @@ def _check_finished(paths: RunPaths, cfg: RunConfig) -> dict[str, Any] | None:
 def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or return the finished) run in ``out_dir``; returns the ``run.json`` content."""
     paths = RunPaths(Path(out_dir))
+    writes = distributed.is_main()
+    log = log if writes else (lambda _: None)
     if (done := _check_finished(paths, cfg)) is not None:
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
-    paths.root.mkdir(parents=True, exist_ok=True)
-    io.write_json(paths.config, cfg.to_dict())
+    if writes:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        io.write_json(paths.config, cfg.to_dict())
 
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     autocast = autocast_factory(cfg.precision, device)
     data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
     if cfg.mask.recipe == "official_jet" and data.image_shape[0] != 3:
         raise ValueError(f"{cfg.source}: key 'mask.recipe': official_jet gives one budget per RGB channel "
                          f"and needs 3-channel images; {cfg.dataset} has {data.image_shape[0]}")
-    model = build_for(cfg, data.num_classes, data.image_shape[0], device)
-    forward = model if cfg.compile == "none" else torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile)
+    distributed.check_split(len(data.train), cfg.batch_size, cfg.source)
+    model = distributed.synchronize_batchnorm(build_for(cfg, data.num_classes, data.image_shape[0], device), device)
+    forward = _compiled(cfg, model)
+    step = forward if distributed.world_size() == 1 else _compiled(cfg, distributed.data_parallel(model, device))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     loader = DeviceLoader(data.train, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
-                          flip=cfg.augment.flip, channels_last=cfg.channels_last)
+                          flip=cfg.augment.flip, channels_last=cfg.channels_last, rank=distributed.rank(),
+                          world_size=distributed.world_size())
     store = EpsMapStore(cfg)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -140,36 +150,45 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
     outer = OUTER_LOSSES[cfg.base_method]
     wall = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        record = run_epoch(cfg, epoch, model, optimizer, loader, store, attack, outer, autocast, forward)
+        record = run_epoch(cfg, epoch, model, optimizer, loader, store, attack, outer, autocast, forward, step)
         if not math.isfinite(record["loss"]):
             raise DivergenceError(f"{paths.root}: loss is {record['loss']} in epoch {epoch + 1}; the last good "
                                   f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
         history.append(record)
-        io.save_torch(paths.checkpoint, {
-            "config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "masks": store.masks, "rng": torch.get_rng_state(),
-            "history": history})
-        io.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+        if writes:
+            io.save_torch(paths.checkpoint, {
+                "config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "masks": store.masks, "rng": torch.get_rng_state(),
+                "history": history})
+            io.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         log(_progress_line(cfg, record))
 
-    io.save_torch(paths.model, model.state_dict())
     info = {"config": cfg.to_dict(), "epochs_completed": cfg.epochs, "final": history[-1] if history else None,
             "wall_seconds_this_process": time.perf_counter() - wall,
-            "train_seconds_total": sum(r["seconds"] for r in history), "environment": io.environment()}
-    io.write_json(paths.run, info)
-    paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
+            "train_seconds_total": sum(r["seconds"] for r in history), "processes": distributed.world_size(),
+            "environment": io.environment()}
+    if writes:
+        io.save_torch(paths.model, model.state_dict())
+        io.write_json(paths.run, info)
+        paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
     return info
+
+
+def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
+    return module if cfg.compile == "none" else torch.compile(module, mode=None if cfg.compile == "default" else cfg.compile)
 
 
 def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
               loader: DeviceLoader, store: EpsMapStore, attack, outer, autocast,
-              forward: nn.Module | None = None) -> dict[str, Any]:
+              forward: nn.Module | None = None, step: nn.Module | None = None) -> dict[str, Any]:
     """One epoch: the ε-map refresh it is due, then the attack + outer-loss step for every batch.
 
-    ``forward`` is the (possibly ``torch.compile``d) module the attack and the loss call; the CAM
+    ``forward`` is the (possibly ``torch.compile``d) module the attack calls, ``step`` the one the outer
+    loss calls (``forward`` itself, or wrapped in DistributedDataParallel in a multi-process run); the CAM
     refresh always runs the eager ``model``, since its forward hook must see the real activation.
     """
     forward = model if forward is None else forward
+    step = forward if step is None else step
     device = loader.device
     t0 = time.perf_counter()
     lr = cfg.optim.lr_at(epoch)
@@ -187,29 +206,31 @@ def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.opt
     correct = torch.zeros((), device=device, dtype=torch.long)
     full_share = torch.zeros((), device=device)
     n = 0
-    forward.train()
+    step.train()
     for batch in loader.epoch(make_generator(device, cfg.seed, epoch, SHUFFLE_STREAM)):
         x_adv = None
         if attack is not None:
             eps = store.for_batch(batch) if part_epoch else cfg.attack.eps
             with autocast():
-                x_adv = attack(forward, batch.x, batch.y, eps=eps, generator=attack_gen)
+                x_adv = attack(forward, batch.x, batch.y, eps=eps,
+                               generator=RowsOf(attack_gen, batch.rows, batch.global_size))
             if part_epoch:
                 full_share += (eps == cfg.attack.eps).float().mean() * len(batch.y)
         with autocast():
-            loss, logits = outer(forward, batch.x, x_adv, batch.y, cfg.beta)
+            loss, logits = outer(step, batch.x, x_adv, batch.y, cfg.beta)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.loss_weight(len(batch.y), batch.global_size)).backward()
         optimizer.step()
         loss_sum += loss.detach() * len(batch.y)
         correct += (logits.argmax(1) == batch.y).sum()
         n += len(batch.y)
+    loss_sum, correct, full_share, n = distributed.sums(loss_sum, correct, full_share, n)  # over all processes
     _synchronize(device)
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1, "phase": "part" if part_epoch else ("warmup" if cfg.pixel_reweighted else cfg.method),
-        "lr": lr, "loss": loss_sum.item() / n, "train_acc": 100.0 * correct.item() / n,
-        "full_eps_share": full_share.item() / n if part_epoch else (1.0 if attack is not None else 0.0),
+        "lr": lr, "loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+        "full_eps_share": full_share / n if part_epoch else (1.0 if attack is not None else 0.0),
         "refreshed": refresh_seconds > 0, "refresh_seconds": refresh_seconds,
         "seconds": seconds, "images_per_second": n / seconds,
     }

@@ -3,7 +3,11 @@
 from part import grid
 
 grid.validate(config, source="workflow config")
-RUNS = {run.path: run for run in grid.expand(config)}
+# Every run any target reads (main table + experiments), once each; the main table's alone feed its tables.
+RUNS = grid.all_runs(config, source="workflow config")
+MAIN_RUNS = [run.path for run in grid.expand(config, source="workflow config")]
+RUN_ATTACKS = grid.run_attacks(config, source="workflow config")
+EXPERIMENTS = grid.experiments(config, source="workflow config")
 RESULTS = config["results_dir"]
 PREPARED = config["data"]["prepared_dir"]
 ATTACKS = config["evaluation"]["attacks"]
@@ -12,7 +16,7 @@ RUN_DIR = f"{RESULTS}/{{dataset}}/{{arch}}/{{variant}}/seed{{seed}}"
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    variant="|".join(config["variants"]),
+    variant="|".join(sorted({run.variant for run in RUNS.values()})),
     seed=r"\d+",
     attack="|".join(ATTACKS),
 
@@ -23,7 +27,14 @@ def run_of(wildcards):
 
 
 def run_dirs():
-    return [f"{RESULTS}/{path}" for path in RUNS]
+    """The main table's run directories (experiments list their own, see rules/experiments.smk)."""
+    return [f"{RESULTS}/{path}" for path in MAIN_RUNS]
+
+
+def run_eval_results(wildcards):
+    """A run's per-attack results: every attack of every table that reads the run."""
+    run = run_of(wildcards)
+    return [f"{RESULTS}/{run.path}/eval/{attack}.json" for attack in RUN_ATTACKS[run.path]]
 
 
 def n_examples(wildcards):
@@ -34,5 +45,9 @@ def n_examples(wildcards):
 
 
 def job_resources(stage):
-    spec = config["resources"][stage]
-    return {"gpu": spec["gpu"], "cpus_per_gpu": spec["cpus_per_gpu"], "mem_mb": spec["mem_mb"], "runtime": spec["runtime"]}
+    """A job's scheduler resources, resolved per dataset by part.grid.job_resources."""
+
+    def of_job(key):
+        return lambda wildcards: grid.job_resources(config, stage, wildcards.dataset)[key]
+
+    return {key: of_job(key) for key in ("nodes", "gpu", "cpus_per_gpu", "mem_mb", "runtime")}

@@ -31,7 +31,7 @@ localrules:
 
 rule metrics:
     input:
-        expand(f"{RUN_DIR}/eval/{{attack}}.json", attack=ATTACKS, allow_missing=True),
+        run_eval_results,
     output:
         f"{RUN_DIR}/metrics.json",
     conda:

@@ -35,9 +35,14 @@ def test_lint_is_clean():
 def test_full_grid_dry_run_has_one_job_per_run_and_per_run_attack():
     counts = job_counts(snakemake("-n", "--cores", "1", "--directory", str(ROOT), "--snakefile", str(ROOT / "Snakefile")))
     runs, attacks = 3 * 9 * 3, 4
-    assert counts["train"] == runs
-    assert counts["evaluate"] == runs * attacks
-    assert counts["metrics"] == runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
+    # config.yaml's experiments add CIFAR-10 runs (seed 0) evaluated with natural + PGD-20 only:
+    # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 3 release switches; the rest reuse main-table runs.
+    experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 3, 2
+    assert counts["train"] == runs + experiment_runs
+    assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks
+    assert counts["metrics"] == runs + experiment_runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
+    experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]
+    assert all(counts[f"experiment_{name}"] == 1 for name in experiments)
 
 
 def test_a_bad_grid_stops_before_any_job(tmp_path):
@@ -55,11 +60,29 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     args = ["--cores", "2", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
             "--configfile", str(workdir / "configs" / "demo.yaml")]
     snakemake(*args)
-    table = pd.read_csv(workdir / "results" / "tables" / "main.csv")
-    assert len(table) == 9 and list(table.columns) == ["dataset", "arch", "method", "Natural", "PGD-20", "MMA", "AA",
-                                                       "Worst case"]
+    tables = workdir / "results" / "tables"
+    table = pd.read_csv(tables / "main.csv")
+    stats = ["mean", "std", "n_seeds", "missing_seeds", "diff", "best"]
+    assert len(table) == 9 and list(table.columns) == [
+        "dataset", "arch", "variant", "method", "family", "base_variant",
+        *[f"{a}_{s}" for a in ("natural", "pgd20", "mma", "aa", "worst_case") for s in stats]]
+    assert (table["natural_n_seeds"] == 2).all() and table["natural_missing_seeds"].isna().all()
+    assert "\\toprule" in (tables / "main.tex").read_text()
+    assert "No cell of the paper matches this grid" in (tables / "paper_vs_reproduction.md").read_text()
+    assert len(pd.read_csv(tables / "claim_verdicts.csv")) == 6  # 2 PART variants in each of 3 families
     summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
     assert (summary["n_seeds"] == 2).all() and summary["missing_seeds"].isna().all()
     metrics = json.loads((workdir / "results/digits/small_cnn/part_s1/seed1/metrics.json").read_text())
-    assert metrics["attacks"]["aa"]["n_examples"] == 50 and metrics["attacks"]["natural"]["n_examples"] == 360
+    assert metrics["attacks"]["aa"]["n_examples"] == 25 and metrics["attacks"]["natural"]["n_examples"] == 360
+    results = workdir / "results"
+    figures = sorted(p.name for p in (results / "figures").glob("*.png"))
+    assert figures == ["eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
+    for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]:
+        exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
+        assert len(exp) >= 3 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name
+    readme = (results / "README.md").read_text()
+    assert "## Main table" in readme and "| train " in readme and "tables/main.md" in readme
     assert "Nothing to be done" in snakemake(*args, "-n")
+    snakemake(*args, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text()
+    assert all(category in html for category in ("Main table", "Figures", "Experiments", "Summary"))

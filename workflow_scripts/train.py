@@ -1,14 +1,48 @@
-"""Snakemake adapter: train one run (resuming from its checkpoint if a previous attempt was killed)."""
+"""Snakemake adapter: train one run (resuming from its checkpoint if a previous attempt was killed).
 
+With more than one GPU for the job (``resources.train.gpu``, or the dataset's ``resources.train.gpu``) the
+run is trained by one process per GPU, launched by torchrun (see part.distributed); otherwise here.
+"""
+
+import os
+import signal
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
 
+from part import distributed, io
 from part.config import from_dict
-from part.train import train
+from part.train import RunPaths, train
+
+# SLURM stops a job with SIGTERM: unwind (close the log, remove temporary files, stop torchrun) and exit 143.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def train_with_torchrun(cfg, out_dir, gpus, log):
+    """``part train`` in ``gpus`` processes; on SIGTERM or Ctrl-C here, torchrun is told to stop its workers."""
+    config_path = io.write_json(RunPaths(out_dir).config, cfg.to_dict())  # the file train writes, written early
+    env = {**os.environ, "OMP_NUM_THREADS": str(snakemake.threads)}  # torchrun's default would be 1 thread
+    log.flush()
+    proc = subprocess.Popen(distributed.torchrun_command(gpus, config_path, out_dir), stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        returncode = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # torchrun passes SIGTERM on to its workers and waits for them
+            proc.wait()
+    if returncode:
+        raise RuntimeError(f"torchrun ({gpus} processes) failed with exit code {returncode}; see the lines above")
+
 
 torch.set_num_threads(snakemake.threads)
 with open(snakemake.log[0], "a") as log, redirect_stdout(log), redirect_stderr(log):
     cfg = from_dict(snakemake.params.run, source=f"rule train ({snakemake.output.model})")
-    train(cfg, Path(snakemake.output.model).parent, log=lambda line: print(line, flush=True))
+    out_dir = Path(snakemake.output.model).parent
+    if snakemake.resources.gpu > 1:
+        train_with_torchrun(cfg, out_dir, snakemake.resources.gpu, log)
+    else:
+        train(cfg, out_dir, log=lambda line: print(line, flush=True))

@@ -1,0 +1,123 @@
+"""``results/README.md``: what a workflow run produced, with which software, on which hardware, at what cost.
+
+A results directory gets copied, archived and handed to co-authors without the logs or the checkout it
+came from; this file travels with it. It restates the grid, the versions and devices the runs recorded
+(``run.json`` / ``metrics.json``, not the machine that happens to write the summary), the compute the jobs
+used (Snakemake's ``benchmark:`` files, one per job) and links every table and figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from part import io
+
+COMPUTE_STAGES = ("train", "evaluate")
+"""The rules that run on a GPU when one is configured; everything else is bookkeeping on the host."""
+
+
+def job_costs(logs_dir: str | Path) -> pd.DataFrame:
+    """One row per finished job: its stage (rule), dataset (when the log path names one) and wall seconds.
+
+    Snakemake writes ``logs/<stage>/<dataset>/.../<job>.benchmark.tsv`` (the layout of ``rules/*.smk``);
+    a file with several repeats counts its mean, as Snakemake's own summaries do.
+    """
+    logs_dir = Path(logs_dir)
+    rows = []
+    for path in sorted(logs_dir.rglob("*.benchmark.tsv")):
+        parts = path.relative_to(logs_dir).parts
+        bench = pd.read_csv(path, sep="\t")
+        if bench.empty or "s" not in bench:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (expected a column 's' and one row per run)")
+        rows.append({"stage": parts[0].removesuffix(".benchmark.tsv"),
+                     "dataset": parts[1] if len(parts) > 2 else None,
+                     "job": "/".join(parts)[: -len(".benchmark.tsv")],
+                     "seconds": float(bench["s"].mean()),
+                     "cpu_seconds": float(bench["cpu_time"].mean()) if "cpu_time" in bench else float("nan")})
+    return pd.DataFrame(rows, columns=["stage", "dataset", "job", "seconds", "cpu_seconds"])
+
+
+def compute_summary(costs: pd.DataFrame, gpus: Callable[[str, str], int]) -> pd.DataFrame:
+    """Jobs, wall hours and GPU-hours per stage; ``gpus(stage, dataset)`` is what each job requested."""
+    costs = costs.assign(gpu_hours=[
+        s / 3600 * (gpus(stage, ds) if stage in COMPUTE_STAGES else 0)
+        for stage, ds, s in zip(costs["stage"], costs["dataset"], costs["seconds"])])
+    table = costs.groupby("stage", sort=False).agg(jobs=("job", "count"), wall_hours=("seconds", "sum"),
+                                                   gpu_hours=("gpu_hours", "sum"))
+    table["wall_hours"] /= 3600
+    table.loc["total"] = table.sum()
+    table["jobs"] = table["jobs"].astype(int)
+    return table.reset_index()
+
+
+def recorded_environments(results_dir: str | Path) -> pd.DataFrame:
+    """Distinct (device, CUDA, torch, package version, git revision) the runs and evaluations recorded."""
+    rows = []
+    for name in ("run.json", "metrics.json"):
+        for path in Path(results_dir).rglob(name):
+            env = json.loads(path.read_text()).get("environment") or {}
+            versions = env.get("versions") or {}
+            rows.append({"device": env.get("device_name") or "?", "torch CUDA build": str(env.get("cuda") or "-"),
+                         "torch": versions.get("torch"), "part-repro": versions.get("part-repro"),
+                         "git revision": env.get("git_revision"), "python": env.get("python"),
+                         "files": name})
+    frame = pd.DataFrame(rows, columns=["device", "torch CUDA build", "torch", "part-repro", "git revision", "python", "files"])
+    keys = [c for c in frame.columns if c != "files"]
+    return (frame.fillna("-").groupby(keys, sort=False)["files"]
+            .agg(lambda f: ", ".join(f"{n} × {k}" for k, n in f.value_counts().items())).reset_index())
+
+
+def _grid_lines(cfg: dict[str, Any]) -> list[str]:
+    datasets = ", ".join(f"{d} ({spec['arch']})" for d, spec in cfg["datasets"].items())
+    variants = ", ".join(v["label"] for v in cfg["variants"].values())
+    lines = [f"* datasets: {datasets}", f"* main-table variants: {variants}",
+             f"* seeds: {', '.join(map(str, cfg['seeds']))}",
+             f"* attacks: {', '.join(cfg['evaluation']['attacks'])} (AutoAttack on "
+             f"{cfg['evaluation'].get('aa_n_examples') or 'all'} test examples)"]
+    for name, exp in (cfg.get("experiments") or {}).items():
+        lines.append(f"* experiment `{name}`: {exp.get('title', name)}")
+    return lines
+
+
+def _links(results_dir: Path, out_dir: Path) -> list[str]:
+    lines = []
+    for sub in ("tables", "figures", "experiments"):
+        files = sorted(p for p in (results_dir / sub).rglob("*") if p.is_file() and p.suffix in (".md", ".csv", ".tex", ".png", ".pdf"))
+        if files:
+            lines.append(f"\n### {sub}\n")
+            lines += [f"* [{p.relative_to(results_dir)}]({p.relative_to(out_dir)})" for p in files]
+    return lines
+
+
+def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
+                   gpus: Callable[[str, str], int]) -> str:
+    """The Markdown text of ``results/README.md`` (links relative to the results directory)."""
+    results_dir = Path(results_dir)
+    main = results_dir / "tables" / "main.md"
+    compute = compute_summary(job_costs(logs_dir), gpus)
+    parts = [
+        "# Reproduction results: PART (Pixel-reweighted Adversarial Training, ICML 2024)", "",
+        f"Written by `part.report` at git revision `{io.git_revision() or 'unknown'}`. "
+        "The HTML report (`snakemake --report results/report.html`) holds the same tables and figures with captions.",
+        "", "## Grid", "", *_grid_lines(cfg), "",
+        "## Main table", "", main.read_text().strip() if main.is_file() else "(not produced)", "",
+        "## Software and hardware recorded by the runs", "",
+        recorded_environments(results_dir).to_markdown(index=False), "",
+        "## Compute (from the Snakemake benchmark files)", "",
+        "GPU-hours = wall time × GPUs requested per job (`resources` of the config); 0 for CPU-only grids.", "",
+        compute.to_markdown(index=False, floatfmt=".3f"), "",
+        "## Files", *_links(results_dir, results_dir), "",
+        "<details><summary>The workflow config</summary>", "", "```yaml",
+        yaml.safe_dump(cfg, sort_keys=False).strip(), "```", "</details>", ""]
+    return "\n".join(parts)
+
+
+def write_results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
+                         gpus: Callable[[str, str], int], out: str | Path) -> Path:
+    return io.write_text(out, results_readme(cfg, results_dir, logs_dir, gpus))

@@ -1,0 +1,98 @@
+# The main grid's figures (results/figures/): accuracy-robustness trade-off, training curves and
+# CAM / ε-map gallery per dataset, share of pixels at full ε per epoch. All local: they read tables
+# and logs; the gallery runs one model forward + backward on 4 test images (CPU, seconds).
+
+from part import plots
+
+FIGURES = f"{RESULTS}/figures"
+FIGURE_RUNS = grid.expand(config, source="workflow config")
+GALLERY_RUNS = {d: plots.gallery_run(config, d) for d in config["datasets"]}
+PART_RUNS = [run for run in FIGURE_RUNS if run.config.pixel_reweighted]
+
+
+# Every figure file of the grid (targets of `rule all`).
+FIGURE_OUTPUTS = [
+    f"{FIGURES}/{stem}.{ext}"
+    for stem in plots.figure_stems(config)
+    for ext in ("png", "pdf")
+]
+
+
+localrules:
+    figure_tradeoff,
+    figure_training_curves,
+    figure_eps_share,
+    figure_gallery,
+
+
+rule figure_tradeoff:
+    input:
+        per_seed=rules.aggregate.output.per_seed,
+    output:
+        png=report(f"{FIGURES}/tradeoff.png", category="Figures"),
+        pdf=f"{FIGURES}/tradeoff.pdf",
+    params:
+        kind="tradeoff",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/tradeoff.log",
+    benchmark:
+        "logs/figures/tradeoff.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule figure_training_curves:
+    input:
+        lambda wildcards: [f"{RESULTS}/{run.path}/run.json" for run in FIGURE_RUNS if run.dataset == wildcards.dataset],
+    output:
+        png=report(f"{FIGURES}/training_curves_{{dataset}}.png", category="Figures"),
+        pdf=f"{FIGURES}/training_curves_{{dataset}}.pdf",
+    params:
+        kind="training_curves",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/training_curves_{dataset}.log",
+    benchmark:
+        "logs/figures/training_curves_{dataset}.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule figure_eps_share:
+    input:
+        [f"{RESULTS}/{run.path}/run.json" for run in PART_RUNS],
+    output:
+        png=report(f"{FIGURES}/eps_share.png", category="Figures"),
+        pdf=f"{FIGURES}/eps_share.pdf",
+    params:
+        kind="eps_share",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/eps_share.log",
+    benchmark:
+        "logs/figures/eps_share.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule figure_gallery:
+    input:
+        model=lambda wildcards: f"{RESULTS}/{GALLERY_RUNS[wildcards.dataset].path}/model.pt",
+        data=f"{PREPARED}/{{dataset}}.pt",
+    output:
+        png=report(f"{FIGURES}/gallery_{{dataset}}.png", category="Figures"),
+        pdf=f"{FIGURES}/gallery_{{dataset}}.pdf",
+    params:
+        kind="gallery",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/gallery_{dataset}.log",
+    benchmark:
+        "logs/figures/gallery_{dataset}.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"

@@ -1,0 +1,23 @@
+# results/README.md: the run's summary (grid, recorded versions and hardware, compute from the benchmark
+# files). It is written last, after every table and figure it links; `snakemake --report` builds the HTML.
+
+
+localrules:
+    results_readme,
+
+
+rule results_readme:
+    input:
+        rules.aggregate.output,
+        FIGURE_OUTPUTS,
+        all_experiment_outputs(),
+    output:
+        report(f"{RESULTS}/README.md", caption="../report/results_readme.rst", category="Summary"),
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/results_readme.log",
+    benchmark:
+        "logs/results_readme.benchmark.tsv"
+    script:
+        "../workflow_scripts/results_readme.py"

@@ -1,0 +1,359 @@
+"""The tables of the grid: mean ± std over seeds, the paper's layout, the paper beside ours, the claim.
+
+Every run is synthetic but in the real layout: config.json, model.pt, eval/<attack>.json +
+.correct.npz and a metrics.json made by ``part.evaluate.build_metrics`` and validated against its
+schema. Accuracies are on 1000 examples, so each is a multiple of 0.1 and the expected means, stds and
+differences below are computed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import pytest
+
+from part import aggregate, compare, io
+from part.evaluate import attack_specs, build_metrics, file_sha256, metrics_schema
+from part.grid import Run, expand
+
+N = 1000
+ENVIRONMENT = io.environment()
+AA_EXTRA = {"package": "pyautoattack", "package_version": "0.2.0", "version": "standard", "batch_size": 500,
+            "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd-ce": {}, "apgd-t": {}, "fab-t": {}, "square": {}}
+
+VARIANTS = {
+    "at": {"label": "AT", "family": "AT", "run": {"method": "at"}},
+    "part_s1": {"label": "PART (s = 1)", "family": "AT", "run": {"method": "part", "mask": {"refresh_every": 1}}},
+    "part_s10": {"label": "PART (s = 10)", "family": "AT", "run": {"method": "part", "mask": {"refresh_every": 10}}},
+    "part_s5": {"label": "PART (s = 5)", "family": "AT", "run": {"method": "part", "mask": {"refresh_every": 5}}},
+    "trades": {"label": "TRADES", "family": "TRADES", "run": {"method": "trades"}},
+    "part_trades_s1": {"label": "PART-T (s = 1)", "family": "TRADES",
+                       "run": {"method": "part_trades", "mask": {"refresh_every": 1}}},
+}
+
+# natural and AA per seed (0, 1, 2); PGD-20 = AA + 2, MMA = AA + 0.5. part_s5 has no results at all.
+ACCURACY = {
+    "at": {"natural": [82.4, 82.6, 82.8], "aa": [41.5, 41.7, 41.6]},  # 82.60 ± 0.20, 41.60 ± 0.10
+    "part_s1": {"natural": [83.3, 83.5, 83.4], "aa": [41.8, 41.6, 41.7]},  # 83.40 ± 0.10 (+0.80), 41.70 (+0.10)
+    "part_s10": {"natural": [83.9, 83.7, 83.8], "aa": [40.9, 41.1, 41.0]},  # 83.80 (+1.20), 41.00 (−0.60)
+    "trades": {"natural": [78.2, 78.0, 78.1], "aa": [45.0, 45.0, 45.0]},  # 78.10 ± 0.10, 45.00 ± 0.00
+    "part_trades_s1": {"natural": [78.0, 77.9, 78.1], "aa": [46.0, 46.2, 45.8]},  # 78.00 (−0.10), 46.00 (+1.00)
+}
+
+
+def grid_cfg(results: Path, dataset: str = "cifar10", arch: str = "resnet18") -> dict:
+    return {"data": {"raw_dir": "data/raw", "prepared_dir": "data/prepared", "mirror": None},
+            "results_dir": str(results), "datasets": {dataset: {"arch": arch}}, "variants": VARIANTS,
+            "seeds": [0, 1, 2], "run": {"device": "cpu"},
+            "evaluation": {"attacks": ["natural", "pgd20", "mma", "aa"], "batch_size": 500, "n_examples": None,
+                           "aa_n_examples": None}}
+
+
+def write_run(results: Path, run: Run, accuracy: dict[str, float], *, settings: dict | None = None,
+              n_examples: dict[str, int] | None = None, config: dict | None = None) -> Path:
+    """A finished, evaluated run directory; ``settings`` / ``n_examples`` / ``config`` override per attack / key."""
+    run_dir = results / run.path
+    (run_dir / "eval").mkdir(parents=True)
+    io.write_text(run_dir / "model.pt", run.path)  # only hashed by build_metrics
+    io.write_json(run_dir / "config.json", {**run.config.to_dict(), **(config or {})})
+    specs = attack_specs(8 / 255, 2 / 255)
+    sha = file_sha256(run_dir / "model.pt")
+    entries = {}
+    for attack, acc in accuracy.items():
+        n = (n_examples or {}).get(attack, N)
+        n_correct = round(acc * n / 100)
+        with open(run_dir / "eval" / f"{attack}.correct.npz", "wb") as f:
+            np.savez_compressed(f, correct=np.arange(n) < n_correct, index=np.arange(n))
+        spec = {**specs[attack], **(AA_EXTRA if attack == "aa" else {}), **(settings or {}).get(attack, {})}
+        entries[attack] = {
+            "attack": attack, "accuracy": 100 * n_correct / n, "n_correct": n_correct, "n_examples": n,
+            "natural_accuracy": accuracy["natural"], "seconds": 1.0, "images_per_second": float(n), "settings": spec,
+            "precision": "fp32", "batch_size": 500, "device": "cpu", "split": "test",
+            "subset": f"first {n} of {run.dataset} test",
+            "run": {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed},
+            "checkpoint_sha256": sha, "correct_file": f"eval/{attack}.correct.npz", "created": "2024-07-01T00:00:00+00:00",
+            "environment": ENVIRONMENT}
+    metrics = build_metrics(run_dir, entries)
+    jsonschema.validate(metrics, metrics_schema())
+    io.write_json(run_dir / "metrics.json", metrics)
+    return run_dir / "metrics.json"
+
+
+def seed_accuracy(variant: str, seed: int) -> dict[str, float]:
+    nat, aa = ACCURACY[variant]["natural"][seed], ACCURACY[variant]["aa"][seed]
+    return {"natural": nat, "pgd20": round(aa + 2, 1), "mma": round(aa + 0.5, 1), "aa": aa}
+
+
+def write_grid(results: Path, cfg: dict, skip: tuple[tuple[str, int], ...] = ()) -> dict[tuple[str, int], Path]:
+    return {(run.variant, run.seed): write_run(results, run, seed_accuracy(run.variant, run.seed))
+            for run in expand(cfg) if run.variant in ACCURACY and (run.variant, run.seed) not in skip}
+
+
+@pytest.fixture
+def full(tmp_path):
+    """Every run but part_s5's, all seeds: the tables written."""
+    cfg = grid_cfg(tmp_path / "results")
+    write_grid(tmp_path / "results", cfg)
+    return cfg, aggregate.write_tables(cfg, tmp_path / "tables")
+
+
+def cell(main: pd.DataFrame, variant: str, column: str):
+    return main.set_index("variant").loc[variant, column]
+
+
+def text_of(markdown: str) -> str:
+    """Markdown with its column padding collapsed, so rows can be matched as written by hand."""
+    return re.sub(r" {2,}", " ", markdown)
+
+
+def text(path: Path) -> str:
+    return text_of(path.read_text())
+
+
+# --- the main table -------------------------------------------------------------------------------------------
+
+def test_mean_std_diff_and_bold_against_hand_computed_values(full):
+    _, paths = full
+    assert set(paths) == set(aggregate.OUTPUTS) and all(p.is_file() for p in paths.values())
+    main = pd.read_csv(paths["main_csv"], keep_default_na=False, na_values=[""])
+    assert list(main["variant"]) == list(VARIANTS)  # config order
+    assert list(main.columns[:6]) == ["dataset", "arch", "variant", "method", "family", "base_variant"]
+    assert cell(main, "at", "natural_mean") == pytest.approx(82.6) and cell(main, "at", "natural_std") == pytest.approx(0.2)
+    assert cell(main, "part_s1", "natural_diff") == pytest.approx(0.8)
+    assert cell(main, "part_s10", "aa_diff") == pytest.approx(-0.6)
+    assert cell(main, "part_trades_s1", "natural_diff") == pytest.approx(-0.1)
+    assert cell(main, "part_s1", "base_variant") == "at" and cell(main, "part_trades_s1", "base_variant") == "trades"
+    assert np.isnan(cell(main, "at", "natural_diff"))
+    # bold: the best mean of each family per column
+    assert cell(main, "part_s10", "natural_best") and not cell(main, "part_s1", "natural_best")
+    assert cell(main, "part_s1", "aa_best") and cell(main, "trades", "natural_best")
+    assert cell(main, "part_trades_s1", "aa_best") and not cell(main, "trades", "aa_best")
+    # worst case: per example (prefix-correct examples, so the minimum over the attacks)
+    assert cell(main, "at", "worst_case_mean") == pytest.approx(41.6)
+    assert (main["natural_n_seeds"] == [3, 3, 3, 0, 3, 3]).all()
+    md = text(paths["main_md"])
+    assert "| CIFAR-10 (ResNet-18) | AT " in md
+    assert "**83.80** ± 0.10 (+1.20)" in md and "83.40 ± 0.10 (+0.80)" in md and "41.00 ± 0.10 (−0.60)" in md
+    assert "78.00 ± 0.10 (−0.10)" in md and "**45.00** ± 0.00" not in md and "45.00 ± 0.00" in md
+    assert "sample standard deviation (ddof = 1) over 3 seeds (0, 1, 2)" in md
+
+
+def test_a_row_without_results_and_a_missing_seed_are_marked(tmp_path):
+    cfg = grid_cfg(tmp_path / "results")
+    write_grid(tmp_path / "results", cfg, skip=(("part_s1", 2), ("part_s10", 1), ("part_s10", 2)))
+    paths = aggregate.write_tables(cfg, tmp_path / "tables")
+    main = pd.read_csv(paths["main_csv"], dtype={"natural_missing_seeds": str}, keep_default_na=False)
+    assert cell(main, "part_s1", "natural_n_seeds") == 2 and cell(main, "part_s1", "natural_missing_seeds") == "2"
+    assert cell(main, "part_s5", "aa_n_seeds") == 0 and cell(main, "part_s5", "aa_missing_seeds") == "0 1 2"
+    assert cell(main, "at", "natural_missing_seeds") == ""
+    assert float(cell(main, "part_s1", "natural_mean")) == pytest.approx(83.4)  # (83.3 + 83.5) / 2, not silently 3 seeds
+    md = text(paths["main_md"])
+    assert "83.40 ± 0.14† (+0.80)" in md and "| **83.90**† (+1.30) |" in md  # one seed: its value alone
+    assert "† CIFAR-10 (ResNet-18), PART (s = 10): seeds 1, 2 missing in every column" in md
+    assert "† CIFAR-10 (ResNet-18), PART (s = 1): seed 2 missing in every column" in md
+    assert "† CIFAR-10 (ResNet-18), PART (s = 5): seeds 0, 1, 2 missing in every column" in md
+    assert "| | PART (s = 5) | — | — | — | — | — |" in md
+    tex = paths["main_tex"].read_text()
+    assert "83.40 $\\pm$ 0.14$^\\dagger$ (+0.80)" in tex and "$^\\dagger$ CIFAR-10 (ResNet-18), PART (s = 1)" in tex
+    summary = pd.read_csv(paths["summary"], keep_default_na=False)
+    assert set(summary.loc[summary["variant"] == "part_s1", "n_seeds"]) == {2}
+    versus = pd.read_csv(paths["paper_csv"], keep_default_na=False)
+    assert set(versus.loc[versus["ours_variant"] == "part_s1", "ours_missing_seeds"].astype(str)) == {"2"}
+    assert set(versus.loc[versus["ours_variant"] == "part_s10", "within_combined_std"]) == {""}  # 1 seed: no std
+    assert "| 83.90† | PART (s = 10) | +0.13 | n/a (1 seed) |" in text(paths["paper_md"])
+    verdicts = pd.read_csv(paths["verdicts_csv"]).set_index("variant")
+    assert verdicts.loc["part_s1", "min_n_seeds"] == 2 and not verdicts.loc["part_s1", "complete"]
+    assert "holds †" in text(paths["verdicts_md"])
+
+
+def test_latex_is_structurally_sound(full):
+    _, paths = full
+    tex = paths["main_tex"].read_text()
+    stripped = tex.replace("\\{", "").replace("\\}", "")
+    depth = 0
+    for ch in stripped:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+    assert re.findall(r"\\(begin|end)\{(\w+)\}", tex) == [("begin", "table"), ("begin", "tabular"),
+                                                          ("end", "tabular"), ("end", "table")]
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
+    body = tex[tex.index("\\toprule"):tex.index("\\bottomrule")]
+    rows = [line for line in body.splitlines() if line.endswith("\\\\")]
+    assert len(rows) == 1 + len(VARIANTS)  # header + one per variant
+    assert all(len(re.findall(r"(?<!\\)&", row)) == 2 + 4 for row in rows)  # Dataset, Method, 4 attacks + worst
+    assert "\\multirow{6}{*}{CIFAR-10 (ResNet-18)}" in tex and "\\cmidrule(l){2-7}" in tex
+    assert "\\textbf{83.80} $\\pm$ 0.10 (+1.20)" in tex and "41.00 $\\pm$ 0.10 ($-$0.60)" in tex
+    assert "\\caption{" in tex and "ddof = 1" in tex and "±" not in tex and "†" not in tex
+
+
+# --- mismatched settings ----------------------------------------------------------------------------------------
+
+def rewrite(paths: dict, key: tuple[str, int], cfg: dict, **overrides) -> Path:
+    """Replace one run of the grid by the same run evaluated or trained under other settings."""
+    variant, seed = key
+    run = next(r for r in expand(cfg) if (r.variant, r.seed) == key)
+    for f in sorted((Path(cfg["results_dir"]) / run.path).rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    return write_run(Path(cfg["results_dir"]), run, seed_accuracy(variant, seed), **overrides)
+
+
+@pytest.mark.parametrize("overrides, setting", [
+    ({"settings": {"pgd20": {"steps": 10}}}, "settings.steps: 20 vs 10"),
+    ({"settings": {"aa": {"eps": 4 / 255}}}, "settings.eps"),
+    ({"n_examples": {"aa": 500}}, "n_examples: 1000 vs 500"),
+    ({"config": {"epochs": 3}}, "epochs: 80 vs 3"),
+])
+def test_mismatched_settings_raise_naming_the_files(tmp_path, overrides, setting):
+    cfg = grid_cfg(tmp_path / "results")
+    paths = write_grid(tmp_path / "results", cfg)
+    bad = rewrite(paths, ("part_s1", 1), cfg, **overrides)
+    with pytest.raises(aggregate.MismatchError) as err:
+        aggregate.write_tables(cfg, tmp_path / "tables")
+    message = str(err.value)
+    assert setting in message and str(bad) in message
+    assert str(paths["part_s1", 0]) in message or str(paths["at", 0]) in message
+    assert not (tmp_path / "tables").exists()
+
+
+def test_a_seed_evaluated_with_other_attacks_is_a_mismatch(tmp_path):
+    cfg = grid_cfg(tmp_path / "results")
+    paths = write_grid(tmp_path / "results", cfg)
+    run = next(r for r in expand(cfg) if (r.variant, r.seed) == ("at", 2))
+    for f in sorted((tmp_path / "results" / run.path).rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    write_run(tmp_path / "results", run, {k: v for k, v in seed_accuracy("at", 2).items() if k != "aa"})
+    with pytest.raises(aggregate.MismatchError, match="evaluated attacks") as err:
+        aggregate.write_tables(cfg, tmp_path / "tables")
+    assert str(paths["at", 0]) in str(err.value)
+
+
+def test_collect_keeps_its_meaning_without_the_check(tmp_path):
+    """``collect(cfg)`` (used by the experiments' tables) reads what exists and checks only with check=True."""
+    cfg = grid_cfg(tmp_path / "results")
+    write_grid(tmp_path / "results", cfg)
+    rewrite({}, ("part_s1", 1), cfg, config={"epochs": 3})
+    per_seed = aggregate.collect(cfg)
+    assert len(per_seed) == 5 * 3 * 5 and set(per_seed["attack"]) == {"natural", "pgd20", "mma", "aa", "worst_case"}
+    summary = aggregate.summarise(per_seed, cfg["seeds"])
+    assert summary.loc[(summary["variant"] == "at") & (summary["attack"] == "natural"), "cell"].item() == "82.60 ± 0.20"
+    with pytest.raises(aggregate.MismatchError):
+        aggregate.collect(cfg, check=True)
+
+
+def test_a_family_with_two_base_variants_is_ambiguous(tmp_path):
+    cfg = grid_cfg(tmp_path / "results")
+    at_long = {"label": "AT (long)", "family": "AT", "run": {"method": "at", "epochs": 100}}
+    cfg["variants"] = {**VARIANTS, "at_long": at_long}
+    with pytest.raises(ValueError, match="family 'AT' has 2 variants running 'at' \\(at, at_long\\)"):
+        aggregate.variant_table(cfg)
+
+
+# --- the paper beside ours, and its claim ------------------------------------------------------------------------
+
+def test_paper_cells_are_matched_by_run_config_and_flagged_within_combined_std(full):
+    _, paths = full
+    versus = pd.read_csv(paths["paper_csv"], keep_default_na=False, na_values=[""])
+    assert len(versus) == 27 * 4 // 3  # every cell of the paper's CIFAR-10 block (9 rows x 4 attacks)
+    v = versus.set_index(["paper_method", "attack"])
+    row = v.loc[("AT", "natural")]  # ours 82.60 ± 0.20 vs 82.58 ± 0.14
+    assert row["ours_variant"] == "at" and row["diff"] == pytest.approx(0.02)
+    assert row["combined_std"] == pytest.approx(np.hypot(0.14, 0.2), abs=1e-4) and row["within_combined_std"]
+    row = v.loc[("PART (s = 10)", "aa")]  # ours 41.00 ± 0.10 vs 41.41 ± 0.14: −0.41 > 0.17
+    assert row["ours_variant"] == "part_s10" and row["diff"] == pytest.approx(-0.41) and not row["within_combined_std"]
+    assert v.loc[("PART-T (s = 1)", "natural"), "ours_variant"] == "part_trades_s1"
+    assert v.loc[("MART", "aa"), "status"] == "no such variant in this grid"
+    assert v.loc[("PART-T (s = 10)", "aa"), "status"] == "no such variant in this grid"
+    assert set(versus.loc[versus["status"] == "compared", "ours_variant"]) == set(ACCURACY)
+    md = text(paths["paper_md"])
+    assert ("| CIFAR-10 (ResNet-18) | PART (s = 10) | AA | 41.41 ± 0.14 | 41.00 ± 0.10 | PART (s = 10) | −0.41 "
+            "| no |") in md
+    assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
+
+
+def test_matching_reads_the_run_config_not_the_labels(tmp_path):
+    cfg = grid_cfg(tmp_path / "results")
+    cfg["variants"] = {"baseline": {**VARIANTS["at"], "label": "Madry"},
+                       "ours": {**VARIANTS["part_s10"], "label": "PART, lazy maps"}}
+    table = aggregate.cells(pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds",
+                                                  "missing_seeds"]),
+                            aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"])
+    versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")))
+    matched = versus.dropna(subset=["ours_variant"]).drop_duplicates("paper_method")
+    assert dict(zip(matched["paper_method"], matched["ours_variant"])) == {"AT": "baseline", "PART (s = 10)": "ours"}
+    assert set(versus.loc[versus["attack"].isin(["pgd20", "mma"]) & versus["ours_variant"].notna(), "status"]) == {
+        "attack not evaluated"}
+    assert set(versus.loc[versus["attack"] == "natural"].dropna(subset=["ours_variant"])["status"]) == {"no results yet"}
+
+
+@pytest.mark.parametrize("natural, aa, expected", [
+    (0.84, 0.11, "holds"),
+    (3.18, -0.49, "holds"),  # the paper's PART-M (s = 10) on CIFAR-10: AA −0.49 is within 0.5
+    (0.5, -0.5, "holds"),
+    (-0.3, 0.2, "does not hold (natural −0.30)"),
+    (0.0, 0.2, "does not hold (natural +0.00)"),
+    (1.2, -0.6, "does not hold (AA −0.60)"),
+    (-0.1, -0.7, "does not hold (natural −0.10, AA −0.70)"),
+    (1.0, float("nan"), "not measured (no AA)"),
+])
+def test_verdict(natural, aa, expected):
+    assert compare.verdict(natural, aa) == expected
+
+
+def test_claim_verdicts_for_ours_and_the_papers(full):
+    _, paths = full
+    verdicts = pd.read_csv(paths["verdicts_csv"], keep_default_na=False).set_index("variant")
+    assert list(verdicts.index) == ["part_s1", "part_s10", "part_s5", "part_trades_s1"]
+    assert verdicts.loc["part_s1", "verdict"] == "holds"
+    assert verdicts.loc["part_s10", "verdict"] == "does not hold (AA −0.60)"
+    assert verdicts.loc["part_trades_s1", "verdict"] == "does not hold (natural −0.10)"
+    assert verdicts.loc["part_s5", "verdict"] == "not measured (no results yet: PART (s = 5))"
+    assert verdicts.loc["part_s1", "paper_verdict"] == "holds"  # +0.84 natural, +0.11 AA
+    assert float(verdicts.loc["part_s10", "paper_aa_diff"]) == pytest.approx(41.41 - 41.63)
+    assert verdicts.loc["part_s5", "paper_verdict"] == "not in the paper (no s = 5 row)"
+    assert float(verdicts.loc["part_s1", "natural_diff"]) == pytest.approx(0.8)
+    md = text(paths["verdicts_md"])
+    assert ("| CIFAR-10 (ResNet-18) | AT | PART (s = 10) | +1.20 | −0.60 | does not hold (AA −0.60) | +1.19 | −0.22 "
+            "| holds |") in md
+
+
+def test_a_grid_the_paper_does_not_have_still_gets_both_tables(tmp_path):
+    """The digits demo: no paper cell matches, the verdicts are ours alone."""
+    cfg = grid_cfg(tmp_path / "results", dataset="digits", arch="small_cnn")
+    write_grid(tmp_path / "results", cfg)
+    paths = aggregate.write_tables(cfg, tmp_path / "tables")
+    assert pd.read_csv(paths["paper_csv"]).empty
+    md = text(paths["paper_md"])
+    assert "No cell of the paper matches this grid" in md and "this grid has digits (small CNN)" in md
+    verdicts = pd.read_csv(paths["verdicts_csv"]).set_index("variant")
+    assert verdicts.loc["part_s1", "verdict"] == "holds" and set(verdicts["paper_verdict"]) == {"not in the paper"}
+    assert "| digits (small CNN) | AT | 82.60 ± 0.20 |" in text(paths["main_md"])
+
+
+def test_reference_tables_ship_with_the_package():
+    table = compare.load_reference("paper_table1")
+    assert len(table) == 27 and {"dataset", "arch", "method", "base", "s", "aa_mean", "aa_std"} <= set(table.columns)
+    assert compare.load_reference("paper_figure1").set_index("low_budget_region").loc["upper_left", "natural"] == 78.0
+    with pytest.raises(FileNotFoundError, match="part/reference/nope.csv"):
+        compare.load_reference("nope")
+    assert "reference/*.csv" in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+
+
+def test_a_grid_with_a_dataset_of_the_paper_and_one_without(tmp_path):
+    """Only the paper's (dataset, arch) pairs are compared; both sides say what the other lacks."""
+    cfg = grid_cfg(tmp_path / "results")
+    cfg["datasets"] = {"cifar10": {"arch": "resnet18"}, "digits": {"arch": "small_cnn"}, "svhn": {"arch": "small_cnn"}}
+    empty = pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"])
+    table = aggregate.cells(empty, aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"])
+    paper = compare.paper_cells(compare.load_reference("paper_table1"))
+    versus = compare.paper_vs_reproduction(table, paper)
+    assert set(versus["dataset"]) == {"cifar10"}  # SVHN with another architecture is not the paper's SVHN
+    md = text_of(compare.versus_markdown(versus, table, paper))
+    assert "Not in the paper: digits (small CNN), SVHN (small CNN)." in md
+    assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
+    tex = aggregate.latex(table, pd.DataFrame(columns=["attack", "n_examples"]), cfg["seeds"])
+    assert tex.count("\\multirow{6}{*}") == 3 and tex.count("\\midrule") == 3  # header + between the 3 datasets

@@ -1,0 +1,155 @@
+"""The pipeline's figures, drawn from a tiny real grid: AT and PART on 400 digits, 2 epochs, 2 seeds.
+
+The runs are evaluated with natural accuracy and PGD-20 only (AutoAttack would cost most of the
+time budget), which is also the case the trade-off figure must fall back on; the AA path and the
+arrow count of three full families are checked on a per-seed table of the same shape.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from part import config, plots
+from part.aggregate import collect
+from part.autoattack_adapter import EvaluationWarning
+from part.data import PreparedDataset, Split, load_prepared, save_prepared
+from part.evaluate import evaluate
+from part.grid import expand
+from part.models import build_model
+from part.train import train
+
+VARIANTS = {
+    "at": {"label": "AT", "family": "AT", "run": {"method": "at"}},
+    "part_s1": {"label": "PART (s = 1)", "family": "AT", "run": {"method": "part", "mask": {"refresh_every": 1}}},
+}
+
+
+@pytest.fixture(scope="module")
+def grid_cfg(digits_dir, tmp_path_factory):
+    """A trained and evaluated 2-variant x 2-seed grid on 400 training digits (a few CPU seconds).
+
+    Two short epochs leave the models near chance in eval mode, which the evaluation warns about;
+    the figures only need real files of the right shape, so that warning is silenced here.
+    """
+    full = load_prepared(digits_dir / "digits.pt")
+    small = PreparedDataset(full.name, Split(full.train.images[:400], full.train.labels[:400]), full.test,
+                            full.num_classes, full.meta)
+    prepared = tmp_path_factory.mktemp("prepared_small")
+    save_prepared(prepared / "digits.pt", small)
+    cfg = {"data": {"prepared_dir": str(prepared)}, "results_dir": str(tmp_path_factory.mktemp("results")),
+           "datasets": {"digits": {"arch": "small_cnn"}}, "variants": VARIANTS, "seeds": [0, 1],
+           "run": {"device": "cpu", "epochs": 2, "warmup_epochs": 1, "batch_size": 128, "attack": {"steps": 2}}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # convs this small gain nothing from threads, and threads stall on a busy machine
+    try:
+        for run in expand(cfg):
+            out = f"{cfg['results_dir']}/{run.path}"
+            train(run.config, out, log=lambda _: None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EvaluationWarning)
+                evaluate(out, ["natural", "pgd20"], n_examples=40, log=None)
+    finally:
+        torch.set_num_threads(threads)
+    return cfg
+
+
+def assert_written(paths):
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+def arrows(ax):
+    return [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+
+
+def test_family_colours_do_not_depend_on_what_else_is_plotted():
+    alone = plots.family_palette()
+    with_extra = plots.family_palette(["natural", "AT"])
+    assert {f: alone[f] for f in plots.FAMILY_ORDER} == {f: with_extra[f] for f in plots.FAMILY_ORDER}
+    assert len(set(with_extra.values())) == len(with_extra)
+    styles = plots.variant_styles(VARIANTS)
+    assert styles["at"].is_base and styles["at"].colour == alone["AT"]
+    assert styles["part_s1"].is_part and not styles["part_s1"].is_base
+    assert styles["part_s1"].colour != alone["AT"] and styles["part_s1"].marker != styles["at"].marker
+
+
+def test_tradeoff_falls_back_to_pgd20_without_aa(grid_cfg, tmp_path):
+    per_seed = collect(grid_cfg)
+    assert "aa" not in set(per_seed["attack"])
+    fig = plots.tradeoff_figure(per_seed, VARIANTS)
+    ax = fig.axes[0]
+    assert "PGD-20" in ax.get_ylabel() and "no AA" in ax.get_ylabel() and "(%)" in ax.get_xlabel()
+    assert len(ax.containers) == 2 and len(arrows(ax)) == 1
+    assert_written(plots.plot_tradeoff(per_seed, VARIANTS, tmp_path / "tradeoff"))
+
+
+def synthetic_per_seed() -> tuple[pd.DataFrame, dict]:
+    """Three families of base + two PART variants, 2 seeds, every attack; AA on fewer images."""
+    variants, rows = {}, []
+    for family, base in (("AT", "at"), ("TRADES", "trades"), ("MART", "mart")):
+        part = "part" if base == "at" else f"part_{base}"
+        for name, method in ((base, base), (f"{part}_s1", part), (f"{part}_s10", part)):
+            variants[name] = {"label": name, "family": family, "run": {"method": method}}
+            for seed in (0, 1):
+                for attack, acc, n in (("natural", 80 + seed, 360), ("pgd20", 50 - seed, 360), ("aa", 45 + seed, 50)):
+                    rows.append({"dataset": "digits", "arch": "small_cnn", "variant": name, "label": name,
+                                 "family": family, "seed": seed, "attack": attack,
+                                 "accuracy": acc + len(variants), "n_examples": n})
+    return pd.DataFrame(rows), variants
+
+
+def test_tradeoff_has_a_point_per_variant_and_an_arrow_per_part_variant():
+    per_seed, variants = synthetic_per_seed()
+    ax = plots.tradeoff_figure(per_seed, variants).axes[0]
+    assert len(ax.containers) == 9 and len(arrows(ax)) == 6
+    assert ax.get_ylabel().startswith("AA accuracy (%)") and "first 50 test images" in ax.get_ylabel()
+    x, y = ax.containers[0].lines[0].get_data()
+    assert (x[0], y[0]) == (81.5, 46.5)  # mean over seeds of the base "at": 80 + 1 (+0.5), 45 + 1 (+0.5)
+    per_seed_without_mart_aa = per_seed[~((per_seed["family"] == "MART") & (per_seed["attack"] == "aa"))]
+    assert "PGD-20" in plots.tradeoff_figure(per_seed_without_mart_aa, variants).axes[0].get_ylabel()
+
+
+def test_training_curves_and_eps_share(grid_cfg, tmp_path):
+    logs = plots.collect_logs(grid_cfg)
+    assert set(logs["variant"]) == set(VARIANTS) and len(logs) == 2 * 2 * 2
+    fig = plots.training_curves_figure(logs, VARIANTS)
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == [plots.CURVE_METRICS["loss"], plots.CURVE_METRICS["train_acc"]]
+    assert any(line.get_xdata()[0] == 1.5 for line in fig.axes[0].lines)  # warm-up end after epoch 1
+    assert_written(plots.plot_training_curves(logs, VARIANTS, tmp_path / "curves"))
+    share = plots.eps_share_figure(logs, VARIANTS)
+    (line,) = share.axes[0].lines
+    assert list(line.get_xdata()) == [2] and 0 < line.get_ydata()[0] < 100
+    assert_written(plots.plot_eps_share(logs, VARIANTS, tmp_path / "eps_share"))
+    assert plots.figure_stems(grid_cfg) == ["tradeoff", "training_curves_digits", "gallery_digits", "eps_share"]
+
+
+def test_gallery_shows_the_runs_budgets(grid_cfg, tmp_path):
+    run = plots.gallery_run(grid_cfg, "digits")
+    assert run.variant == "part_s1" and run.seed == 0
+    run_dir = f"{grid_cfg['results_dir']}/{run.path}"
+    gallery = plots.load_gallery(run_dir, n_images=4)
+    assert len(set(gallery.labels)) == 4 and gallery.images.shape == (4, 8, 8, 1)
+    fig = plots.gallery_figure(gallery)
+    shown = [im.get_array() for ax in fig.axes for im in ax.images if im.get_gid() == "eps_map"]
+    assert len(shown) == 4
+    levels = np.array([run.config.attack.eps_low, run.config.attack.eps]) * 255
+    values = np.concatenate([np.asarray(a).ravel() for a in shown])
+    assert np.isclose(values[:, None], levels[None]).any(axis=1).all()
+    assert np.isclose(values, levels[1]).any()  # some pixels keep the full budget
+    assert_written(plots.plot_gallery(run_dir, tmp_path / "gallery", n_images=4, label="PART (s = 1)"))
+
+
+def test_gallery_draws_rgb_images():
+    cfg = config.from_dict({"dataset": "cifar10", "model": "small_cnn", "method": "part", "device": "cpu"})
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10, 3).eval()
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
+    fig = plots.gallery_figure(plots.gallery_maps(model, x, y, cfg, "random RGB"))
+    assert fig.axes[0].images[0].get_array().shape == (16, 16, 3)
+    assert len([im for ax in fig.axes for im in ax.images if im.get_gid() == "eps_map"]) == 3

@@ -1,0 +1,93 @@
+"""results/README.md: compute from benchmark files, recorded environments, the summary's content."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from part import report
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench(path, *seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(f"{s}\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t{s / 2}\n" for s in seconds))
+
+
+@pytest.fixture
+def logs(tmp_path):
+    logs = tmp_path / "logs"
+    bench(logs / "train/cifar10/resnet18/at/seed0.benchmark.tsv", 3600)
+    bench(logs / "train/tinyimagenet200/wrn34_10/at/seed0.benchmark.tsv", 1800, 5400)  # two repeats: mean 3600
+    bench(logs / "evaluate/cifar10/resnet18/at/seed0/aa.benchmark.tsv", 7200)
+    bench(logs / "metrics/cifar10/resnet18/at/seed0.benchmark.tsv", 36)
+    bench(logs / "aggregate.benchmark.tsv", 3.6)
+    return logs
+
+
+def test_job_costs_reads_every_benchmark_file_with_stage_and_dataset(logs):
+    costs = report.job_costs(logs).set_index("job")
+    assert len(costs) == 5
+    assert costs.loc["train/tinyimagenet200/wrn34_10/at/seed0", "seconds"] == 3600
+    assert costs.loc["evaluate/cifar10/resnet18/at/seed0/aa", "dataset"] == "cifar10"
+    assert costs.loc["aggregate", "stage"] == "aggregate" and pd.isna(costs.loc["aggregate", "dataset"])
+    assert costs.loc["train/cifar10/resnet18/at/seed0", "cpu_seconds"] == 1800
+
+
+def test_gpu_hours_count_the_gpus_each_compute_job_requested(logs):
+    gpus = {("train", "cifar10"): 1, ("train", "tinyimagenet200"): 4, ("evaluate", "cifar10"): 1}
+    table = report.compute_summary(report.job_costs(logs), lambda st, ds: gpus[st, ds]).set_index("stage")
+    assert table.loc["train", "jobs"] == 2 and table.loc["train", "wall_hours"] == pytest.approx(2.0)
+    assert table.loc["train", "gpu_hours"] == pytest.approx(1 + 4)
+    assert table.loc["evaluate", "gpu_hours"] == pytest.approx(2.0)
+    assert table.loc["metrics", "gpu_hours"] == 0  # host-side rules never count, whatever gpus() says
+    assert table.loc["total", "gpu_hours"] == pytest.approx(7.0) and table.loc["total", "jobs"] == 5
+
+
+def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "x.benchmark.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match=r"x\.benchmark\.tsv: not a Snakemake benchmark file"):
+        report.job_costs(tmp_path)
+
+
+def write_env(path, device, torch_version):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {"device_name": device, "cuda": "12.4", "git_revision": "abc", "python": "3.11.7",
+           "versions": {"torch": torch_version, "part-repro": "0.1.0"}}
+    path.write_text(json.dumps({"environment": env}))
+
+
+def test_recorded_environments_are_grouped_and_counted(tmp_path):
+    write_env(tmp_path / "a/seed0/run.json", "NVIDIA H100", "2.5.1")
+    write_env(tmp_path / "a/seed1/run.json", "NVIDIA H100", "2.5.1")
+    write_env(tmp_path / "a/seed0/metrics.json", "NVIDIA H100", "2.5.1")
+    write_env(tmp_path / "b/seed0/run.json", "NVIDIA A100", "2.5.1")
+    envs = report.recorded_environments(tmp_path).set_index("device")
+    assert set(envs.index) == {"NVIDIA H100", "NVIDIA A100"}
+    assert envs.loc["NVIDIA H100", "files"] == "2 × run.json, 1 × metrics.json"
+
+
+def test_results_readme_has_grid_main_table_compute_and_links(tmp_path, logs):
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "main.md").write_text("| method | Natural |\n|---|---|\n| AT | 82.58 ± 0.14 |\n")
+    (results / "figures").mkdir()
+    (results / "figures" / "tradeoff.png").write_bytes(b"png")
+    write_env(results / "cifar10/resnet18/at/seed0/run.json", "NVIDIA H100", "2.5.1")
+    cfg = yaml.safe_load("""
+datasets: {cifar10: {arch: resnet18}}
+variants: {at: {label: AT, family: AT, run: {method: at}}}
+seeds: [0, 1, 2]
+evaluation: {attacks: [natural, aa], aa_n_examples: 1000}
+""")
+    text = report.results_readme(cfg, results, logs, lambda stage, dataset: 1)
+    assert "* datasets: cifar10 (resnet18)" in text and "AutoAttack on 1000 test examples" in text
+    assert "| AT | 82.58 ± 0.14 |" in text and "NVIDIA H100" in text
+    assert "[figures/tradeoff.png](figures/tradeoff.png)" in text
+    total = next(line for line in text.splitlines() if line.startswith("| total"))
+    assert total.split("|")[2].strip() == "5"  # jobs
+    report.write_results_readme(cfg, results, logs, lambda stage, dataset: 1, results / "README.md")
+    assert (results / "README.md").read_text() == text
