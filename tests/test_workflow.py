@@ -79,7 +79,7 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert figures == ["eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
     for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
-        assert len(exp) >= 3 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name
+        assert len(exp) >= 2 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name
     readme = (results / "README.md").read_text()
     assert "## Main table" in readme and "| train " in readme and "tables/main.md" in readme
     assert "Nothing to be done" in snakemake(*args, "-n")
