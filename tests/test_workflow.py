@@ -73,7 +73,7 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
     assert (summary["n_seeds"] == 2).all() and summary["missing_seeds"].isna().all()
     metrics = json.loads((workdir / "results/digits/small_cnn/part_s1/seed1/metrics.json").read_text())
-    assert metrics["attacks"]["aa"]["n_examples"] == 25 and metrics["attacks"]["natural"]["n_examples"] == 360
+    assert metrics["attacks"]["aa"]["n_examples"] == 20 and metrics["attacks"]["natural"]["n_examples"] == 360
     results = workdir / "results"
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
     assert figures == ["eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
