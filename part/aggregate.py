@@ -23,12 +23,10 @@ import numpy as np
 import pandas as pd
 
 from part import compare, io
-from part.grid import Run, expand
+from part.grid import TABLE_FILES, Run, expand
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 
-OUTPUTS = {"per_seed": "per_seed.csv", "summary": "summary.csv", "main_csv": "main.csv", "main_md": "main.md",
-           "main_tex": "main.tex", "paper_csv": "paper_vs_reproduction.csv", "paper_md": "paper_vs_reproduction.md",
-           "verdicts_csv": "claim_verdicts.csv", "verdicts_md": "claim_verdicts.md"}
+OUTPUTS = TABLE_FILES
 """Every file ``write_tables`` writes, by key, below the tables directory."""
 
 RUN_KEYS_FREE = ("seed", "data_dir", "device")
@@ -330,12 +328,6 @@ def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: 
 # All tables of the grid
 
 
-def main_table(cfg: dict[str, Any], per_seed: pd.DataFrame) -> pd.DataFrame:
-    """The main table as ``cells``: every (row, column) of the grid with its statistics."""
-    summary = summarise(per_seed, cfg["seeds"])
-    return cells(summary, variant_table(cfg), table_columns(cfg, summary), cfg["seeds"])
-
-
 def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Every table of the grid (``OUTPUTS``) below ``out_dir``; refuses mismatched metrics files."""
     out_dir = Path(out_dir)
@@ -343,13 +335,14 @@ def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     if per_seed.empty:
         raise ValueError(f"{cfg['results_dir']}: no metrics.json found for any run of the grid")
     seeds = cfg["seeds"]
-    table = main_table(cfg, per_seed)
+    summary = summarise(per_seed, seeds)
+    table = cells(summary, variant_table(cfg), table_columns(cfg, summary), seeds)  # every (row, column) of the grid
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
     versus = compare.paper_vs_reproduction(table, paper)
     verdicts = compare.claim_verdicts(table, paper)
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
-    io.write_text(paths["summary"], summarise(per_seed, seeds).to_csv(index=False, float_format="%.4f"))
+    io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
     io.write_text(paths["main_csv"], main_csv(table).to_csv(index=False, float_format="%.4f"))
     io.write_text(paths["main_md"], markdown(table, per_seed, seeds))
     io.write_text(paths["main_tex"], latex(table, per_seed, seeds))

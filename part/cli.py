@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from part import config, distributed
     from part.train import resolve_device, train
 
-    # A kill (SLURM, torchrun stopping its workers) unwinds: temporary files are removed, the exit code stays 143.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    distributed.exit_on_sigterm()
     cfg = config.load(args.config, _overrides(args.set))
     with distributed.process_group(resolve_device(cfg.device)):
         train(cfg, args.out)

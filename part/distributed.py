@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (SLURM's time limit, scancel, preemption; torchrun stopping its workers) into a normal exit
+    with code 143, so ``finally`` blocks and context managers run: temporary files go, child processes stop."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def world_size() -> int:

@@ -6,12 +6,11 @@ sweeps, the release switches) reads the runs of a few variants and writes, under
 row and column), ``NAME.csv`` + ``NAME.md`` (mean ± std over seeds) and ``NAME.png`` + ``NAME.pdf``.
 
 The reading and the mean ± std are the main table's (``part.aggregate.collect`` / ``summarise``),
-run on a sub-grid made of the experiment's rows, so both tables average and check runs alike.
+run on a sub-grid made of the experiment's rows, so both tables average runs alike.
 """
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from part import aggregate, compare, io
 from part.plots import PALETTE, apply_style
 from part.grid import Experiment, Run, experiment_outputs, experiment_runs, experiments, variant_specs, x_value
+from part.train import read_log
 
 TIME = "sec_per_epoch"
 """The timing column: a run's mean wall seconds per PART epoch (refresh included), from log.jsonl."""
@@ -57,10 +57,7 @@ def sub_grid(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any]:
 
 def seconds_per_epoch(run_dir: str | Path) -> float:
     """Mean wall seconds of the run's PART epochs (refresh included; all epochs if it has none)."""
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training log; the timing column needs the run's log.jsonl")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_log(run_dir)
     part = [r["seconds"] for r in records if r["phase"] == "part"]
     seconds = part or [r["seconds"] for r in records]
     return sum(seconds) / len(seconds)

@@ -183,6 +183,19 @@ def x_value(run: Run, path: str, where: str = "x") -> float:
     return float(value)
 
 
+TABLE_FILES = {"per_seed": "per_seed.csv", "summary": "summary.csv", "main_csv": "main.csv", "main_md": "main.md",
+               "main_tex": "main.tex", "paper_csv": "paper_vs_reproduction.csv",
+               "paper_md": "paper_vs_reproduction.md", "verdicts_csv": "claim_verdicts.csv",
+               "verdicts_md": "claim_verdicts.md"}
+"""Every file of the main table's tables (``part.aggregate.write_tables``), by key, below ``results/tables``;
+here, like :func:`experiment_outputs`, so the workflow declares them without importing pandas."""
+
+
+def table_outputs(results_dir: str | Path) -> dict[str, Path]:
+    """The main table's files below ``results_dir`` (the aggregate rule's outputs)."""
+    return {key: Path(results_dir) / "tables" / name for key, name in TABLE_FILES.items()}
+
+
 def experiment_outputs(results_dir: str | Path, name: str) -> dict[str, Path]:
     """Every file one experiment's table + figure job writes (``part.experiments.write``).
 

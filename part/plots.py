@@ -14,7 +14,6 @@ colour, its PART variants in darker shades with their own marker and line style)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,8 @@ from part.config import BASE_METHOD, DEFAULTS, RunConfig
 from part.evaluate import load_run
 from part.grid import Run, expand
 from part.importance import QUADRANTS, eps_map, importance_mask
+from part.tablefmt import COLUMNS
+from part.train import RunPaths, read_log
 
 DPI = 150
 FAMILY_ORDER = ("AT", "TRADES", "MART")
@@ -50,7 +51,6 @@ _LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)
 _SHADES = (0.3, 0.55, 0.15, 0.45, 0.65, 0.25)
 """How far each non-base variant of a family is blended toward black, in config order."""
 
-ATTACK_NAMES = {"aa": "AA", "pgd20": "PGD-20"}
 CURVE_METRICS = {"loss": "training loss", "train_acc": "train accuracy (%)\non its training AEs"}
 """log.jsonl fields the training-curve figure plots, with their axis labels. ``train_acc`` is measured on
 the logits the outer loss returns, i.e. on the (pixel-reweighted) adversarial examples of the epoch."""
@@ -180,7 +180,7 @@ def _robust_label(per_seed: pd.DataFrame, attack: str, fallback: bool) -> str:
     """The y label: which attack, on how many test images when fewer than the natural column's."""
     n = per_seed.loc[per_seed["attack"] == attack, "n_examples"].min()
     n_natural = per_seed.loc[per_seed["attack"] == "natural", "n_examples"].min()
-    label = f"{ATTACK_NAMES[attack]} accuracy (%)"
+    label = f"{COLUMNS[attack]} accuracy (%)"
     if n < n_natural:
         label += f"\nfirst {n} test images"
     return label + ("\n(no AA results: PGD-20 instead)" if fallback else "")
@@ -255,18 +255,19 @@ def figure_stems(cfg: dict[str, Any]) -> list[str]:
     return stems + (["eps_share"] if any(run.config.pixel_reweighted for run in runs) else [])
 
 
-def collect_logs(cfg: dict[str, Any]) -> pd.DataFrame:
-    """Long table of every epoch's ``log.jsonl`` record of the grid's runs (those that have one).
+def collect_logs(cfg: dict[str, Any], dataset: str | None = None) -> pd.DataFrame:
+    """Long table of every epoch's ``log.jsonl`` record of the grid's runs (those that have one), of
+    ``dataset``'s runs only if given.
 
     Each record is tagged like :func:`part.aggregate.collect`'s rows (dataset, arch, variant, label,
     family, seed) plus the run's ``warmup_epochs``, so figures can mark where PART starts.
     """
     frames = []
     for run in expand(cfg):
-        path = Path(cfg["results_dir"]) / run.path / "log.jsonl"
-        if not path.is_file():
+        run_dir = Path(cfg["results_dir"]) / run.path
+        if (dataset is not None and run.dataset != dataset) or not RunPaths(run_dir).log.is_file():
             continue
-        records = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+        records = pd.DataFrame(read_log(run_dir))
         spec = cfg["variants"][run.variant]
         frames.append(records.assign(dataset=run.dataset, arch=run.arch, variant=run.variant, label=spec["label"],
                                      family=spec["family"], seed=run.seed, method=run.config.method,

@@ -85,13 +85,13 @@ def _grid_lines(cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _links(results_dir: Path, out_dir: Path) -> list[str]:
+def _links(results_dir: Path) -> list[str]:
     lines = []
     for sub in ("tables", "figures", "experiments"):
         files = sorted(p for p in (results_dir / sub).rglob("*") if p.is_file() and p.suffix in (".md", ".csv", ".tex", ".png", ".pdf"))
         if files:
             lines.append(f"\n### {sub}\n")
-            lines += [f"* [{p.relative_to(results_dir)}]({p.relative_to(out_dir)})" for p in files]
+            lines += [f"* [{p.relative_to(results_dir)}]({p.relative_to(results_dir)})" for p in files]
     return lines
 
 
@@ -112,7 +112,7 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
         "## Compute (from the Snakemake benchmark files)", "",
         "GPU-hours = wall time × GPUs requested per job (`resources` of the config); 0 for CPU-only grids.", "",
         compute.to_markdown(index=False, floatfmt=".3f"), "",
-        "## Files", *_links(results_dir, results_dir), "",
+        "## Files", *_links(results_dir), "",
         "<details><summary>The workflow config</summary>", "", "```yaml",
         yaml.safe_dump(cfg, sort_keys=False).strip(), "```", "</details>", ""]
     return "\n".join(parts)

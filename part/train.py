@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from part import distributed, io
+from part.attacks import RowsOf
 from part.config import RunConfig
 from part.data import DeviceLoader, load_prepared, make_generator
 from part.epsmap import EpsMapStore
-from part.attacks import RowsOf
 from part.methods import OUTER_LOSSES, training_attack
 from part.models import build_model
 
@@ -66,6 +66,14 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.json"
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run's ``log.jsonl`` (one JSON object a line)."""
+    path = RunPaths(Path(run_dir)).log
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training log (log.jsonl is written after every epoch)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def resolve_device(name: str) -> torch.device:

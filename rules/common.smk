@@ -44,6 +44,15 @@ def n_examples(wildcards):
     return config["evaluation"].get("n_examples")
 
 
+def table_files():
+    """The main table's files; the table, the comparison and the verdicts go into the HTML report."""
+    files = {key: str(path) for key, path in grid.table_outputs(RESULTS).items()}
+    for key, caption in (("main_csv", "main_table"), ("paper_csv", "paper_vs_reproduction"),
+                         ("verdicts_csv", "claim_verdicts")):
+        files[key] = report(files[key], caption=f"../report/{caption}.rst", category="Main table")
+    return files
+
+
 def job_resources(stage):
     """A job's scheduler resources, resolved per dataset by part.grid.job_resources."""
 

@@ -14,8 +14,8 @@ with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(l
     if kind == "tradeoff":
         paths = plots.plot_tradeoff(pd.read_csv(snakemake.input.per_seed), cfg["variants"], stem)
     elif kind == "training_curves":
-        logs = plots.collect_logs(cfg)
-        paths = plots.plot_training_curves(logs[logs["dataset"] == snakemake.wildcards.dataset], cfg["variants"], stem)
+        logs = plots.collect_logs(cfg, snakemake.wildcards.dataset)
+        paths = plots.plot_training_curves(logs, cfg["variants"], stem)
     elif kind == "eps_share":
         paths = plots.plot_eps_share(plots.collect_logs(cfg), cfg["variants"], stem)
     else:

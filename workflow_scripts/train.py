@@ -5,9 +5,7 @@ run is trained by one process per GPU, launched by torchrun (see part.distribute
 """
 
 import os
-import signal
 import subprocess
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -17,8 +15,7 @@ from part import distributed, io
 from part.config import from_dict
 from part.train import RunPaths, train
 
-# SLURM stops a job with SIGTERM: unwind (close the log, remove temporary files, stop torchrun) and exit 143.
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: close the log, stop torchrun, exit 143
 
 
 def train_with_torchrun(cfg, out_dir, gpus, log):
