@@ -15,6 +15,7 @@ method (``at`` for ``part``, ``trades`` for ``part_trades``, ...).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -156,12 +157,14 @@ def summarise(per_seed: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
     out = grouped["accuracy"].agg(mean="mean", std="std", n_seeds="count").reset_index()
     present = grouped["seed"].agg(lambda s: set(s)).reset_index(drop=True)
     out["missing_seeds"] = [" ".join(str(s) for s in seeds if s not in p) for p in present]
-    out["cell"] = [_cell(m, s, n) for m, s, n in zip(out["mean"], out["std"], out["n_seeds"])]
+    out["cell"] = [format_cell(m, s, n, "", math.nan, False, MARKDOWN)
+                   for m, s, n in zip(out["mean"], out["std"], out["n_seeds"])]
     return out
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
+def example_sizes(per_seed: pd.DataFrame) -> pd.Series:
+    """Test examples each attack used, by attack (``360``, or ``50/360`` if the runs differ)."""
+    return per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
 
 
 def variant_table(cfg: dict[str, Any]) -> pd.DataFrame:
@@ -271,7 +274,7 @@ def missing_notes(table: pd.DataFrame, seeds: list[int]) -> list[str]:
 
 def caption(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> str:
     """What every number of the main table is (plain text with ± and †; ``latex_escape`` for LaTeX)."""
-    sizes = per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
+    sizes = example_sizes(per_seed)
     columns = list(dict.fromkeys(table["attack"]))
     bases = table.loc[table["part"] & table["base_variant"].notna(), "base_variant"].drop_duplicates()
     labels = dict(zip(table["variant"], table["label"]))

@@ -212,11 +212,7 @@ def _timing_panel(ax, timing: pd.DataFrame, exp: Experiment) -> None:
         ax.set_xticks(range(len(exp.rows)), [_wrap(label) for label in _labels(exp)], fontsize=9)
         ax.set(xlabel="")
     else:
-        label, scale = X_AXES.get(exp.x, (exp.x, 1.0))
-        data = timing.assign(x=timing["x"] * scale)
-        sns.lineplot(data, x="x", y="accuracy", errorbar="sd", err_style="bars", marker="o",
-                     color=sns.color_palette(PALETTE)[2], err_kws={"capsize": 3}, ax=ax)
-        _x_axis(ax, sorted(set(data["x"])), label)
+        _lines(ax, timing, exp.x, sns.color_palette(PALETTE)[2])
     ax.set(ylabel="seconds per PART epoch", ylim=(0, 1.15 * timing["accuracy"].max()))
 
 
@@ -254,7 +250,7 @@ def write(cfg: dict[str, Any], name: str) -> dict[str, Path]:
 
 def _note(exp: Experiment, per_seed: pd.DataFrame, reference: pd.DataFrame) -> str:
     accuracy = per_seed[per_seed["attack"] != TIME]
-    sizes = accuracy.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
+    sizes = aggregate.example_sizes(accuracy)
     lines = [f"Mean ± sample std (ddof = 1) over seeds {list(exp.seeds)}; accuracies in %. Test examples per "
              "column: " + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in exp.attacks if a in sizes) + "."]
     if not reference.empty:
