@@ -15,6 +15,7 @@ Conventions shared by all attacks (as in torchattacks):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,11 +59,18 @@ def _noise(kind: str, x: torch.Tensor, g: RandomSource) -> torch.Tensor:
 
 
 def random_start(x: torch.Tensor, eps: Budget, start: str, g: RandomSource) -> torch.Tensor:
-    """AT's uniform draw in the (per-entry) ε-ball, or TRADES/MART's ``x + 0.001·N(0, 1)``."""
+    """AT's uniform draw in the (per-entry) ε-ball, or TRADES/MART's ``x + 0.001·N(0, 1)``.
+
+    ``"uniform_unclipped"`` is the start of the release's Pixel-AG: the same draw, left outside the
+    image box (the caller passes the scalar ε there, so it leaves the ε-map's ball too); the first
+    projection after the first gradient step enforces both.
+    """
     if start == "none":
         return x.clone()
     if start == "uniform":
         return (x + _noise("uniform", x, g) * eps).clamp_(0.0, 1.0)
+    if start == "uniform_unclipped":
+        return x + _noise("uniform", x, g) * eps
     return x + 0.001 * _noise(start, x, g)
 
 
@@ -116,18 +124,30 @@ class PGD(Attack):
         eps: budget (scalar or per-entry map), alpha: step size, steps: number of steps,
         loss: ``"ce"`` — cross-entropy to the label; ``"kl"`` — KL(f(x') ‖ f(x)) as TRADES maximises,
         start: ``"uniform"`` in the ε-ball (Madry et al.), ``"normal"`` (x + 0.001·N(0,1), TRADES/MART)
-        or ``"none"``.
+        or ``"none"``,
+        map_start: how a uniform start treats a per-entry budget (Pixel-AG): ``"per_pixel"`` draws in
+        the ε-map's ball, clipped to [0, 1]; ``"scalar_unclipped"`` is the release's x + U(−ε, ε) with
+        the attack's default (scalar) ε, unclipped. A scalar budget always gets the clipped start,
+        fp32: run with autocast off, whatever precision the caller chose (see ``part.methods.INNER``).
     """
 
-    def __init__(self, eps: Budget, alpha: float, steps: int, loss: str = "ce", start: str = "uniform"):
+    def __init__(self, eps: Budget, alpha: float, steps: int, loss: str = "ce", start: str = "uniform",
+                 map_start: str = "per_pixel", fp32: bool = False):
         super().__init__(eps)
         if loss not in ("ce", "kl"):
             raise ValueError(f"PGD loss {loss!r}: expected 'ce' or 'kl'")
         if start not in ("uniform", "normal", "none"):
             raise ValueError(f"PGD start {start!r}: expected 'uniform', 'normal' or 'none'")
-        self.alpha, self.steps, self.loss, self.start = alpha, steps, loss, start
+        if map_start not in ("per_pixel", "scalar_unclipped"):
+            raise ValueError(f"PGD map_start {map_start!r}: expected 'per_pixel' or 'scalar_unclipped'")
+        self.alpha, self.steps, self.loss, self.start, self.map_start = alpha, steps, loss, start, map_start
+        self.fp32 = fp32
 
     def perturb(self, model, x, y, eps, g):
+        with torch.autocast(x.device.type, enabled=False) if self.fp32 else contextlib.nullcontext():
+            return self._perturb(model, x, y, eps, g)
+
+    def _perturb(self, model, x, y, eps, g):
         if self.loss == "ce":
             def objective(logits):
                 return F.cross_entropy(logits, y, reduction="sum")
@@ -137,7 +157,10 @@ class PGD(Attack):
 
             def objective(logits):
                 return F.kl_div(F.log_softmax(logits, dim=1), p_nat, reduction="sum")
-        x_adv = random_start(x, eps, self.start, g)
+        if self.start == "uniform" and torch.is_tensor(eps) and self.map_start == "scalar_unclipped":
+            x_adv = random_start(x, self.eps, "uniform_unclipped", g)
+        else:
+            x_adv = random_start(x, eps, self.start, g)
         return _sign_ascent(model, x, x_adv, eps, self.alpha, self.steps, objective)
 
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from part.resize import pil_bicubic_resize
+
 CAM_METHODS = ("gradcam", "xgradcam", "layercam")
 BACKENDS = ("torch", "grad-cam")
 
@@ -126,16 +128,23 @@ def class_activation_maps(
     return cam.clamp(min=0), pred
 
 
+RESIZES = ("bicubic", "pil_bicubic", "bilinear")
+"""The upsamplings of the torch backend (``cam.resize``): torch's bicubic, PIL's (the release's), bilinear."""
+
+
 def upsample_unit(cam: torch.Tensor, size: Sequence[int], mode: str = "bicubic") -> torch.Tensor:
     """Scale each CAM to [0, 1] as grad-cam does, then resize (B, h, w) -> (B, *size).
 
-    Normalising before resizing is grad-cam's order (scale_cam_image), so the torch backend can be
-    checked against the package. The final clamp undoes bicubic overshoot, which would otherwise
-    put values outside the unit interval the importance recipes assume.
+    Normalising before resizing is grad-cam's order (scale_cam_image) and the release's, so the
+    torch backend can be checked against both. torch's modes are clamped to undo bicubic overshoot,
+    which would otherwise put values outside the unit interval the importance recipes assume;
+    ``"pil_bicubic"`` (:mod:`part.resize`) keeps its overshoot, as the release standardises it.
     """
     lo = cam.amin(dim=(1, 2), keepdim=True)
     unit = cam - lo
     unit = unit / (unit.amax(dim=(1, 2), keepdim=True) + _SCALE_EPS)
+    if mode == "pil_bicubic":
+        return pil_bicubic_resize(unit, tuple(size))
     align = False if mode in ("bilinear", "bicubic") else None
     resized = F.interpolate(unit[:, None], size=tuple(size), mode=mode, align_corners=align)
     return resized[:, 0].clamp(0.0, 1.0)
@@ -168,9 +177,8 @@ def unit_maps(
 ) -> torch.Tensor:
     """Per-image CAMs in [0, 1] at the input's size (B, H, W): what the importance recipes consume.
 
-    ``mode`` is the torch backend's upsampling (bicubic, like the release's PIL resize, though
-    PIL's kernel uses a = -0.5 and torch's a = -0.75); the grad-cam backend always resizes with
-    OpenCV's bilinear interpolation.
+    ``mode`` is the torch backend's upsampling (one of :data:`RESIZES`, or any other mode of
+    ``F.interpolate``); the grad-cam backend always resizes with OpenCV's bilinear interpolation.
     """
     _check_choice("CAM backend", backend, BACKENDS)
     if backend == "torch":

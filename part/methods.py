@@ -9,12 +9,15 @@ budget the inner attack is projected onto — which is why ``part``, ``part_trad
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from part.attacks import MMA, PGD, Attack
-from part.config import AttackConfig
+from part.config import AttackConfig, RunConfig
 
 
 def natural_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor,
@@ -31,11 +34,20 @@ def at_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Ten
 
 
 def trades_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-                beta: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """TRADES: CE(f(x), y) + β · KL(f(x') ‖ f(x)), the KL summed over classes, averaged over the batch."""
+                beta: float = 6.0, forwards: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRADES: CE(f(x), y) + β · KL(f(x') ‖ f(x)), the KL summed over classes, averaged over the batch.
+
+    ``forwards=3`` is the reference code: f(x) for the CE term, then f(x') and f(x) again for the KL
+    term. In train mode the second f(x) repeats the first's output (same batch statistics), so loss
+    and gradients equal the two-forward form, but batch norm's running statistics — which every
+    eval-mode attack, CAM refresh and evaluation uses — move three times per batch, x counted twice.
+    """
+    if forwards not in (2, 3):
+        raise ValueError(f"TRADES forwards {forwards!r}: expected 2 or 3")
     logits = model(x).float()
     logits_adv = model(x_adv).float()
-    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+    target = model(x).float() if forwards == 3 else logits
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(target, dim=1), reduction="batchmean")
     return F.cross_entropy(logits, y) + beta * robust, logits_adv
 
 
@@ -62,10 +74,17 @@ INNER = {"at": {"loss": "ce", "start": "uniform"},
 """Each base method's inner maximisation: its loss and its random start."""
 
 
+def outer_loss(cfg: RunConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The outer loss of a run's base method, with the run's TRADES forwards."""
+    if cfg.base_method == "trades":
+        return functools.partial(trades_loss, forwards=cfg.trades_forwards)
+    return OUTER_LOSSES[cfg.base_method]
+
+
 def training_attack(base: str, cfg: AttackConfig) -> Attack | None:
     """The attack that generates a base method's training AEs (None for natural training)."""
     if base == "natural":
         return None
     if cfg.generator == "mma":
         return MMA(cfg.eps, cfg.alpha, steps=cfg.steps)
-    return PGD(cfg.eps, cfg.alpha, cfg.steps, **INNER[base])
+    return PGD(cfg.eps, cfg.alpha, cfg.steps, **INNER[base], map_start=cfg.pixel_start)

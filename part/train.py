@@ -30,10 +30,11 @@ from torch import nn
 
 from part import distributed, io
 from part.attacks import RowsOf
-from part.config import RunConfig
+from part.batchnorm import slice_batchnorm
+from part.config import RunConfig, release_behaviours
 from part.data import DeviceLoader, load_prepared, make_generator
 from part.epsmap import EpsMapStore
-from part.methods import OUTER_LOSSES, training_attack
+from part.methods import outer_loss, training_attack
 from part.models import build_model
 
 SHUFFLE_STREAM, ATTACK_STREAM = 1, 2
@@ -95,8 +96,10 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], conte
 
 
 def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.device) -> nn.Module:
+    """The run's model, initialised from its seed alone (every method of a seed starts from the same
+    weights), with the run's batch-norm slicing."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes, in_channels).to(device)
+    model = slice_batchnorm(build_model(cfg.model, num_classes, in_channels), cfg.batchnorm.slices).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -131,6 +134,9 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         raise ValueError(f"{cfg.source}: key 'mask.recipe': official_jet gives one budget per RGB channel "
                          f"and needs 3-channel images; {cfg.dataset} has {data.image_shape[0]}")
     distributed.check_split(len(data.train), cfg.batch_size, cfg.source)
+    if cfg.batchnorm.slices > 1 and distributed.world_size() > 1:
+        raise ValueError(f"{cfg.source}: key 'batchnorm.slices': {cfg.batchnorm.slices} emulates nn.DataParallel "
+                         "on one process; a multi-process run synchronises batch norm instead (expected 1)")
     model = distributed.synchronize_batchnorm(build_for(cfg, data.num_classes, data.image_shape[0], device), device)
     forward = _compiled(cfg, model)
     step = forward if distributed.world_size() == 1 else _compiled(cfg, distributed.data_parallel(model, device))
@@ -155,7 +161,7 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         log(f"[part] resuming {paths.root} after epoch {start_epoch}/{cfg.epochs}")
 
     attack = training_attack(cfg.base_method, cfg.attack)
-    outer = OUTER_LOSSES[cfg.base_method]
+    outer = outer_loss(cfg)
     wall = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         record = run_epoch(cfg, epoch, model, optimizer, loader, store, attack, outer, autocast, forward, step)
@@ -171,7 +177,7 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
             io.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         log(_progress_line(cfg, record))
 
-    info = {"config": cfg.to_dict(), "epochs_completed": cfg.epochs, "final": history[-1] if history else None,
+    info = {"config": cfg.to_dict(), "release_behaviours": release_behaviours(cfg), "epochs_completed": cfg.epochs, "final": history[-1] if history else None,
             "wall_seconds_this_process": time.perf_counter() - wall,
             "train_seconds_total": sum(r["seconds"] for r in history), "processes": distributed.world_size(),
             "environment": io.environment()}

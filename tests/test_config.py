@@ -22,9 +22,18 @@ def test_release_lr_schedule_drops_only_for_the_last_epoch():
     assert optim.lr_at(79) == pytest.approx(0.001)
 
 
-def test_refresh_schedule():
-    cfg = config.from_dict({"dataset": "cifar10", "epochs": 30, "warmup_epochs": 10, "mask": {"refresh_every": 10}})
-    assert [e for e in range(30) if cfg.refreshes_at(e)] == [10, 20]
+@pytest.mark.parametrize("s", [1, 2, 5, 10, 20, 60])
+def test_refresh_schedule_is_the_releases(s):
+    """Before PART epoch 1, then before every PART epoch e >= 2 (1-based) with e mod s == 0."""
+    cfg = config.from_dict({"dataset": "cifar10", "mask": {"refresh_every": s}})  # 20 warm-up + 60 PART epochs
+    refreshed = [e - 20 + 1 for e in range(80) if cfg.refreshes_at(e)]  # as 1-based PART epochs
+    assert refreshed == [1] + [e for e in range(2, 61) if e % s == 0]
+    assert refreshed == sorted({1, *range(s, 61, s)})  # the same rule, stated as the multiples of s
+
+
+def test_refresh_schedule_for_s_10_has_seven_passes():
+    cfg = config.from_dict({"dataset": "cifar10", "mask": {"refresh_every": 10}})
+    assert [e for e in range(80) if cfg.refreshes_at(e)] == [20, 29, 39, 49, 59, 69, 79]
     assert not config.from_dict({"dataset": "cifar10", "method": "at"}).refreshes_at(20)
 
 
