@@ -5,51 +5,21 @@ and the authors'-release style per-image CAM loop, measured side by side. Prints
 
 Data are synthetic uint8 images (speed does not depend on content). Targets from the engine issue:
 PART (s = 1) epoch ≤ 1.10 × AT epoch, batched refresh ≥ 50 × faster than the per-image loop.
+``benchmarks/device_check.py`` measures the same across precisions, compile modes and batch sizes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import numpy as np
 import torch
 
+from harness import release_style_maps, synthetic_split, timed_epoch
 from part import config
-from part.data import DeviceLoader, Split
-from part.epsmap import EpsMapStore
 from part.io import environment
-from part.methods import OUTER_LOSSES, training_attack
-from part.train import autocast_factory, build_for, resolve_device, run_epoch
-
-
-def synthetic_split(n: int, channels: int, size: int, classes: int) -> Split:
-    g = torch.Generator().manual_seed(0)
-    return Split(torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g),
-                 torch.randint(0, classes, (n,), generator=g))
-
-
-def release_style_maps(model, images: torch.Tensor) -> float:
-    """The release's refresh, one image at a time: grad-cam package, PIL bicubic resize, jet, standardise.
-
-    Returns images/s. Mirrors its structure (per-image CAM call and CPU post-processing), not its code.
-    """
-    from matplotlib import colormaps
-    from PIL import Image
-    from pytorch_grad_cam import GradCAM
-
-    jet = colormaps["jet"]
-    model.eval()
-    t0 = time.perf_counter()
-    with GradCAM(model=model, target_layers=[model.cam_layer]) as cam:
-        for img in images:
-            gray = cam(input_tensor=img[None], targets=None)[0]
-            resized = np.asarray(Image.fromarray(gray).resize(img.shape[-2:][::-1], Image.BICUBIC))
-            rgb = jet(np.clip(resized, 0, 1) ** 2)[..., :3]
-            z = (rgb - rgb.mean()) / rgb.std()
-            torch.from_numpy(z > 1).to(images.device)
-    return len(images) / (time.perf_counter() - t0)
+from part.models import build_model
+from part.train import resolve_device
 
 
 def main() -> None:
@@ -74,28 +44,16 @@ def main() -> None:
               "epochs": 2, "warmup_epochs": 0, "precision": args.precision, "channels_last": args.channels_last,
               "compile": args.compile, "attack": {"steps": args.steps}}
     results = {"benchmark": "train_throughput", "args": vars(args), "device": str(device), "environment": environment()}
-    model = None
     for method in ("at", "part"):
-        cfg = config.from_dict({**common, "method": method})
-        model = build_for(cfg, args.classes, args.channels, device)
-        forward = model if cfg.compile == "none" else torch.compile(
-            model, mode=None if cfg.compile == "default" else cfg.compile)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loader = DeviceLoader(split, cfg.batch_size, device, shuffle=True, crop_padding=4, flip=True,
-                              channels_last=cfg.channels_last)
-        store = EpsMapStore(cfg)
-        attack = training_attack(cfg.base_method, cfg.attack)
-        autocast = autocast_factory(cfg.precision, device)
-        epochs = [run_epoch(cfg, e, model, optimizer, loader, store, attack, OUTER_LOSSES[cfg.base_method], autocast,
-                            forward)
-                  for e in range(2)]  # the first epoch warms up kernels / compilation
-        timed = epochs[-1]
+        timed = timed_epoch(config.from_dict({**common, "method": method}), split, args.classes, device)
         results[f"{method}_epoch_seconds"] = timed["seconds"]
         results[f"{method}_images_per_second"] = timed["images_per_second"]
         if method == "part":
             results["refresh_seconds"] = timed["refresh_seconds"]
             results["refresh_images_per_second"] = args.n / timed["refresh_seconds"]
     results["part_over_at_epoch"] = results["part_epoch_seconds"] / results["at_epoch_seconds"]
+    torch.manual_seed(0)
+    model = build_model(args.model, args.classes, args.channels).to(device)
     loop_images = split.images[: args.loop_images].to(device).float().div(255)
     results["per_image_loop_images_per_second"] = release_style_maps(model, loop_images)
     results["batched_over_loop_speedup"] = results["refresh_images_per_second"] / results["per_image_loop_images_per_second"]

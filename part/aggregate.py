@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from part import compare, io
+from part import compare, io, stats
+from part.evaluate import load_correct, worst_case_correct
 from part.grid import TABLE_FILES, Run, expand
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 
@@ -74,17 +75,77 @@ def collect(cfg: dict[str, Any], check: bool = False) -> pd.DataFrame:
     records = read_metrics(cfg)
     if check:
         check_consistent(records)
+    return per_seed_frame(cfg, records)
+
+
+def per_seed_frame(cfg: dict[str, Any], records: list[Record]) -> pd.DataFrame:
+    """One row per (run, attack) and per run's worst case: accuracy, test examples, the attack's seed."""
     rows = []
     for rec in records:
         run, variant = rec.run, cfg["variants"][rec.run.variant]
         base = {"dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": variant["label"],
                 "family": variant["family"], "seed": run.seed}
         for attack, entry in rec.metrics["attacks"].items():
-            rows.append({**base, "attack": attack, "accuracy": entry["accuracy"], "n_examples": entry["n_examples"]})
+            rows.append({**base, "attack": attack, "accuracy": entry["accuracy"], "n_examples": entry["n_examples"],
+                         "attack_seed": entry["settings"].get("seed")})
         worst = rec.metrics["worst_case"]
-        rows.append({**base, "attack": "worst_case", "accuracy": worst["accuracy"], "n_examples": worst["n_examples"]})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "variant", "label", "family", "seed", "attack",
-                                       "accuracy", "n_examples"])
+        rows.append({**base, "attack": "worst_case", "accuracy": worst["accuracy"], "n_examples": worst["n_examples"],
+                     "attack_seed": None})
+    frame = pd.DataFrame(rows, columns=["dataset", "arch", "variant", "label", "family", "seed", "attack",
+                                        "accuracy", "n_examples", "attack_seed"])
+    return frame.astype({"attack_seed": "Int64"})
+
+
+Flags = dict[tuple[str, str, str], dict[int, tuple[np.ndarray, np.ndarray]]]
+"""Per-example results by (dataset, variant, attack), then seed: (test indices, correct flags)."""
+
+
+def correct_flags(records: list[Record]) -> Flags:
+    """Every evaluated attack's per-example flags (``eval/<attack>.correct.npz``) of the runs read."""
+    flags: Flags = {}
+    for rec in records:
+        run = (rec.run.dataset, rec.run.variant)
+        for attack in rec.metrics["attacks"]:
+            correct, index = load_correct(rec.path.parent, attack)
+            flags.setdefault((*run, attack), {})[rec.run.seed] = (index, correct)
+        correct, index = worst_case_correct(rec.path.parent, rec.metrics["worst_case"]["attacks"])
+        flags.setdefault((*run, "worst_case"), {})[rec.run.seed] = (index, correct)
+    return flags
+
+
+def _stacked(runs: dict[int, tuple[np.ndarray, np.ndarray]], seeds: list[int],
+             where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(test indices, (seeds, examples) bool table) of the given seeds; all on the same test examples."""
+    index = runs[seeds[0]][0]
+    for seed in seeds[1:]:
+        if not np.array_equal(runs[seed][0], index):
+            raise MismatchError(f"{where}: seeds {seeds[0]} and {seed} were evaluated on different test examples; "
+                                "re-evaluate the stale one so that its flags can be paired")
+    return index, np.stack([runs[seed][1] for seed in seeds])
+
+
+def estimates(flags: Flags, dataset: str, variant: str, base: str | None,
+              attack: str) -> tuple[stats.Crossed | None, stats.Crossed | None]:
+    """(the cell's accuracy, its paired difference to ``base``) as ``part.stats`` estimates.
+
+    The difference pairs the seeds both rows have (same seed = same initialisation and data order,
+    see docs/statistics.md) and the test examples; None where a row has no results.
+    """
+    runs = flags.get((dataset, variant, attack))
+    if not runs:
+        return None, None
+    where = f"{dataset}/{variant}, attack {attack!r}"
+    cell = stats.accuracy(_stacked(runs, sorted(runs), where)[1])
+    base_runs = flags.get((dataset, base, attack)) if base is not None and base != variant else None
+    common = sorted(set(runs) & set(base_runs or {}))
+    if not common:
+        return cell, None
+    index, ours = _stacked(runs, common, where)
+    base_index, theirs = _stacked(base_runs, common, f"{dataset}/{base}, attack {attack!r}")
+    if not np.array_equal(index, base_index):
+        raise MismatchError(f"{where} and its base {base!r} were evaluated on different test examples; their "
+                            "difference pairs examples: re-evaluate the stale one")
+    return cell, stats.paired_difference(ours, theirs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,12 +267,15 @@ def table_columns(cfg: dict[str, Any], summary: pd.DataFrame) -> list[str]:
     return [a for a in COLUMNS if a in present]
 
 
-def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], seeds: list[int]) -> pd.DataFrame:
+def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], seeds: list[int], flags: Flags,
+          confidence: float) -> pd.DataFrame:
     """Every (row, column) of the main table — also those no seed has reached (n_seeds 0) — with mean, std,
-    n_seeds, missing seeds, the difference to the family's base (PART rows) and whether it is the family's best."""
-    stats = summary[["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"]]
+    n_seeds, missing seeds, the difference to the family's base (PART rows) and whether it is the family's best;
+    from ``flags``, the cell's and the difference's ``part.stats`` estimates (``estimate``, ``diff_estimate``),
+    their ``confidence`` intervals and the test examples they rest on."""
+    stats_cols = summary[["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"]]
     out = variants.merge(pd.DataFrame({"attack": columns}), how="cross").merge(
-        stats, on=["dataset", "arch", "variant", "attack"], how="left")
+        stats_cols, on=["dataset", "arch", "variant", "attack"], how="left")
     out[["mean", "std"]] = out[["mean", "std"]].astype(float)
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
     out["missing_seeds"] = out["missing_seeds"].fillna(" ".join(map(str, seeds)))
@@ -221,16 +285,31 @@ def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], see
                                                out["part"])]
     best = out.groupby(["dataset", "family", "attack"], sort=False)["mean"].transform("max")
     out["best"] = out["mean"].notna() & np.isclose(out["mean"], best, rtol=0, atol=1e-9)
+    pairs = [estimates(flags, d, v, b if part and pd.notna(b) else None, a)
+             for d, v, b, a, part in zip(out["dataset"], out["variant"], out["base_variant"], out["attack"],
+                                         out["part"])]
+    out["estimate"], out["diff_estimate"] = [p[0] for p in pairs], [p[1] for p in pairs]
+    out["n_examples"] = pd.array([e.n_examples if e is not None else pd.NA for e in out["estimate"]], dtype="Int64")
+    out[["ci_low", "ci_high"]] = _bounds(out["estimate"], confidence)
+    out[["diff_low", "diff_high"]] = _bounds(out["diff_estimate"], confidence)
     return out
 
 
+def _bounds(column: pd.Series, confidence: float) -> np.ndarray:
+    """(low, high) of each estimate's interval, nan where there is none."""
+    return np.array([stats.interval(e, confidence) if e is not None else (np.nan, np.nan) for e in column],
+                    dtype=float).reshape(-1, 2)
+
+
 def main_csv(table: pd.DataFrame) -> pd.DataFrame:
-    """The main table, numeric and wide: per column its mean, std, n_seeds, missing seeds, diff and bold flag."""
+    """The main table, numeric and wide: per column its mean, std, n_seeds, missing seeds, interval, test
+    examples, diff with its interval and bold flag."""
     keys = ["dataset", "arch", "variant"]
-    stats = ["mean", "std", "n_seeds", "missing_seeds", "diff", "best"]
-    wide = table.pivot(index=keys, columns="attack", values=stats)
+    stats_cols = ["mean", "std", "n_seeds", "missing_seeds", "ci_low", "ci_high", "n_examples", "diff", "diff_low",
+                  "diff_high", "best"]
+    wide = table.pivot(index=keys, columns="attack", values=stats_cols)
     columns = list(dict.fromkeys(table["attack"]))
-    wide = wide[[(s, a) for a in columns for s in stats]]
+    wide = wide[[(s, a) for a in columns for s in stats_cols]]
     wide.columns = [f"{a}_{s}" for s, a in wide.columns]
     rows = table.drop_duplicates(keys)[[*keys, "label", "family", "base_variant"]]
     return rows.merge(wide.reset_index().infer_objects(), on=keys).rename(columns={"label": "method"})
@@ -272,21 +351,31 @@ def missing_notes(table: pd.DataFrame, seeds: list[int]) -> list[str]:
     return notes
 
 
+def budget(per_seed: pd.DataFrame, seeds: list[int]) -> str:
+    """The evaluation budget every table states beside its numbers: seeds per cell, test examples per
+    attack (the first N of the test split) and the AutoAttack seed."""
+    sizes = example_sizes(per_seed)
+    aa_seeds = per_seed.loc[per_seed["attack"] == "aa", "attack_seed"].dropna().unique()
+    aa = f"; AutoAttack seed {'/'.join(map(str, sorted(aa_seeds)))}" if len(aa_seeds) else ""
+    return (f"Evaluation budget: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell "
+            f"({', '.join(map(str, seeds))}); test examples per attack (the first N of the test split): "
+            + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in COLUMNS if a in sizes and a != "worst_case")
+            + f"{aa}.")
+
+
 def caption(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> str:
     """What every number of the main table is (plain text with ± and †; ``latex_escape`` for LaTeX)."""
-    sizes = example_sizes(per_seed)
-    columns = list(dict.fromkeys(table["attack"]))
     bases = table.loc[table["part"] & table["base_variant"].notna(), "base_variant"].drop_duplicates()
     labels = dict(zip(table["variant"], table["label"]))
     base_text = "base rows: " + ", ".join(labels[b] for b in bases)
     return (f"Test accuracy (%): mean ± sample standard deviation (ddof = 1) over {len(seeds)} seed"
             f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) per row; a cell from one seed shows "
             "its value alone. In parentheses (PART rows): the difference of the mean to the family's base method"
-            f"{f' ({base_text})' if len(bases) else ''}. Bold: the best mean of each family in each column. "
+            f"{f' ({base_text})' if len(bases) else ''}; its confidence interval is in main.csv and "
+            "claim_verdicts.md. Bold: the best mean of each family in each column. "
             "MMA = the PART release's minimum-margin attack; AA = standard AutoAttack; worst case = the share of "
-            "examples correct under every attack. Test examples per column (the first N of the test split): "
-            + ", ".join(f"{COLUMNS[a]} {sizes[a]}" for a in columns if a in sizes)
-            + ". † = fewer seeds than the grid's (listed below); — = no seed finished.")
+            f"examples correct under every attack. {budget(per_seed, seeds)} † = fewer seeds than the grid's "
+            "(listed below); — = no seed finished.")
 
 
 def markdown(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> str:
@@ -331,18 +420,37 @@ def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: 
 # All tables of the grid
 
 
+def statistics_settings(cfg: dict[str, Any]) -> tuple[float, int]:
+    """(confidence level, runs assumed behind each of the paper's mean ± std): the workflow's
+    ``statistics`` section, with ``part.stats`` / ``part.compare``'s defaults."""
+    settings = cfg.get("statistics") or {}
+    return settings.get("confidence", stats.CONFIDENCE), settings.get("paper_runs", compare.PAPER_RUNS)
+
+
+def whole_test_sets(cfg: dict[str, Any], per_seed: pd.DataFrame) -> dict[str, int | None]:
+    """Per dataset, its test-set size where the natural column evaluates all of it (else None: unknown)."""
+    natural = per_seed[per_seed["attack"] == "natural"].groupby("dataset")["n_examples"].max()
+    whole = cfg["evaluation"].get("n_examples") is None
+    return {d: int(natural[d]) if whole and d in natural else None for d in cfg["datasets"]}
+
+
 def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Every table of the grid (``OUTPUTS``) below ``out_dir``; refuses mismatched metrics files."""
     out_dir = Path(out_dir)
-    per_seed = collect(cfg, check=True)
+    records = read_metrics(cfg)
+    check_consistent(records)
+    per_seed = per_seed_frame(cfg, records)
     if per_seed.empty:
         raise ValueError(f"{cfg['results_dir']}: no metrics.json found for any run of the grid")
     seeds = cfg["seeds"]
+    confidence, paper_runs = statistics_settings(cfg)
     summary = summarise(per_seed, seeds)
-    table = cells(summary, variant_table(cfg), table_columns(cfg, summary), seeds)  # every (row, column) of the grid
+    table = cells(summary, variant_table(cfg), table_columns(cfg, summary), seeds, correct_flags(records), confidence)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
-    versus = compare.paper_vs_reproduction(table, paper)
-    verdicts = compare.claim_verdicts(table, paper)
+    test_sets = whole_test_sets(cfg, per_seed)
+    versus = compare.paper_vs_reproduction(table, paper, confidence, test_sets)
+    verdicts = compare.claim_verdicts(table, paper, confidence, paper_runs, test_sets)
+    evaluation = budget(per_seed, seeds)
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
     io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
@@ -350,7 +458,7 @@ def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     io.write_text(paths["main_md"], markdown(table, per_seed, seeds))
     io.write_text(paths["main_tex"], latex(table, per_seed, seeds))
     io.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper))
+    io.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, confidence))
     io.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts))
+    io.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, confidence))
     return paths

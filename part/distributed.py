@@ -67,12 +67,14 @@ def is_main() -> bool:
 
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[None]:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1 in the environment); nothing otherwise.
+    """Join the process group torchrun describes (it sets ``LOCAL_RANK``); nothing for a plain process.
 
-    nccl for a CUDA device (each process on the GPU ``LOCAL_RANK``), gloo for the CPU. The group is torn
-    down on the way out, after a barrier, so no process leaves while rank 0 still writes the run's files.
+    nccl for a CUDA device (each process on the GPU ``LOCAL_RANK``), gloo for the CPU. A torchrun launch of
+    one process joins a group of one, so its training takes the multi-process path (synchronised batch
+    norm, DistributedDataParallel, the collectives) — the way to test that path on a single GPU. The group
+    is torn down on the way out, after a barrier, so no process leaves while rank 0 still writes the files.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if "LOCAL_RANK" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield
         return
     if device.type == "cuda":
@@ -157,8 +159,9 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def synchronize_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` with batch statistics over the global batch when several processes train it:
-    ``nn.SyncBatchNorm`` on CUDA, :class:`GlooSyncBatchNorm` on the CPU; a single process keeps its model."""
-    if world_size() == 1:
+    ``nn.SyncBatchNorm`` on CUDA, :class:`GlooSyncBatchNorm` on the CPU; a process outside any group keeps
+    its model."""
+    if not dist.is_initialized():
         return model
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -178,8 +181,8 @@ def _to_gloo_sync(module: nn.Module) -> nn.Module:
 
 
 def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module`` wrapped in DistributedDataParallel when several processes train it, else itself."""
-    if world_size() == 1:
+    """``module`` wrapped in DistributedDataParallel in a process group (torchrun), else itself."""
+    if not dist.is_initialized():
         return module
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 

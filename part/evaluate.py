@@ -335,6 +335,16 @@ def load_correct(run_dir: str | Path, attack: str) -> tuple[np.ndarray, np.ndarr
         return f["correct"].astype(bool), f["index"]
 
 
+def worst_case_correct(run_dir: str | Path, attacks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(correct under every attack (N,), test indices (N,)) over the examples all ``attacks`` have seen.
+
+    Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer examples).
+    """
+    correct = [load_correct(run_dir, name) for name in attacks]
+    common = functools.reduce(np.intersect1d, [index for _, index in correct])
+    return np.logical_and.reduce([c[np.isin(index, common)] for c, index in correct]), common
+
+
 def metrics_schema() -> dict[str, Any]:
     return json.loads(resources.files("part").joinpath("schema/metrics.schema.json").read_text())
 
@@ -354,9 +364,7 @@ def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> di
         raise ValueError(f"{run_dir}: eval results {stale} were computed for another model.pt than the current "
                          f"one; re-run `part evaluate --run {run_dir} --attacks {','.join(stale)}` or delete them")
     order = sorted(entries, key=_attack_order)
-    correct = {name: load_correct(run_dir, name) for name in order}
-    common = functools.reduce(np.intersect1d, [index for _, index in correct.values()])
-    survivors = np.logical_and.reduce([c[np.isin(index, common)] for c, index in correct.values()])
+    survivors, common = worst_case_correct(run_dir, order)
     return {
         "format_version": FORMAT_VERSION, "run": entries[order[0]]["run"], "checkpoint_sha256": sha,
         "split": "test", "table_attacks": [a for a in TABLE_ATTACKS if a in entries],

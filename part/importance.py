@@ -100,8 +100,9 @@ def quadrant_mask(height: int, width: int, recipe: str, device: torch.device | s
 
 
 def eps_map(mask: torch.Tensor, eps: float, eps_low: float) -> torch.Tensor:
-    """The per-entry budget, float32 with ``mask``'s shape: ε where important, ε_low elsewhere."""
-    full = torch.tensor(eps, dtype=torch.float32, device=mask.device)
-    low = torch.tensor(eps_low, dtype=torch.float32, device=mask.device)
-    return torch.where(mask, full, low)
+    """The per-entry budget, float32 with ``mask``'s shape: ε where important, ε_low elsewhere.
+
+    The budgets go in as Python scalars: a tensor made from them would be a host-to-device copy per batch.
+    """
+    return torch.where(mask, float(eps), float(eps_low)).float()
 

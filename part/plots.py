@@ -1,4 +1,5 @@
-"""The pipeline's figures: trade-off, training curves, CAM / ε-map gallery, ε-map statistics.
+"""The pipeline's figures: trade-off, the claim's differences, training curves, CAM / ε-map gallery,
+ε-map statistics.
 
 Every figure is built on a bare :class:`~matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``: no global figure registry to leak from a long workflow process, no display needed on a
@@ -33,6 +34,7 @@ from torch import nn
 
 from part import io
 from part.cam import unit_maps
+from part.compare import AA_TOLERANCE
 from part.config import BASE_METHOD, DEFAULTS, RunConfig
 from part.evaluate import load_run
 from part.grid import Run, expand
@@ -240,6 +242,71 @@ def plot_tradeoff(per_seed: pd.DataFrame, variants: Mapping[str, Mapping[str, An
 
 
 # ---------------------------------------------------------------------------------------------
+# 1b. The claim: PART − base differences with their intervals
+
+
+CLAIM_PANELS = {"natural": ("Δ natural accuracy (points)", 0.0), "aa": ("Δ AA accuracy (points)", -AA_TOLERANCE)}
+"""The claim figure's columns: which difference, and the line it must clear (0; the AA tolerance)."""
+
+
+def claim_figure(verdicts: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """PART − base differences with their confidence intervals: a row of panels per dataset, a column
+    for Δ natural and one for Δ AA, one line per PART variant — ours (filled, with our verdict in the
+    label) above the paper's (hollow). ``verdicts`` is ``claim_verdicts.csv``; a dashed line marks 0,
+    a red one the AA tolerance the claim allows.
+    """
+    apply_style()
+    styles = variant_styles(variants)
+    datasets = list(dict.fromkeys(zip(verdicts["dataset"], verdicts["arch"])))
+    height = max(2.0, 0.75 * verdicts.groupby("dataset").size().max() + 1.0)
+    fig = new_figure(figsize=(11.0, height * len(datasets) + 0.8))
+    axes = fig.subplots(len(datasets), len(CLAIM_PANELS), squeeze=False)
+    for row, (dataset, arch) in enumerate(datasets):
+        rows = verdicts[verdicts["dataset"] == dataset].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1].astype(float)
+        for col, (attack, (xlabel, line)) in enumerate(CLAIM_PANELS.items()):
+            ax = axes[row, col]
+            ax.axvline(0.0, color="0.4", linestyle="--", linewidth=1)
+            if line != 0.0:
+                ax.axvline(line, color="tab:red", linewidth=1.2)
+            for i, r in rows.iterrows():
+                colour = styles[r["variant"]].colour if r["variant"] in styles else "0.3"
+                for prefix, dy, face in (("", 0.15, colour), ("paper_", -0.15, "white")):
+                    mid, low, high = (r[f"{prefix}{attack}_{k}"] for k in ("diff", "low", "high"))
+                    if pd.isna(mid):
+                        continue
+                    err = None if pd.isna(low) else [[mid - low], [high - mid]]
+                    ax.errorbar(mid, y[i] + dy, xerr=err, color=colour, marker="o" if prefix == "" else "s",
+                                markerfacecolor=face, markersize=7, capsize=3, linestyle="none", elinewidth=1.4)
+            ax.set_yticks(y, [f"{r['label']}\nours: {r['verdict']}\npaper: {r['paper_verdict']}"
+                              for _, r in rows.iterrows()] if col == 0 else [])
+            ax.set_ylim(-0.6, len(rows) - 0.4)
+            ax.set_xlabel(xlabel)
+            ax.set_title(f"{dataset} ({arch}): {_n_text(rows, attack)}", fontsize=10)
+    handles = [Line2D([], [], color="0.3", marker="o", linestyle="none", label="ours"),
+               Line2D([], [], color="0.3", marker="s", markerfacecolor="white", linestyle="none", label="paper"),
+               Line2D([], [], color="tab:red", label=f"AA tolerance (−{AA_TOLERANCE:g})")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    level = f"{100 * float(verdicts['confidence'].iloc[0]):g} %"
+    fig.suptitle(f"PART − base method, {level} intervals (ours: paired by seed and test example; "
+                 f"paper: Welch, {int(verdicts['paper_runs'].iloc[0])} runs assumed)")
+    return fig
+
+
+def _n_text(rows: pd.DataFrame, attack: str) -> str:
+    """The budget behind a panel: paired seeds and test examples of ours (rows with results)."""
+    measured = rows[rows["n_seeds"] > 0]
+    seeds = "/".join(map(str, sorted(set(measured["n_seeds"].astype(int)))))
+    examples = "/".join(map(str, sorted(set(measured[f"{attack}_n_examples"].dropna().astype(int)))))
+    return f"{seeds or 0} seeds × {examples or 0} {COLUMNS[attack]} examples"
+
+
+def plot_claim(verdicts: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], stem: str | Path) -> list[Path]:
+    """:func:`claim_figure`, written to ``stem.png`` / ``stem.pdf``."""
+    return save_figure(claim_figure(verdicts, variants), stem)
+
+
+# ---------------------------------------------------------------------------------------------
 # 2. + 4. Training logs: curves and ε-map statistics
 
 
@@ -247,12 +314,12 @@ def figure_stems(cfg: dict[str, Any]) -> list[str]:
     """The file stems (below ``results/figures/``) of every figure a workflow grid gets.
 
     A trade-off and training curves per dataset always; a gallery per dataset that has a CAM-based
-    PART run; the ε-map statistics once any run is pixel-reweighted.
+    PART run; the ε-map statistics and the claim's differences once any run is pixel-reweighted.
     """
     runs = expand(cfg)
     stems = ["tradeoff", *(f"training_curves_{d}" for d in cfg["datasets"])]
     stems += [f"gallery_{d}" for d in cfg["datasets"] if gallery_run(cfg, d) is not None]
-    return stems + (["eps_share"] if any(run.config.pixel_reweighted for run in runs) else [])
+    return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in runs) else [])
 
 
 def collect_logs(cfg: dict[str, Any], dataset: str | None = None) -> pd.DataFrame:
@@ -415,7 +482,7 @@ def gallery_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
     """
     with torch.no_grad():
         preds = model(x).argmax(1)
-    cams = unit_maps(model, x, method=cfg.cam.method, backend=cfg.cam.backend).float()
+    cams = unit_maps(model, x, method=cfg.cam.method, backend=cfg.cam.backend, mode=cfg.cam.resize).float()
     budgets = eps_map(importance_mask(cams, cfg.mask.recipe), cfg.attack.eps, cfg.attack.eps_low)
     full_share = (budgets == cfg.attack.eps).float().mean(dim=(1, 2, 3))  # as train.py's full_eps_share
     return Gallery(images=x.permute(0, 2, 3, 1).cpu().numpy(), labels=y.cpu().numpy(), preds=preds.cpu().numpy(),

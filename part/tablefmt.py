@@ -54,6 +54,16 @@ def format_cell(mean: float, std: float, n_seeds: int, missing: str, diff: float
     return text
 
 
+def format_interval(value: float, low: float, high: float, style: Style = MARKDOWN) -> str:
+    """``+1.20 [+0.35, +2.05]``: a difference with its confidence interval (empty when not measured,
+    the difference alone when it has no interval)."""
+    if math.isnan(value):
+        return ""
+    if math.isnan(low):
+        return signed(value, style)
+    return f"{signed(value, style)} [{signed(low, style)}, {signed(high, style)}]"
+
+
 def dataset_name(dataset: str, arch: str) -> str:
     return f"{DATASET_NAMES.get(dataset, dataset)} ({ARCH_NAMES.get(arch, arch)})"
 

@@ -139,7 +139,8 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
                          "on one process; a multi-process run synchronises batch norm instead (expected 1)")
     model = distributed.synchronize_batchnorm(build_for(cfg, data.num_classes, data.image_shape[0], device), device)
     forward = _compiled(cfg, model)
-    step = forward if distributed.world_size() == 1 else _compiled(cfg, distributed.data_parallel(model, device))
+    parallel = distributed.data_parallel(model, device)
+    step = forward if parallel is model else _compiled(cfg, parallel)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     loader = DeviceLoader(data.train, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,

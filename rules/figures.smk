@@ -1,6 +1,7 @@
-# The main grid's figures (results/figures/): accuracy-robustness trade-off, training curves and
-# CAM / ε-map gallery per dataset, share of pixels at full ε per epoch. All local: they read tables
-# and logs; the gallery runs one model forward + backward on 4 test images (CPU, seconds).
+# The main grid's figures (results/figures/): accuracy-robustness trade-off, the claim's PART − base
+# differences with their intervals, training curves and CAM / ε-map gallery per dataset, share of
+# pixels at full ε per epoch. All local: they read tables and logs; the gallery runs one model
+# forward + backward on 4 test images (CPU, seconds).
 
 from part import plots
 
@@ -23,6 +24,7 @@ localrules:
     figure_training_curves,
     figure_eps_share,
     figure_gallery,
+    figure_claim,
 
 
 rule figure_tradeoff:
@@ -94,5 +96,23 @@ rule figure_gallery:
         "logs/figures/gallery_{dataset}.log",
     benchmark:
         "logs/figures/gallery_{dataset}.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule figure_claim:
+    input:
+        verdicts=rules.aggregate.output.verdicts_csv,
+    output:
+        png=report(f"{FIGURES}/claim.png", caption="../report/claim.rst", category="Figures"),
+        pdf=f"{FIGURES}/claim.pdf",
+    params:
+        kind="claim",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/claim.log",
+    benchmark:
+        "logs/figures/claim.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from part import aggregate, compare, io
+from scipy import stats as scipy_stats
+
+from part import aggregate, compare, io, stats
 from part.evaluate import attack_specs, build_metrics, file_sha256, metrics_schema
 from part.grid import Run, expand
 
@@ -134,6 +136,9 @@ def test_mean_std_diff_and_bold_against_hand_computed_values(full):
     assert cell(main, "part_trades_s1", "aa_best") and not cell(main, "trades", "aa_best")
     # worst case: per example (prefix-correct examples, so the minimum over the attacks)
     assert cell(main, "at", "worst_case_mean") == pytest.approx(41.6)
+    # ... with its own interval, from the per-example flags under every attack, like every other column
+    assert cell(main, "at", "worst_case_ci_low") < 41.6 < cell(main, "at", "worst_case_ci_high")
+    assert cell(main, "at", "worst_case_n_examples") == cell(main, "at", "aa_n_examples")
     assert (main["natural_n_seeds"] == [3, 3, 3, 0, 3, 3]).all()
     md = text(paths["main_md"])
     assert "| CIFAR-10 (ResNet-18) | AT " in md
@@ -164,10 +169,13 @@ def test_a_row_without_results_and_a_missing_seed_are_marked(tmp_path):
     versus = pd.read_csv(paths["paper_csv"], keep_default_na=False)
     assert set(versus.loc[versus["ours_variant"] == "part_s1", "ours_missing_seeds"].astype(str)) == {"2"}
     assert set(versus.loc[versus["ours_variant"] == "part_s10", "within_combined_std"]) == {""}  # 1 seed: no std
-    assert "| 83.90† | PART (s = 10) | +0.13 | n/a (1 seed) |" in text(paths["paper_md"])
-    verdicts = pd.read_csv(paths["verdicts_csv"]).set_index("variant")
-    assert verdicts.loc["part_s1", "min_n_seeds"] == 2 and not verdicts.loc["part_s1", "complete"]
-    assert "holds †" in text(paths["verdicts_md"])
+    assert "| 83.90† | PART (s = 10) | | +0.13 | n/a (1 seed) | | n/a (1 seed) |" in text(paths["paper_md"])
+    verdicts = pd.read_csv(paths["verdicts_csv"], keep_default_na=False).set_index("variant")
+    assert verdicts.loc["part_s1", "n_seeds"] == 2 and not verdicts.loc["part_s1", "complete"]
+    # one seed: no interval, so no verdict either way, whatever the means say
+    assert verdicts.loc["part_s10", "verdict"] == "inconclusive" and verdicts.loc["part_s10", "natural_low"] == ""
+    assert "one seed" in verdicts.loc["part_s10", "detail"]
+    assert "| PART (s = 10) | +1.50 | −0.60 | inconclusive (one seed" in text(paths["verdicts_md"])
 
 
 def test_latex_is_structurally_sound(full):
@@ -269,10 +277,17 @@ def test_paper_cells_are_matched_by_run_config_and_flagged_within_combined_std(f
     assert v.loc[("MART", "aa"), "status"] == "no such variant in this grid"
     assert v.loc[("PART-T (s = 10)", "aa"), "status"] == "no such variant in this grid"
     assert set(versus.loc[versus["status"] == "compared", "ours_variant"]) == set(ACCURACY)
+    # our interval on this test set (all 1000 examples evaluated): seeds only, mean ± t(2) · 0.10 / √3
+    half = 4.302653 * 0.1 / np.sqrt(3)
+    assert row["ours_ci_low"] == pytest.approx(41.0 - half, abs=1e-3) and row["interval_on"] == "this test set"
+    assert not row["paper_in_interval"] and v.loc[("AT", "aa"), "paper_in_interval"]
+    assert row["min_detectable"] == pytest.approx((4.302653 + 1.060660) * 0.1 / np.sqrt(3), abs=1e-3)
     md = text(paths["paper_md"])
-    assert ("| CIFAR-10 (ResNet-18) | PART (s = 10) | AA | 41.41 ± 0.14 | 41.00 ± 0.10 | PART (s = 10) | −0.41 "
-            "| no |") in md
+    assert ("| CIFAR-10 (ResNet-18) | PART (s = 10) | AA | 41.41 ± 0.14 | 41.00 ± 0.10 | PART (s = 10) | "
+            "[40.75, 41.25] | −0.41 | no | 0.31 | no |") in md
     assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
+    assert "Evaluation budget: 3 seeds per cell (0, 1, 2); test examples per attack (the first N of the test " \
+           "split): Natural 1000, PGD-20 1000, MMA 1000, AA 1000; AutoAttack seed 0." in md
 
 
 def test_matching_reads_the_run_config_not_the_labels(tmp_path):
@@ -281,8 +296,9 @@ def test_matching_reads_the_run_config_not_the_labels(tmp_path):
                        "ours": {**VARIANTS["part_s10"], "label": "PART, lazy maps"}}
     table = aggregate.cells(pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds",
                                                   "missing_seeds"]),
-                            aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"])
-    versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")))
+                            aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"], {}, 0.95)
+    versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")), 0.95,
+                                           {"cifar10": None})
     matched = versus.dropna(subset=["ours_variant"]).drop_duplicates("paper_method")
     assert dict(zip(matched["paper_method"], matched["ours_variant"])) == {"AT": "baseline", "PART (s = 10)": "ours"}
     assert set(versus.loc[versus["attack"].isin(["pgd20", "mma"]) & versus["ours_variant"].notna(), "status"]) == {
@@ -290,18 +306,34 @@ def test_matching_reads_the_run_config_not_the_labels(tmp_path):
     assert set(versus.loc[versus["attack"] == "natural"].dropna(subset=["ours_variant"])["status"]) == {"no results yet"}
 
 
-@pytest.mark.parametrize("natural, aa, expected", [
-    (0.84, 0.11, "holds"),
-    (3.18, -0.49, "holds"),  # the paper's PART-M (s = 10) on CIFAR-10: AA −0.49 is within 0.5
-    (0.5, -0.5, "holds"),
-    (-0.3, 0.2, "does not hold (natural −0.30)"),
-    (0.0, 0.2, "does not hold (natural +0.00)"),
-    (1.2, -0.6, "does not hold (AA −0.60)"),
-    (-0.1, -0.7, "does not hold (natural −0.10, AA −0.70)"),
-    (1.0, float("nan"), "not measured (no AA)"),
+@pytest.mark.parametrize("low, high, natural, aa", [
+    (0.01, 2.0, "pass", "pass"),
+    (0.0, 2.0, "open", "pass"),  # natural must rise: an interval touching 0 does not say it did
+    (-0.5, 0.1, "open", "pass"),  # AA may fall by 0.5: touching −0.5 is allowed
+    (-0.6, 0.0, "fail", "open"),
+    (-2.0, -0.51, "fail", "fail"),
+    (-0.3, 0.4, "open", "pass"),
 ])
-def test_verdict(natural, aa, expected):
-    assert compare.verdict(natural, aa) == expected
+def test_criteria_read_the_interval(low, high, natural, aa):
+    nat_c, aa_c = compare.CLAIM
+    assert (nat_c.status(low, high), aa_c.status(low, high)) == (natural, aa)
+
+
+def test_the_papers_own_numbers_judged_by_welch_intervals():
+    """CIFAR-10 AT → PART (s = 1): Δ natural +0.84 (stds 0.26, 0.14), Δ AA +0.11 (stds 0.04, 0.22), 3 runs."""
+    nat, aa = stats.Welch(0.84, 0.26, 0.14, 3), stats.Welch(0.11, 0.04, 0.22, 3)
+    se = np.sqrt((0.26 ** 2 + 0.14 ** 2) / 3)
+    df = se ** 4 / ((0.26 ** 2 / 3) ** 2 / 2 + (0.14 ** 2 / 3) ** 2 / 2)
+    assert stats.interval(nat)[0] == pytest.approx(0.84 - scipy_stats.t.ppf(0.975, df) * se)
+    assert compare.judge({"natural": nat, "aa": aa}, 0.95, compare._paper_advice) == ("holds", "")
+    # the same differences from 2 runs a row cannot tell, and say how many runs would
+    two_runs = {"natural": stats.Welch(0.84, 0.26, 0.14, 2), "aa": stats.Welch(0.11, 0.04, 0.22, 2)}
+    verdict, detail = compare.judge(two_runs, 0.95, compare._paper_advice)
+    assert verdict == "inconclusive"
+    assert re.fullmatch(r"Δ natural: ≈ \d runs a setting \(assumed 2\); Δ AA: ≈ \d runs a setting \(assumed 2\)",
+                        detail)
+    assert compare.judge({"natural": stats.Welch(-0.5, 0.01, 0.01, 3), "aa": aa}, 0.95, compare._paper_advice) == (
+        "does not hold", "Δ natural ≤ +0.00")
 
 
 def test_claim_verdicts_for_ours_and_the_papers(full):
@@ -309,16 +341,25 @@ def test_claim_verdicts_for_ours_and_the_papers(full):
     verdicts = pd.read_csv(paths["verdicts_csv"], keep_default_na=False).set_index("variant")
     assert list(verdicts.index) == ["part_s1", "part_s10", "part_s5", "part_trades_s1"]
     assert verdicts.loc["part_s1", "verdict"] == "holds"
-    assert verdicts.loc["part_s10", "verdict"] == "does not hold (AA −0.60)"
-    assert verdicts.loc["part_trades_s1", "verdict"] == "does not hold (natural −0.10)"
-    assert verdicts.loc["part_s5", "verdict"] == "not measured (no results yet: PART (s = 5))"
+    # −0.60 [−1.04, −0.16] straddles −0.5, and the whole test set is used: more seeds alone cannot shrink the
+    # test-sample term below the 0.1-point gap
+    assert verdicts.loc["part_s10", "verdict"] == "inconclusive"
+    assert verdicts.loc["part_s10", "detail"] == "Δ AA: not within 1000 seeds or the test set at the observed spread"
+    assert float(verdicts.loc["part_s10", "aa_low"]) < -0.5 < float(verdicts.loc["part_s10", "aa_high"])
+    assert verdicts.loc["part_trades_s1", "verdict"] == "inconclusive"
+    assert verdicts.loc["part_s5", "verdict"] == "not measured"
+    assert verdicts.loc["part_s5", "detail"] == "no results yet: PART (s = 5)"
     assert verdicts.loc["part_s1", "paper_verdict"] == "holds"  # +0.84 natural, +0.11 AA
+    assert verdicts.loc["part_s10", "paper_verdict"] == "inconclusive"  # AA −0.22 ± 0.45 reaches below −0.5
     assert float(verdicts.loc["part_s10", "paper_aa_diff"]) == pytest.approx(41.41 - 41.63)
-    assert verdicts.loc["part_s5", "paper_verdict"] == "not in the paper (no s = 5 row)"
+    assert verdicts.loc["part_s5", "paper_verdict"] == "not in the paper"
+    assert verdicts.loc["part_s5", "paper_detail"] == "no s = 5 row"
     assert float(verdicts.loc["part_s1", "natural_diff"]) == pytest.approx(0.8)
+    assert int(verdicts.loc["part_s1", "aa_n_examples"]) == 1000 and int(verdicts.loc["part_s1", "n_seeds"]) == 3
     md = text(paths["verdicts_md"])
-    assert ("| CIFAR-10 (ResNet-18) | AT | PART (s = 10) | +1.20 | −0.60 | does not hold (AA −0.60) | +1.19 | −0.22 "
-            "| holds |") in md
+    assert ("| CIFAR-10 (ResNet-18) | AT | PART (s = 1) | +0.80 [+0.28, +1.32] | +0.10 [−0.30, +0.50] | holds "
+            "| +0.84 [+0.30, +1.38] | +0.11 [−0.41, +0.63] | holds |") in md
+    assert "Evaluation budget: 3 seeds per cell (0, 1, 2)" in md and "assuming 3 runs a row" in md
 
 
 def test_a_grid_the_paper_does_not_have_still_gets_both_tables(tmp_path):
@@ -331,6 +372,7 @@ def test_a_grid_the_paper_does_not_have_still_gets_both_tables(tmp_path):
     assert "No cell of the paper matches this grid" in md and "this grid has digits (small CNN)" in md
     verdicts = pd.read_csv(paths["verdicts_csv"]).set_index("variant")
     assert verdicts.loc["part_s1", "verdict"] == "holds" and set(verdicts["paper_verdict"]) == {"not in the paper"}
+    assert "Evaluation budget" in md
     assert "| digits (small CNN) | AT | 82.60 ± 0.20 |" in text(paths["main_md"])
 
 
@@ -348,12 +390,13 @@ def test_a_grid_with_a_dataset_of_the_paper_and_one_without(tmp_path):
     cfg = grid_cfg(tmp_path / "results")
     cfg["datasets"] = {"cifar10": {"arch": "resnet18"}, "digits": {"arch": "small_cnn"}, "svhn": {"arch": "small_cnn"}}
     empty = pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"])
-    table = aggregate.cells(empty, aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"])
+    table = aggregate.cells(empty, aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"], {},
+                            0.95)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
-    versus = compare.paper_vs_reproduction(table, paper)
+    versus = compare.paper_vs_reproduction(table, paper, 0.95, {})
     assert set(versus["dataset"]) == {"cifar10"}  # SVHN with another architecture is not the paper's SVHN
-    md = text_of(compare.versus_markdown(versus, table, paper))
+    md = text_of(compare.versus_markdown(versus, table, paper, "Evaluation budget: none yet.", 0.95))
     assert "Not in the paper: digits (small CNN), SVHN (small CNN)." in md
     assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
-    tex = aggregate.latex(table, pd.DataFrame(columns=["attack", "n_examples"]), cfg["seeds"])
+    tex = aggregate.latex(table, pd.DataFrame(columns=["attack", "n_examples", "attack_seed"]), cfg["seeds"])
     assert tex.count("\\multirow{6}{*}") == 3 and tex.count("\\midrule") == 3  # header + between the 3 datasets

@@ -126,7 +126,8 @@ def test_training_curves_and_eps_share(grid_cfg, tmp_path):
     (line,) = share.axes[0].lines
     assert list(line.get_xdata()) == [2] and 0 < line.get_ydata()[0] < 100
     assert_written(plots.plot_eps_share(logs, VARIANTS, tmp_path / "eps_share"))
-    assert plots.figure_stems(grid_cfg) == ["tradeoff", "training_curves_digits", "gallery_digits", "eps_share"]
+    assert plots.figure_stems(grid_cfg) == ["tradeoff", "training_curves_digits", "gallery_digits", "eps_share",
+                                            "claim"]
 
 
 def test_gallery_shows_the_runs_budgets(grid_cfg, tmp_path):
@@ -153,3 +154,17 @@ def test_gallery_draws_rgb_images():
     fig = plots.gallery_figure(plots.gallery_maps(model, x, y, cfg, "random RGB"))
     assert fig.axes[0].images[0].get_array().shape == (16, 16, 3)
     assert len([im for ax in fig.axes for im in ax.images if im.get_gid() == "eps_map"]) == 3
+
+
+def test_claim_figure_draws_ours_beside_the_papers_with_the_tolerance():
+    row = {"dataset": "cifar10", "arch": "resnet18", "variant": "part_s1", "label": "PART (s = 1)", "n_seeds": 3,
+           "natural_diff": 0.8, "natural_low": 0.3, "natural_high": 1.3, "natural_n_examples": 10000,
+           "aa_diff": -0.6, "aa_low": -1.0, "aa_high": -0.2, "aa_n_examples": 1000, "verdict": "inconclusive",
+           "paper_natural_diff": 0.84, "paper_natural_low": 0.3, "paper_natural_high": 1.38, "paper_aa_diff": 0.11,
+           "paper_aa_low": -0.41, "paper_aa_high": 0.63, "paper_verdict": "holds", "paper_runs": 3, "confidence": 0.95}
+    fig = plots.claim_figure(pd.DataFrame([row]), VARIANTS)
+    natural, aa = fig.axes[:2]
+    assert [c.lines[0].get_xdata()[0] for c in aa.containers] == [-0.6, 0.11]  # ours, then the paper's
+    assert [line.get_xdata()[0] for line in aa.lines if line.get_linestyle() == "-"] == [-0.5]  # the tolerance
+    assert "ours: inconclusive" in natural.get_yticklabels()[0].get_text()
+    assert "3 seeds × 1000 AA examples" in aa.get_title()

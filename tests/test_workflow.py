@@ -36,13 +36,17 @@ def test_full_grid_dry_run_has_one_job_per_run_and_per_run_attack():
     counts = job_counts(snakemake("-n", "--cores", "1", "--directory", str(ROOT), "--snakefile", str(ROOT / "Snakefile")))
     runs, attacks = 3 * 9 * 3, 4
     # config.yaml's experiments add CIFAR-10 runs (seed 0) evaluated with natural + PGD-20 only:
-    # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 3 release switches; the rest reuse main-table runs.
-    experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 3, 2
+    # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 6 release switches (one each, then all: the preset);
+    # the rest reuse main-table runs.
+    experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 6, 2
     assert counts["train"] == runs + experiment_runs
     assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks
     assert counts["metrics"] == runs + experiment_runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
     experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]
     assert all(counts[f"experiment_{name}"] == 1 for name in experiments)
+    # one trade-off, claim and ε-share figure for the grid; training curves and a gallery per dataset
+    assert counts["figure_tradeoff"] == counts["figure_claim"] == counts["figure_eps_share"] == 1
+    assert counts["figure_training_curves"] == counts["figure_gallery"] == 3
 
 
 def test_a_bad_grid_stops_before_any_job(tmp_path):
@@ -62,21 +66,27 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     snakemake(*args)
     tables = workdir / "results" / "tables"
     table = pd.read_csv(tables / "main.csv")
-    stats = ["mean", "std", "n_seeds", "missing_seeds", "diff", "best"]
+    stats = ["mean", "std", "n_seeds", "missing_seeds", "ci_low", "ci_high", "n_examples", "diff", "diff_low",
+             "diff_high", "best"]
     assert len(table) == 9 and list(table.columns) == [
         "dataset", "arch", "variant", "method", "family", "base_variant",
         *[f"{a}_{s}" for a in ("natural", "pgd20", "mma", "aa", "worst_case") for s in stats]]
     assert (table["natural_n_seeds"] == 2).all() and table["natural_missing_seeds"].isna().all()
     assert "\\toprule" in (tables / "main.tex").read_text()
     assert "No cell of the paper matches this grid" in (tables / "paper_vs_reproduction.md").read_text()
-    assert len(pd.read_csv(tables / "claim_verdicts.csv")) == 6  # 2 PART variants in each of 3 families
+    verdicts = pd.read_csv(tables / "claim_verdicts.csv")
+    assert len(verdicts) == 6  # 2 PART variants in each of 3 families
+    # 2 seeds (one degree of freedom for the seed spread) and AA on 20 images: no confident verdict from noise
+    assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive"}
+    assert (verdicts["aa_n_examples"] == 20).all() and (verdicts["n_seeds"] == 2).all()
+    assert "Evaluation budget: 2 seeds per cell (0, 1)" in (tables / "claim_verdicts.md").read_text()
     summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
     assert (summary["n_seeds"] == 2).all() and summary["missing_seeds"].isna().all()
     metrics = json.loads((workdir / "results/digits/small_cnn/part_s1/seed1/metrics.json").read_text())
     assert metrics["attacks"]["aa"]["n_examples"] == 20 and metrics["attacks"]["natural"]["n_examples"] == 360
     results = workdir / "results"
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
+    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
     for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
         assert len(exp) >= 2 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name

@@ -13,6 +13,8 @@ stem = Path(snakemake.output.png).with_suffix("")
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
     if kind == "tradeoff":
         paths = plots.plot_tradeoff(pd.read_csv(snakemake.input.per_seed), cfg["variants"], stem)
+    elif kind == "claim":
+        paths = plots.plot_claim(pd.read_csv(snakemake.input.verdicts), cfg["variants"], stem)
     elif kind == "training_curves":
         logs = plots.collect_logs(cfg, snakemake.wildcards.dataset)
         paths = plots.plot_training_curves(logs, cfg["variants"], stem)

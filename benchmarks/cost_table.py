@@ -1,0 +1,140 @@
+"""The README's cost table, recomputed from a device check's measurements instead of estimates.
+
+    python benchmarks/cost_table.py --json device_check/device_check.json              # print the table
+    python benchmarks/cost_table.py --json device_check/device_check.json --readme README.md   # and rewrite it
+
+Every training run of the grid (``config.yaml`` through ``part.grid``, experiments included) is costed
+from the JSON's ``cost_basis``: the model's AT epoch on 50 k 32×32 images, scaled by the dataset's training
+images and pixels; TRADES / MART epochs as measured ratios to it (1.1 where not measured); a PART epoch
+as its measured training part plus one ε-map refresh on each epoch ``cfg.refreshes_at`` names (none for
+the quadrant recipes, which need no CAM). The ratios come from ResNet-18 and are applied to every model.
+``--readme`` replaces what lies between the README's ``cost-table`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from part import grid
+from part.config import RunConfig, from_dict
+from part.data import SHAPES
+from part.importance import QUADRANTS
+
+TRAIN_IMAGES = {"cifar10": 50_000, "svhn": 73_257, "tinyimagenet200": 100_000}
+"""Training-set sizes of the paper's datasets (the prepared files hold exactly these)."""
+BASIS_IMAGES, BASIS_SIDE = 50_000, 32
+ASSUMED_FAMILY_RATIO = 1.1
+RATIO_MODEL = "resnet18"
+BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Seconds of one 50 k-image 32×32 AT epoch per model, and the per-epoch ratios to it."""
+    at_epoch: dict[str, float]
+    settings: dict[str, str]
+    part_train: float
+    refresh: float
+    family: dict[str, float]
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Basis:
+        basis = report.get("cost_basis")
+        if not basis or RATIO_MODEL not in basis:
+            why = "it was written with --tiny" if report.get("tiny") else "its speed stage measured no AT + PART pair"
+            raise ValueError(f"the device check has no cost basis ({why}); run it on a GPU without --tiny")
+        ratios = basis[RATIO_MODEL]
+        return cls({m: b["at_epoch_seconds_50k"] for m, b in basis.items()}, {m: b["setting"] for m, b in basis.items()},
+                   ratios["part_train_over_at"], ratios["refresh_over_at"],
+                   {"at": 1.0, "natural": 1.0,
+                    **{f: ratios.get(f"{f}_over_at") or ASSUMED_FAMILY_RATIO for f in ("trades", "mart")}})
+
+
+def run_seconds(cfg: RunConfig, basis: Basis) -> float:
+    """GPU seconds of one training run (natural training is costed as AT: an upper bound)."""
+    if cfg.model not in basis.at_epoch:
+        raise ValueError(f"no measured epoch for model {cfg.model!r} (the device check measured {sorted(basis.at_epoch)})")
+    side = SHAPES[cfg.dataset][1]
+    epoch = basis.at_epoch[cfg.model] * TRAIN_IMAGES[cfg.dataset] / BASIS_IMAGES * (side / BASIS_SIDE) ** 2
+    base = epoch * basis.family[cfg.base_method]
+    part_epochs = sum(cfg.is_part_epoch(e) for e in range(cfg.epochs))
+    refreshes = 0 if cfg.mask.recipe in QUADRANTS else sum(cfg.refreshes_at(e) for e in range(cfg.epochs))
+    return (cfg.epochs - part_epochs) * base + part_epochs * base * basis.part_train + refreshes * epoch * basis.refresh
+
+
+def table_rows(grid_cfg: dict[str, Any], basis: Basis) -> list[dict[str, Any]]:
+    """Per dataset: one AT run, one PART (s = 1) run and its main-table runs (hours); then the experiments."""
+    main = grid.expand(grid_cfg)
+    rows = []
+    for dataset, spec in grid_cfg["datasets"].items():
+        one = {m: from_dict({**(grid_cfg.get("run") or {}), "dataset": dataset, "model": spec["arch"], "method": m,
+                             "mask": {"refresh_every": 1}}) for m in ("at", "part")}
+        runs = [r for r in main if r.dataset == dataset]
+        rows.append({"dataset": dataset, "model": spec["arch"], "train_images": TRAIN_IMAGES[dataset],
+                     "side": SHAPES[dataset][1], "at_hours": run_seconds(one["at"], basis) / 3600,
+                     "part_hours": run_seconds(one["part"], basis) / 3600, "runs": len(runs),
+                     "grid_hours": sum(run_seconds(r.config, basis) for r in runs) / 3600})
+    extra = [r for path, r in grid.all_runs(grid_cfg).items() if path not in {m.path for m in main}]
+    rows.append({"dataset": "experiments", "runs": len(extra),
+                 "grid_hours": sum(run_seconds(r.config, basis) for r in extra) / 3600})
+    return rows
+
+
+NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "tinyimagenet200": "TinyImageNet-200"}
+MODEL_NAMES = {"resnet18": "ResNet-18", "wrn34_10": "WRN-34-10", "preact_resnet18": "PreAct ResNet-18"}
+
+
+def markdown(rows: list[dict[str, Any]], grid_cfg: dict[str, Any], basis: Basis, report: dict[str, Any]) -> str:
+    variants, seeds = len(grid_cfg["variants"]), len(grid_cfg["seeds"])
+    settings = "; ".join(f"{MODEL_NAMES.get(m, m)}: {s}" for m, s in basis.settings.items())
+    family = ", ".join(f"{f.upper()} {r:.2f} × AT" for f, r in basis.family.items() if f in ("trades", "mart"))
+    lines = [f"Measured by `benchmarks/device_check.py` on {report['device_name']} ({report['created'][:10]}, "
+             f"git {report['environment'].get('git_revision')}): epochs timed on a few batches and extrapolated, "
+             f"scaled by training-set size and input pixels, the grid's epochs per run. Settings: {settings}; "
+             f"PART epoch {basis.part_train:.3f} × AT + refresh {basis.refresh:.3f} × AT; {family}. "
+             "Regenerate with `benchmarks/cost_table.py` (see *Measuring your own hardware*).", "",
+             f"| dataset (model) | one AT run | one PART (s = 1) run | {variants * seeds} runs "
+             f"({variants} variants × {seeds} seeds) |", "|---|---:|---:|---:|"]
+    for r in rows:
+        if r["dataset"] == "experiments":
+            lines.append(f"| experiments | | | {r['runs']} more runs ≈ {r['grid_hours']:.1f} GPU-h |")
+        else:
+            lines.append(f"| {NAMES.get(r['dataset'], r['dataset'])} ({MODEL_NAMES.get(r['model'], r['model'])}), "
+                         f"{r['train_images'] // 1000} k × {r['side']}² | {r['at_hours']:.2f} h | {r['part_hours']:.2f} h "
+                         f"| ≈ {r['grid_hours']:.1f} GPU-h |")
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_readme(readme: Path, table: str) -> None:
+    """Replace the text between the cost-table markers (kept) with ``table``."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers around the cost table")
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{table}{END}", text, count=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", required=True, help="device_check.json written by benchmarks/device_check.py")
+    p.add_argument("--config", default="config.yaml", help="the workflow grid to cost (default config.yaml)")
+    p.add_argument("--readme", help="rewrite this README's cost table between its markers")
+    args = p.parse_args(argv)
+    report = json.loads(Path(args.json).read_text())
+    grid_cfg = yaml.safe_load(Path(args.config).read_text())
+    basis = Basis.from_report(report)
+    table = markdown(table_rows(grid_cfg, basis), grid_cfg, basis, report)
+    print(table, end="")
+    if args.readme:
+        rewrite_readme(Path(args.readme), table)
+
+
+if __name__ == "__main__":
+    main()
