@@ -14,7 +14,7 @@ $(BIN)/part: pyproject.toml constraints.txt
 setup: $(BIN)/part
 
 demo: $(BIN)/part
-	$(BIN)/snakemake --cores 2 --configfile configs/demo.yaml
+	$(BIN)/python -m part.workflow_lock --cores 2 --configfile configs/demo.yaml
 
 test: $(BIN)/part
 	$(BIN)/pytest -q

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, ValueError, OSError) as err:  # OSError: missing files, permissions, a full disk
         print(f"part {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except DivergenceError as err:

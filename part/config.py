@@ -205,6 +205,18 @@ def parse_budget(value: float | int | str) -> float:
     return float(value)
 
 
+def _budget(attack: dict[str, Any], key: str, source: str) -> float:
+    """``parse_budget`` of ``attack[key]``, with an error naming the key (``8/0`` passes the schema)."""
+    try:
+        value = parse_budget(attack[key])
+    except (ZeroDivisionError, ValueError):
+        raise ConfigError(f"{source}: key 'attack.{key}': got {attack[key]!r}, expected a number or a "
+                          "fraction such as 8/255 with a non-zero denominator") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{source}: key 'attack.{key}': {attack[key]!r} = {value:.6g}, expected a budget in [0, 1]")
+    return value
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -260,8 +272,8 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
                                   "batch_size", "precision", "channels_last", "compile", "device")},
         beta=float(merged["beta"]),
         optim=OptimConfig(**{**merged["optim"], "lr_milestones": tuple(merged["optim"]["lr_milestones"])}),
-        attack=AttackConfig(eps=parse_budget(a["eps"]), eps_low=parse_budget(a["eps_low"]),
-                            alpha=parse_budget(a["alpha"]), steps=a["steps"], generator=a["generator"],
+        attack=AttackConfig(**{k: _budget(a, k, source) for k in ("eps", "eps_low", "alpha")},
+                            steps=a["steps"], generator=a["generator"],
                             pixel_start=a["pixel_start"]),
         cam=CamConfig(**merged["cam"]),
         mask=MaskConfig(**merged["mask"]),

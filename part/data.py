@@ -12,6 +12,7 @@ PART pairs every image with its own ε-map and that map must undergo the same tr
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ import torch
 
 from part.io import load_torch, save_torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the tensors' SHA-256 is recorded and verified on load
 
 SHAPES: dict[str, tuple[int, int, int, int]] = {
     # name: (channels, height, width, classes)
@@ -55,13 +56,41 @@ class PreparedDataset:
         return tuple(self.train.images.shape[1:])
 
 
+TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
+
+_verified: set[tuple[str, int, int]] = set()
+"""(path, size, mtime) of the prepared files whose checksum this process has already verified."""
+
+
+def tensors_sha256(blob: dict[str, Any]) -> str:
+    """SHA-256 over the bytes of a prepared file's tensors (shapes and dtypes included), in a fixed order."""
+    h = hashlib.sha256()
+    for key in TENSORS:
+        t = blob[key].contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(memoryview(t.numpy()).cast("B"))
+    return h.hexdigest()
+
+
 def save_prepared(path: str | Path, ds: PreparedDataset) -> Path:
     _check(ds, Path(path))
-    return save_torch(path, {
-        "format_version": FORMAT_VERSION, "name": ds.name, "num_classes": ds.num_classes, "meta": ds.meta,
-        "train_images": ds.train.images.contiguous(), "train_labels": ds.train.labels.contiguous(),
-        "test_images": ds.test.images.contiguous(), "test_labels": ds.test.labels.contiguous(),
-    })
+    blob = {"format_version": FORMAT_VERSION, "name": ds.name, "num_classes": ds.num_classes, "meta": ds.meta,
+            "train_images": ds.train.images.contiguous(), "train_labels": ds.train.labels.contiguous(),
+            "test_images": ds.test.images.contiguous(), "test_labels": ds.test.labels.contiguous()}
+    return save_torch(path, {**blob, "sha256": tensors_sha256(blob)})
+
+
+def _verify_checksum(path: Path, blob: dict[str, Any]) -> None:
+    """Refuse a prepared file whose tensors changed after ``prepare`` (once per process and file version)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
+    if tensors_sha256(blob) != blob["sha256"]:
+        raise ValueError(f"{path}: its tensors do not match the checksum recorded when it was prepared (the file "
+                         f"was modified or damaged); delete it and re-prepare it: `part prepare --dataset "
+                         f"{path.stem} --out {path.parent}` (or rerun the workflow)")
+    _verified.add(key)
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
@@ -70,12 +99,15 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         raise FileNotFoundError(f"{path}: prepared dataset not found; run `part prepare --dataset "
                                 f"{path.stem} --out {path.parent} [--mirror DIR]` (or the workflow) first")
     blob = load_torch(path)
-    missing = {"format_version", "name", "num_classes", "meta", "train_images", "train_labels",
-               "test_images", "test_labels"} - set(blob if isinstance(blob, dict) else {})
+    if not isinstance(blob, dict) or "format_version" not in blob:
+        raise ValueError(f"{path}: not a prepared dataset (no format_version)")
+    if blob["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {blob['format_version']}, expected {FORMAT_VERSION}; delete it "
+                         "and re-prepare it")
+    missing = {"name", "num_classes", "meta", "sha256", *TENSORS} - set(blob)
     if missing:
         raise ValueError(f"{path}: not a prepared dataset (missing {sorted(missing)})")
-    if blob["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {blob['format_version']}, expected {FORMAT_VERSION}; re-prepare it")
+    _verify_checksum(path, blob)
     ds = PreparedDataset(blob["name"], Split(blob["train_images"], blob["train_labels"]),
                          Split(blob["test_images"], blob["test_labels"]), int(blob["num_classes"]), blob["meta"])
     _check(ds, path)

@@ -44,7 +44,7 @@ from part.attacks import MMA, PGD, Attack
 from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
 from part.data import Split, load_prepared
-from part.models import build_model
+from part.models import build_model, load_weights
 from part.train import RunPaths, autocast_factory, resolve_device
 
 TABLE_ATTACKS: tuple[str, ...] = ("natural", "pgd20", "mma", "aa")
@@ -285,7 +285,7 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     if not 1 <= n <= n_test:
         raise ValueError(f"--n-examples {n_examples}: the {cfg.dataset} test split has {n_test} examples")
     model = build_model(cfg.model, data.num_classes, data.image_shape[0])
-    model.load_state_dict(io.load_torch(paths.model, map_location="cpu"))
+    load_weights(model, io.load_torch(paths.model, map_location="cpu"), str(paths.model))
     model = with_precision(model.to(dev).eval(), precision, dev)
     x = data.test.images[:n].to(dev).float().div_(255)
     return LoadedRun(paths, cfg, model, x, data.test.labels[:n].to(dev), np.arange(n, dtype=np.int64),
@@ -301,6 +301,10 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
     result = run_attack(run.model, run.x, run.y, name, spec, batch_size=batch_size, log=log)
     eval_dir = run.paths.root / EVAL_DIR
     correct_file = f"{name}.correct.npz"
+    io.sweep_temporaries(eval_dir, [f"{name}.json", correct_file])  # this attack's job owns these two files
+    # The JSON goes first and comes last: a kill in between leaves flags without a JSON, which counts as
+    # not evaluated (merges read the JSONs), never a JSON beside another evaluation's flags.
+    (eval_dir / f"{name}.json").unlink(missing_ok=True)
     io.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, result.correct.numpy(), run.index))
     n = len(run.index)
     entry = {
@@ -310,7 +314,8 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
         "settings": result.settings, "precision": run.precision, "batch_size": batch_size,
         "device": str(run.x.device), "split": "test", "subset": f"first {n} of {run.cfg.dataset} test",
         "run": _run_info(run.cfg), "checkpoint_sha256": run.checkpoint_sha256,
-        "correct_file": f"{EVAL_DIR}/{correct_file}", "created": _now(), "environment": io.environment(),
+        "correct_file": f"{EVAL_DIR}/{correct_file}", "correct_sha256": file_sha256(eval_dir / correct_file),
+        "created": _now(), "environment": io.environment(),
     }
     io.write_json(eval_dir / f"{name}.json", entry)
     if log is not None:
@@ -363,6 +368,10 @@ def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> di
     if stale:
         raise ValueError(f"{run_dir}: eval results {stale} were computed for another model.pt than the current "
                          f"one; re-run `part evaluate --run {run_dir} --attacks {','.join(stale)}` or delete them")
+    mismatched = sorted(name for name, e in entries.items() if not _flags_match(run_dir, e))
+    if mismatched:
+        raise ValueError(f"{run_dir}: the per-example flags of {mismatched} are not the ones their JSON was written "
+                         f"with; re-run `part evaluate --run {run_dir} --attacks {','.join(mismatched)}`")
     order = sorted(entries, key=_attack_order)
     survivors, common = worst_case_correct(run_dir, order)
     return {
@@ -374,6 +383,12 @@ def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> di
                        "accuracy": 100.0 * int(survivors.sum()) / len(common) if len(common) else 0.0},
         "created": _now(), "environment": io.environment(),
     }
+
+
+def _flags_match(run_dir: Path, entry: dict[str, Any]) -> bool:
+    """Whether the entry's per-example flags file is there and is the one it was written with."""
+    path = run_dir / entry["correct_file"]
+    return path.is_file() and file_sha256(path) == entry.get("correct_sha256")
 
 
 def _attack_order(name: str) -> int:

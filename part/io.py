@@ -7,22 +7,48 @@ file or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import platform
+import re
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 
+class DiskFullError(OSError):
+    """A write ran out of space; the file it would have replaced is untouched."""
+
+
+def _temporary_pattern(name: str) -> re.Pattern[str]:
+    """The names :func:`atomic_write` gives the temporaries of ``name``: ``.NAME.<8 random chars>.tmp``."""
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` and move ``tmp`` onto ``path`` only once it has succeeded."""
+    """Call ``write(tmp)`` and move ``tmp`` onto ``path`` only once it has succeeded.
+
+    A process killed by SIGKILL cannot remove its temporary: :func:`sweep_temporaries` does that when
+    the directory's owner starts again. Running out of space raises :class:`DiskFullError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{path.parent}: exists and is not a directory; cannot write {path.name} "
+                                 "there (choose another output directory)") from None
+    except PermissionError:
+        raise PermissionError(f"{path.parent}: no permission to create this directory for {path.name}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise PermissionError(f"{path.parent}: not writable; cannot write {path.name} there") from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -30,10 +56,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if _out_of_space(err):
+            raise DiskFullError(errno.ENOSPC, f"{path.parent}: the disk is full; {path.name} was not written "
+                                              "(the previous version, if any, is kept): free space and rerun") from err
         raise
     return path
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """ENOSPC, or torch's zip writer failing on a short write (its message names no errno)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(err, RuntimeError) and "unexpected pos" in str(err)
+
+
+def sweep_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporaries :func:`atomic_write` left for the files ``names`` of ``directory`` (a writer
+    killed mid-write); only the owner of those files may call this, since it cannot tell a live write."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    patterns = [_temporary_pattern(name) for name in names]
+    stale = [p for p in directory.iterdir() if p.is_file() and any(pat.fullmatch(p.name) for pat in patterns)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -55,7 +104,14 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for damaged files
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):  # torch's refusal of a GLOBAL outside the allow-list
+            raise ValueError(f"{path}: refused — the file holds Python objects beyond tensors and plain "
+                             "containers (code that loading would run); this pipeline never writes such files. "
+                             "Delete it and regenerate it, or load it yourself only if you trust its source") from None
+        raise ValueError(f"{path}: cannot be read as a torch file ({err}); it is corrupted or truncated: delete "
+                         "it and regenerate it") from err
+    except Exception as err:  # torch raises RuntimeError/EOFError for damaged files
         raise ValueError(f"{path}: cannot be read as a torch file ({type(err).__name__}: {err}); "
                          "it is corrupted or truncated: delete it and regenerate it") from err
 

@@ -35,9 +35,10 @@ from part.config import RunConfig, release_behaviours
 from part.data import DeviceLoader, load_prepared, make_generator
 from part.epsmap import EpsMapStore
 from part.methods import outer_loss, training_attack
-from part.models import build_model
+from part.models import build_model, load_weights
 
 SHUFFLE_STREAM, ATTACK_STREAM = 1, 2
+CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history"})
 
 
 class DivergenceError(RuntimeError):
@@ -67,6 +68,11 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def written(self) -> tuple[Path, ...]:
+        """Every file the training loop writes into the run directory (atomically)."""
+        return self.checkpoint, self.log, self.model, self.run, self.config
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -124,7 +130,11 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
     if writes:
-        paths.root.mkdir(parents=True, exist_ok=True)
+        if paths.root.exists() and not paths.root.is_dir():
+            raise NotADirectoryError(f"{paths.root}: exists and is not a directory; expected a run directory "
+                                     "(choose another --out)")
+        for stale in io.sweep_temporaries(paths.root, [p.name for p in paths.written]):
+            log(f"[part] removed {stale}, left by a writer that was killed mid-write")
         io.write_json(paths.config, cfg.to_dict())
 
     device = distributed.local_device(resolve_device(cfg.device))
@@ -151,9 +161,13 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
     start_epoch = 0
     if paths.checkpoint.is_file():
         state = io.load_torch(paths.checkpoint, map_location=device)
+        missing = sorted(CHECKPOINT_KEYS - set(state if isinstance(state, dict) else ()))
+        if missing:
+            raise ValueError(f"{paths.checkpoint}: not a checkpoint of this pipeline (missing {missing}); delete "
+                             "it to restart the run from epoch 1")
         if state["config"] != cfg.to_dict():
             raise RuntimeError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], str(paths.checkpoint))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())
         store.masks = state["masks"]

@@ -1,8 +1,12 @@
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from part.cli import main
+from part.workflow_lock import stale_locks
 
 
 def test_prepare_then_train_from_the_command_line(tmp_path, capsys):
@@ -32,3 +36,26 @@ def test_malformed_override_is_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--config", str(tmp_path / "x.yaml"), "--out", str(tmp_path), "--set", "epochs"])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_python_dash_m_part_is_the_same_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "part", "train", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--config" in proc.stdout
+
+
+def test_a_live_workflow_keeps_its_lock_and_a_dead_one_does_not(tmp_path):
+    (tmp_path / ".snakemake" / "locks").mkdir(parents=True)
+    lock = tmp_path / ".snakemake" / "locks" / "0.input.lock"
+    lock.write_text("")
+    assert stale_locks(tmp_path) == [lock]  # nothing alive here: stale
+    (tmp_path / "snakemake").write_text("import time\ntime.sleep(60)\n")
+    live = subprocess.Popen([sys.executable, str(tmp_path / "snakemake")], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while stale_locks(tmp_path) and time.monotonic() < deadline:  # until /proc shows the new process
+            time.sleep(0.05)
+        assert stale_locks(tmp_path) == []
+    finally:
+        live.kill()
+        live.wait()
+    assert stale_locks(tmp_path) == [lock]

@@ -245,7 +245,7 @@ def test_missing_runs_and_unknown_experiments(tmp_path):
 
 def fake_metrics(run, accuracies):
     return {"run": {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed},
-            "attacks": {a: {"accuracy": acc, "n_examples": 10000} for a, acc in accuracies.items()},
+            "attacks": {a: {"accuracy": acc, "n_examples": 10000, "settings": {"seed": 0}} for a, acc in accuracies.items()},
             "worst_case": {"accuracy": min(accuracies.values()), "n_examples": 10000}}
 
 

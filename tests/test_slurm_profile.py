@@ -120,8 +120,8 @@ def test_dry_run_with_the_slurm_profile_plans_the_full_grid_with_gpu_jobs():
     jobs = planned_jobs(out)
     counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
     # 81 main-table runs (3 datasets x 9 variants x 3 seeds, 4 attacks each) + 15 experiment runs
-    assert counts["train"] == 96 and counts["evaluate"] == 81 * 4 + 30
-    assert counts["prepare_dataset"] == 3 and counts["metrics"] == 96 and counts["aggregate"] == 1
+    assert counts["train"] == 99 and counts["evaluate"] == 81 * 4 + 36
+    assert counts["prepare_dataset"] == 3 and counts["metrics"] == 99 and counts["aggregate"] == 1
     for job in jobs:
         if job["rule"] not in REMOTE_RULES:
             continue
@@ -143,7 +143,7 @@ def test_ci_profile_layers_on_the_slurm_profile(tmp_path):
                     "--snakefile", str(ROOT / "Snakefile"))
     assert "Using profiles profiles/slurm and workflow specific profile profiles/slurm-ci" in out
     train = [j for j in planned_jobs(out) if j["rule"] == "train"]
-    assert len(train) == 28  # 18 main-table runs + 10 experiment runs
+    assert len(train) == 32  # 18 main-table runs + 14 experiment runs
     # gpu: 0 from the demo config (no --gpus for the plugin); runtime still from profiles/slurm
     assert all(j["resources"]["gpu"] == "0" and j["resources"]["runtime"] == "720" for j in train)
 

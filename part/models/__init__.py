@@ -34,3 +34,23 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
     return builder(num_classes=num_classes, in_channels=in_channels)
+
+
+def load_weights(model: nn.Module, state: object, source: str) -> nn.Module:
+    """``model.load_state_dict(state)`` with an error naming ``source`` and what does not fit, instead of
+    torch's traceback: a weights file of another architecture, class count or input channels."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: holds a {type(state).__name__}, expected a state dict of {type(model).__name__}")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state)
+                    if getattr(state[k], "shape", None) != expected[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{label} {keys[:3]}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", shapes))
+                 if keys]
+        raise ValueError(f"{source}: not weights of this {type(model).__name__} (the run's config): "
+                         + "; ".join(parts) + ". Was it written by another run? Retrain or restore the right file")
+    model.load_state_dict(state)
+    return model
