@@ -321,15 +321,27 @@ def release_behaviours(cfg: RunConfig) -> dict[str, bool]:
     """
     release_milestones = tuple(cfg.warmup_epochs + d - 1 for d in RELEASE_LR_DECAYS
                                if cfg.warmup_epochs + d - 1 < cfg.epochs)
-    return {
-        "mask.pairing": cfg.mask.pairing == "batch_index",
-        "mask.recipe": cfg.mask.recipe == "official_jet",
-        "cam.resize": cfg.cam.resize == "pil_bicubic",
-        "attack.pixel_start": cfg.attack.pixel_start == "scalar_unclipped",
-        "batchnorm.slices": cfg.batchnorm.slices == 4,
-        "trades_forwards": cfg.trades_forwards == 3,
-        "optim.lr_milestones": cfg.optim.lr_milestones == release_milestones and cfg.optim.lr_gamma == 0.1,
-    }
+    run = cfg.to_dict()
+    flags = {key: _at(run, key) == value for key, value in _flatten(PRESETS["release"]).items()}
+    flags["optim.lr_milestones"] = cfg.optim.lr_milestones == release_milestones and cfg.optim.lr_gamma == 0.1
+    return flags
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"mask": {"pairing": v}} -> {"mask.pairing": v}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _at(tree: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree[key]
+    return tree
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
