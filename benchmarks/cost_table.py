@@ -71,7 +71,8 @@ def run_seconds(cfg: RunConfig, basis: Basis) -> float:
 
 def table_rows(grid_cfg: dict[str, Any], basis: Basis) -> list[dict[str, Any]]:
     """Per dataset: one AT run, one PART (s = 1) run and its main-table runs (hours); then the experiments."""
-    main = grid.expand(grid_cfg)
+    g = grid.load(grid_cfg)
+    main = g.main
     rows = []
     for dataset, spec in grid_cfg["datasets"].items():
         one = {m: from_dict({**(grid_cfg.get("run") or {}), "dataset": dataset, "model": spec["arch"], "method": m,
@@ -81,7 +82,7 @@ def table_rows(grid_cfg: dict[str, Any], basis: Basis) -> list[dict[str, Any]]:
                      "side": SHAPES[dataset][1], "at_hours": run_seconds(one["at"], basis) / 3600,
                      "part_hours": run_seconds(one["part"], basis) / 3600, "runs": len(runs),
                      "grid_hours": sum(run_seconds(r.config, basis) for r in runs) / 3600})
-    extra = [r for path, r in grid.all_runs(grid_cfg).items() if path not in {m.path for m in main}]
+    extra = [r for path, r in g.runs.items() if path not in {m.path for m in main}]
     rows.append({"dataset": "experiments", "runs": len(extra),
                  "grid_hours": sum(run_seconds(r.config, basis) for r in extra) / 3600})
     return rows

@@ -52,12 +52,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from harness import EPOCH_IMAGES, engine_for, release_style_maps, synthetic_dataset, timed_epoch
-from part import config, distributed, io
+from harness import EPOCH_IMAGES, release_style_maps, synthetic_dataset, timed_epoch
+from part import config, distributed, files, provenance, torchfiles
 from part.data import DeviceLoader, PreparedDataset, Split, prepare_digits, save_prepared
 from part.epsmap import EpsMapStore
 from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack
-from part.train import RunPaths, _synchronize, autocast_factory, build_for, resolve_device, train
+from part.rundir import RunPaths
+from part.runtime import autocast_factory, resolve_device, synchronize
+from part.train import build_engine, build_for, run_epoch, train
 
 FORMAT_VERSION = 1
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +282,7 @@ def resume_check(cfg, root: Path) -> dict[str, Any]:
         interrupted = True
     lines: list[str] = []
     train(cfg, cut.root, log=lines.append)
-    distance = weight_distance(io.load_torch(whole.model), io.load_torch(cut.model))
+    distance = weight_distance(torchfiles.load_torch(whole.model), torchfiles.load_torch(cut.model))
     tolerance = RESUME_TOLERANCE["cpu" if cfg.device == "cpu" else cfg.precision]
     return {"interrupted": interrupted, "resumed": any("resuming" in line for line in lines), **distance,
             "tolerance_relative_l2": tolerance,
@@ -293,10 +295,10 @@ def smoke_one(ctx: Context, ds: PreparedDataset, data_dir: Path, combo: dict[str
                          channels_last=combo["precision"] == "bf16", batch_size=ctx.sizes.batch_sizes[0],
                          epochs=2, warmup_epochs=0, mask={"refresh_every": 2},
                          attack={"steps": ctx.sizes.smoke_steps})
-    engine = engine_for(cfg, ds.train, ds.num_classes, ctx.device)
+    engine = build_engine(cfg, ds.train, ds.num_classes, ctx.device)
     watch, loader = BoundsWatch(engine.attack, ctx.device), SyncCountingLoader(engine.loader)
     engine = replace(engine, attack=watch, loader=loader)
-    losses = [engine.epoch(e)["loss"] for e in range(cfg.epochs)]
+    losses = [run_epoch(engine, e)["loss"] for e in range(cfg.epochs)]
     bounds = watch.read()
     syncs = loader.counts[-1] if loader.counts else None  # the epoch after warm-up/compilation
     resume = resume_check(cfg, ctx.tmp / "resume" / "-".join(combo.values()))
@@ -374,10 +376,10 @@ def refresh_one(ctx: Context, split: Split, classes: int, precision: str, batch_
     loader = DeviceLoader(split, batch_size, ctx.device)
     store, autocast = EpsMapStore(cfg), autocast_factory(precision, ctx.device)
     store.refresh(model, loader, 0, autocast)  # warm-up
-    _synchronize(ctx.device)
+    synchronize(ctx.device)
     t0 = time.perf_counter()
     store.refresh(model, loader, 1, autocast)
-    _synchronize(ctx.device)
+    synchronize(ctx.device)
     seconds = time.perf_counter() - t0
     return {"images": len(split), "seconds": seconds, "images_per_second": len(split) / seconds,
             "refresh_seconds_50k": seconds * EPOCH_IMAGES / len(split),
@@ -647,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     sizes = TINY if args.tiny else FULL
     torch._dynamo.config.recompile_limit = 64  # attack (eval) + step (train) graphs per run, several runs a mode
-    env = io.environment()
+    env = provenance.environment()
     with tempfile.TemporaryDirectory(prefix="device_check.") as tmp:
         stages = run_stages(Context(device, sizes, Path(tmp)), Budget(args.budget_seconds), names)
     report = {"format_version": FORMAT_VERSION, "command": [sys.argv[0], *(argv or sys.argv[1:])],
@@ -661,8 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     report["cost_basis"] = cost_basis(stages, sizes)
     summary = "\n".join(summary_lines(report)) + "\n"
     out = Path(args.out)
-    io.write_json(out / "device_check.json", report)
-    io.write_text(out / "summary.txt", summary)
+    files.write_json(out / "device_check.json", report)
+    files.write_text(out / "summary.txt", summary)
     print(summary, end="")
     smoke = _result(stages, "smoke")
     failed = [n for n, s in stages.items() if s["status"] != "ok"]

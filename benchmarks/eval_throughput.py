@@ -19,9 +19,9 @@ import torch
 
 from part.config import parse_budget
 from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack, with_precision
-from part.io import environment
+from part.provenance import environment
 from part.models import build_model
-from part.train import resolve_device
+from part.runtime import resolve_device
 
 
 def synthetic(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -79,7 +79,7 @@ def main() -> None:
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        from part.io import write_text
+        from part.files import write_text
 
         write_text(args.out, text + "\n")
 

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from part.data import prepare_digits, save_prepared
-from part.io import load_torch
+from part.torchfiles import load_torch
 
 FINISHED = {"model.pt", "run.json", "log.jsonl", "config.json"}
 """What a finished run directory holds (the checkpoint is removed once model.pt exists)."""

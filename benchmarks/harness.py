@@ -2,7 +2,7 @@
 authors' release's per-image CAM loop to compare the batched refresh with.
 
 The benchmarks time the engine's own code (``part.train.run_epoch``, ``EpsMapStore.refresh``), never a
-copy of it: :func:`engine_for` assembles exactly the pieces ``part.train.train`` builds for a run, so a
+copy of it: ``part.train.build_engine`` assembles the pieces ``part.train.train`` trains a run with, so a
 measured epoch is the epoch a real run executes. Epochs are timed on a few batches after one warm-up
 epoch (kernel selection, ``torch.compile``, CUDA-graph capture) and scaled linearly to
 :data:`EPOCH_IMAGES`, since an epoch's cost is proportional to its number of batches.
@@ -11,18 +11,15 @@ epoch (kernel selection, ``torch.compile``, CUDA-graph capture) and scaled linea
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from part.config import RunConfig
-from part.data import SHAPES, DeviceLoader, PreparedDataset, Split
-from part.epsmap import EpsMapStore
-from part.methods import OUTER_LOSSES, training_attack
-from part.train import _compiled, autocast_factory, build_for, run_epoch
+from part.data import SHAPES, PreparedDataset, Split
+from part.train import build_engine, run_epoch
 
 EPOCH_IMAGES = 50_000
 """The images of one CIFAR-10 training epoch: what every epoch time is extrapolated to."""
@@ -43,45 +40,15 @@ def synthetic_dataset(name: str, n_train: int, n_test: int, seed: int = 0) -> Pr
                            {"source": "synthetic (benchmarks/harness.py)", "seed": seed})
 
 
-@dataclass(frozen=True)
-class Engine:
-    """The pieces ``part.train.train`` assembles for one run; ``epoch(e)`` runs its epoch ``e``."""
-    cfg: RunConfig
-    model: nn.Module
-    forward: nn.Module
-    optimizer: torch.optim.Optimizer
-    loader: Any  # a DeviceLoader, or a wrapper with its interface (see device_check.SyncCountingLoader)
-    store: EpsMapStore
-    attack: Callable | None
-    outer: Callable
-    autocast: Callable
-
-    def epoch(self, epoch: int) -> dict[str, Any]:
-        return run_epoch(self.cfg, epoch, self.model, self.optimizer, self.loader, self.store, self.attack,
-                         self.outer, self.autocast, self.forward)
-
-
-def engine_for(cfg: RunConfig, split: Split, num_classes: int, device: torch.device) -> Engine:
-    """A single-process run's model, compiled forward, optimiser, loader, ε-map store, attack and loss."""
-    model = build_for(cfg, num_classes, split.images.shape[1], device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-    loader = DeviceLoader(split, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
-                          flip=cfg.augment.flip, channels_last=cfg.channels_last)
-    return Engine(cfg, model, _compiled(cfg, model), optimizer, loader, EpsMapStore(cfg),
-                  training_attack(cfg.base_method, cfg.attack), OUTER_LOSSES[cfg.base_method],
-                  autocast_factory(cfg.precision, device))
-
-
 def timed_epoch(cfg: RunConfig, split: Split, num_classes: int, device: torch.device) -> dict[str, Any]:
     """Epoch 1 of ``cfg`` after a warm-up epoch 0, with its time scaled to :data:`EPOCH_IMAGES` images.
 
     ``cfg`` needs two epochs; for a PART method with ``warmup_epochs: 0`` and ``refresh_every: 1`` both
     refresh, so the timed epoch includes its refresh as in a PART (s = 1) run.
     """
-    engine = engine_for(cfg, split, num_classes, device)
-    engine.epoch(0)
-    record = engine.epoch(1)
+    engine = build_engine(cfg, split, num_classes, device)
+    run_epoch(engine, 0)
+    record = run_epoch(engine, 1)
     scale = EPOCH_IMAGES / len(split)
     return {"images_timed": len(split), "seconds": record["seconds"], "refresh_seconds": record["refresh_seconds"],
             "images_per_second": record["images_per_second"], "epoch_seconds_50k": record["seconds"] * scale,

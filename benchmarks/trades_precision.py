@@ -22,6 +22,7 @@ import contextlib
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,13 +30,12 @@ import torch.nn.functional as F
 
 from part import config
 from part.attacks import PGD
-from part.data import DeviceLoader, load_prepared, prepare_digits, save_prepared
-from part.epsmap import EpsMapStore
+from part.data import load_prepared, prepare_digits, save_prepared
 from part.evaluate import correct_per_example
-from part.io import environment
-from part.methods import INNER, outer_loss
+from part.provenance import environment
+from part.methods import INNER
 from part.models import build_model
-from part.train import build_for, run_epoch
+from part.train import build_engine, run_epoch
 
 PRECISIONS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
 INNER_VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_fp32_inner": ("bf16", True)}
@@ -84,15 +84,13 @@ def kl_reached(model, x: torch.Tensor, budget: str) -> dict[str, float]:
 def train_trades(cfg: config.RunConfig, precision: str, fp32_inner: bool):
     """A TRADES run of ``cfg`` with the inner attack and outer loss in the given precisions (CPU)."""
     data = load_prepared(Path(cfg.data_dir) / "digits.pt")
-    model = build_for(cfg, data.num_classes, data.image_shape[0], torch.device("cpu"))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay)
-    loader = DeviceLoader(data.train, cfg.batch_size, "cpu", shuffle=True)
+    engine = build_engine(cfg, data.train, data.num_classes, torch.device("cpu"))
     attack = PGD(cfg.attack.eps, cfg.attack.alpha, cfg.attack.steps, **INNER["trades"], fp32=fp32_inner)
+    engine = replace(engine, attack=attack, autocast=PRECISIONS[precision])
     seconds = time.perf_counter()
     for epoch in range(cfg.epochs):
-        run_epoch(cfg, epoch, model, opt, loader, EpsMapStore(cfg), attack, outer_loss(cfg), PRECISIONS[precision])
-    return model.eval(), data, time.perf_counter() - seconds
+        run_epoch(engine, epoch)
+    return engine.model.eval(), data, time.perf_counter() - seconds
 
 
 def accuracies(model, data, cfg: config.RunConfig) -> dict[str, float]:

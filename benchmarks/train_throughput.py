@@ -17,9 +17,9 @@ import torch
 
 from harness import release_style_maps, synthetic_split, timed_epoch
 from part import config
-from part.io import environment
+from part.provenance import environment
 from part.models import build_model
-from part.train import resolve_device
+from part.runtime import resolve_device
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from part import compare, io, stats
-from part.evaluate import load_correct, worst_case_correct
-from part.grid import TABLE_FILES, Run, expand
+from part import compare, files, stats
+from part.results import load_correct, worst_case_correct
+from part.grid import TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 
 OUTPUTS = TABLE_FILES
@@ -51,13 +52,26 @@ class Record:
     metrics: dict[str, Any]
 
 
-def read_metrics(cfg: dict[str, Any]) -> list[Record]:
-    """Every main-table run's metrics that exist, each checked to be the run the grid puts there."""
+def existing_metrics(grid: Grid, runs: Iterable[Run] | None = None) -> list[Path]:
+    """The ``metrics.json`` of those of ``runs`` (default: the main table's) that have one: what a table of a
+    partial grid reads outside the workflow, which declares every file instead."""
+    return [path for run in (grid.main if runs is None else runs)
+            if (path := grid.run_dir(run) / "metrics.json").is_file()]
+
+
+def read_metrics(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str, Variant]) -> list[Record]:
+    """The metrics files ``paths`` of rows ``variants``, each checked to be the run the grid puts there.
+
+    Every path must exist: a declared input that is missing is an error, never a row silently shorter.
+    """
     records = []
-    for run in expand(cfg):
-        path = Path(cfg["results_dir"]) / run.path / "metrics.json"
+    for path in map(Path, paths):
+        run = grid.run_at(path)
+        if run.variant not in variants:
+            raise ValueError(f"{path}: a run of variant {run.variant!r}, which is not a row of this table "
+                             f"({', '.join(variants)})")
         if not path.is_file():
-            continue
+            raise FileNotFoundError(f"{path}: missing; the table reads it (evaluate the run first)")
         metrics = json.loads(path.read_text())
         recorded = metrics["run"]
         expected = {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed}
@@ -67,24 +81,22 @@ def read_metrics(cfg: dict[str, Any]) -> list[Record]:
     return records
 
 
-def collect(cfg: dict[str, Any], check: bool = False) -> pd.DataFrame:
-    """Long table of per-seed accuracies (%) for every run of the grid whose metrics exist.
-
-    With ``check``, first ``check_consistent`` on the files read (it needs each run's config.json).
-    """
-    records = read_metrics(cfg)
-    if check:
-        check_consistent(records)
-    return per_seed_frame(cfg, records)
+def collect(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str, Variant] | None = None) -> pd.DataFrame:
+    """Long table of per-seed accuracies (%) of the metrics files ``paths``, once ``check_consistent``
+    has passed on them; rows are the main table's unless ``variants`` (an experiment's) are given."""
+    variants = grid.variants if variants is None else variants
+    records = read_metrics(grid, paths, variants)
+    check_consistent(records)
+    return per_seed_frame(records, variants)
 
 
-def per_seed_frame(cfg: dict[str, Any], records: list[Record]) -> pd.DataFrame:
+def per_seed_frame(records: list[Record], variants: Mapping[str, Variant]) -> pd.DataFrame:
     """One row per (run, attack) and per run's worst case: accuracy, test examples, the attack's seed."""
     rows = []
     for rec in records:
-        run, variant = rec.run, cfg["variants"][rec.run.variant]
-        base = {"dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": variant["label"],
-                "family": variant["family"], "seed": run.seed}
+        run, variant = rec.run, variants[rec.run.variant]
+        base = {"dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": variant.label,
+                "family": variant.family, "seed": run.seed}
         for attack, entry in rec.metrics["attacks"].items():
             rows.append({**base, "attack": attack, "accuracy": entry["accuracy"], "n_examples": entry["n_examples"],
                          "attack_seed": entry["settings"].get("seed")})
@@ -176,11 +188,11 @@ def check_consistent(records: list[Record]) -> None:
 
 
 def _run_settings(rec: Record) -> dict[str, Any]:
-    path = rec.path.parent / "config.json"
+    path = rec.path.parent / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; checking that the seeds of a row share one run config reads "
-                                "it (every trained run has one)")
-    return {k: v for k, v in json.loads(path.read_text()).items() if k not in RUN_KEYS_FREE}
+                                "it (every finished run has one)")
+    return {k: v for k, v in json.loads(path.read_text())["config"].items() if k not in RUN_KEYS_FREE}
 
 
 def _attack_settings(rec: Record, attack: str) -> dict[str, Any]:
@@ -228,17 +240,17 @@ def example_sizes(per_seed: pd.DataFrame) -> pd.Series:
     return per_seed.groupby("attack", sort=False)["n_examples"].agg(lambda n: "/".join(map(str, sorted(set(n)))))
 
 
-def variant_table(cfg: dict[str, Any]) -> pd.DataFrame:
+def variant_table(grid: Grid) -> pd.DataFrame:
     """One row per main-table (dataset, variant), in config order, with what the comparisons read from
     its run config: method, base method, whether it is a PART variant, its s, and its family's base variant.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in expand(cfg):
+    for run in grid.main:
         if (run.dataset, run.variant) not in rows:
-            c, spec = run.config, cfg["variants"][run.variant]
+            c, spec = run.config, grid.variants[run.variant]
             rows[run.dataset, run.variant] = {
-                "dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": spec["label"],
-                "family": spec["family"], "method": c.method, "base_method": c.base_method,
+                "dataset": run.dataset, "arch": run.arch, "variant": run.variant, "label": spec.label,
+                "family": spec.family, "method": c.method, "base_method": c.base_method,
                 "part": c.pixel_reweighted, "s": c.mask.refresh_every if c.pixel_reweighted else pd.NA}
     frame = pd.DataFrame(list(rows.values()))
     frame["s"] = frame["s"].astype("Int64")
@@ -434,31 +446,32 @@ def whole_test_sets(cfg: dict[str, Any], per_seed: pd.DataFrame) -> dict[str, in
     return {d: int(natural[d]) if whole and d in natural else None for d in cfg["datasets"]}
 
 
-def write_tables(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Every table of the grid (``OUTPUTS``) below ``out_dir``; refuses mismatched metrics files."""
-    out_dir = Path(out_dir)
-    records = read_metrics(cfg)
+def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Every table (``OUTPUTS``) of the main-table metrics files ``paths``, below ``out_dir``; refuses
+    missing and mismatched metrics files."""
+    out_dir, cfg = Path(out_dir), grid.cfg
+    records = read_metrics(grid, paths, grid.variants)
     check_consistent(records)
-    per_seed = per_seed_frame(cfg, records)
+    per_seed = per_seed_frame(records, grid.variants)
     if per_seed.empty:
-        raise ValueError(f"{cfg['results_dir']}: no metrics.json found for any run of the grid")
+        raise ValueError(f"{grid.results_dir}: no metrics.json to tabulate (none of the grid's runs is evaluated)")
     seeds = cfg["seeds"]
     confidence, paper_runs = statistics_settings(cfg)
     summary = summarise(per_seed, seeds)
-    table = cells(summary, variant_table(cfg), table_columns(cfg, summary), seeds, correct_flags(records), confidence)
+    table = cells(summary, variant_table(grid), table_columns(cfg, summary), seeds, correct_flags(records), confidence)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
     test_sets = whole_test_sets(cfg, per_seed)
     versus = compare.paper_vs_reproduction(table, paper, confidence, test_sets)
     verdicts = compare.claim_verdicts(table, paper, confidence, paper_runs, test_sets)
     evaluation = budget(per_seed, seeds)
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
-    io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
-    io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["main_csv"], main_csv(table).to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["main_md"], markdown(table, per_seed, seeds))
-    io.write_text(paths["main_tex"], latex(table, per_seed, seeds))
-    io.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, confidence))
-    io.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, confidence))
+    files.write_text(paths["per_seed"], per_seed.to_csv(index=False))
+    files.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
+    files.write_text(paths["main_csv"], main_csv(table).to_csv(index=False, float_format="%.4f"))
+    files.write_text(paths["main_md"], markdown(table, per_seed, seeds))
+    files.write_text(paths["main_tex"], latex(table, per_seed, seeds))
+    files.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
+    files.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, confidence))
+    files.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
+    files.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, confidence))
     return paths

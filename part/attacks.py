@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from part.runtime import eval_mode
+
 Budget = float | torch.Tensor
 
 
@@ -89,13 +91,8 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget | None = None,
                  generator: RandomSource = None) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.enable_grad():
-                return self.perturb(model, x.detach(), y, self.eps if eps is None else eps, generator).detach()
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.enable_grad():
+            return self.perturb(model, x.detach(), y, self.eps if eps is None else eps, generator).detach()
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget,
                 g: RandomSource) -> torch.Tensor:

@@ -82,7 +82,7 @@ class StandardAutoAttack:
     """
 
     def __init__(self, model: nn.Module, eps: float, *, device: torch.device | str, seed: int = 0,
-                 batch_size: int = 500, norm: str = "Linf", log: Callable[[str], None] | None = None):
+                 batch_size: int, norm: str = "Linf", log: Callable[[str], None] | None = None):
         from pyautoattack import AutoAttack
 
         with _aa_reporting(None):  # _set_version logs at INFO; keep it off the root logger

@@ -24,9 +24,8 @@ no parameter ``.grad`` touched, no hook left registered.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from part.resize import pil_bicubic_resize
-
-CAM_METHODS = ("gradcam", "xgradcam", "layercam")
-BACKENDS = ("torch", "grad-cam")
+from part.runtime import eval_mode
+from part.vocabulary import CAM_BACKENDS, RESIZES, TORCH_CAM_METHODS
 
 
 @functools.cache
@@ -65,18 +63,6 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(map(repr, choices))}")
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; each module's own flag comes back afterwards, even on errors."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
 def class_activation_maps(
     model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: nn.Module | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +74,7 @@ def class_activation_maps(
     weighting runs in float32 so the maps are usable under bf16 autocast. ``layer`` defaults to
     ``model.cam_layer``.
     """
-    _check_choice("CAM method", method, CAM_METHODS)
+    _check_choice("CAM method", method, TORCH_CAM_METHODS)
     layer = model.cam_layer if layer is None else layer
     captured: list[tuple[torch.Tensor, int]] = []
 
@@ -100,7 +86,7 @@ def class_activation_maps(
 
     handle = layer.register_forward_hook(capture)
     try:
-        with _eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             logits = model(x.detach())
             if len(captured) != 1:
                 raise RuntimeError(f"the CAM layer ran {len(captured)} times in one forward pass; expected once")
@@ -126,10 +112,6 @@ def class_activation_maps(
     else:  # layercam
         cam = (g.clamp(min=0) * a).sum(dim=1)
     return cam.clamp(min=0), pred
-
-
-RESIZES = ("bicubic", "pil_bicubic", "bilinear")
-"""The upsamplings of the torch backend (``cam.resize``): torch's bicubic, PIL's (the release's), bilinear."""
 
 
 def upsample_unit(cam: torch.Tensor, size: Sequence[int], mode: str = "bicubic") -> torch.Tensor:
@@ -161,7 +143,7 @@ def gradcam_package_maps(model: nn.Module, x: torch.Tensor, method: str) -> torc
     saved_grads = [(p, p.grad) for p in model.parameters()]
     cam = None
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             cam = package_cams()[method](model=model, target_layers=[model.cam_layer])
             maps = cam(input_tensor=x.detach(), targets=None)
     finally:
@@ -180,7 +162,7 @@ def unit_maps(
     ``mode`` is the torch backend's upsampling (one of :data:`RESIZES`, or any other mode of
     ``F.interpolate``); the grad-cam backend always resizes with OpenCV's bilinear interpolation.
     """
-    _check_choice("CAM backend", backend, BACKENDS)
+    _check_choice("CAM backend", backend, CAM_BACKENDS)
     if backend == "torch":
         cam, _ = class_activation_maps(model, x, method)
         return upsample_unit(cam, x.shape[-2:], mode)

@@ -1,4 +1,4 @@
-"""``part`` command line: ``part prepare``, ``part train`` (evaluation, aggregation and plots join later)."""
+"""``part`` command line: ``part prepare``, ``part train``, ``part evaluate``, ``part tables``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from part.config import ConfigError
+from part.vocabulary import PRECISIONS
 from part.train import DivergenceError
 
 
@@ -39,7 +40,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     """Train in this process or, launched by torchrun (WORLD_SIZE > 1), as one of its processes."""
     from part import config, distributed
-    from part.train import resolve_device, train
+    from part.runtime import resolve_device
+    from part.train import train
 
     distributed.exit_on_sigterm()
     cfg = config.load(args.config, _overrides(args.set))
@@ -48,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from part.evaluate import evaluate, merge_metrics
+    from part.evaluate import evaluate
+    from part.results import merge_metrics
 
     if args.merge_only:
         metrics = merge_metrics(args.run)
@@ -62,6 +65,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     worst = metrics["worst_case"]
     print(f"[part] {args.run}: " + " | ".join(cells) + f" | worst case {worst['accuracy']:.2f}% "
           f"(n={worst['n_examples']})" + ("" if args.no_merge else " -> metrics.json"))
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    """The main table and every experiment's, of whatever part of a grid has been evaluated."""
+    from part import aggregate, experiments, grid
+
+    g = grid.load(yaml.safe_load(Path(args.configfile).read_text()) or {}, source=args.configfile)
+    metrics = aggregate.existing_metrics(g)
+    print(f"[part] main table: {len(metrics)}/{len(g.main)} runs evaluated")
+    if metrics:
+        for path in aggregate.write_tables(g, metrics, Path(args.out or g.results_dir / "tables")).values():
+            print(f"[part] wrote {path}")
+    for name, runs in g.experiment_runs.items():
+        found = aggregate.existing_metrics(g, runs)
+        print(f"[part] experiment {name}: {len(found)}/{len(runs)} runs evaluated")
+        if found:
+            logs = [p for r in runs if (p := g.run_dir(r) / "log.jsonl").is_file()]
+            for path in experiments.write(g, name, found, logs).values():
+                print(f"[part] wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, help="run directory written by `part train`")
     p.add_argument("--attacks", default="natural,pgd20,mma,aa", help="comma-separated, from natural,pgd20,mma,mm3,aa")
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=None, help="images per attack batch (default 500)")
     p.add_argument("--device", default=None, help="default: the run's device")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (CUDA only)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (CUDA only)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
     p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
     merging = p.add_mutually_exclusive_group()
@@ -97,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     merging.add_argument("--merge-only", action="store_true",
                          help="only merge the run's eval/<attack>.json files into metrics.json")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="tables (and experiment figures) of the runs of a grid evaluated so far")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
+    p.add_argument("--out", default=None, help="directory of the main table's files (default: RESULTS/tables)")
+    p.set_defaults(func=cmd_tables)
 
     args = parser.parse_args(argv)
     try:

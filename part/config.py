@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-BASE_METHOD = {"natural": "natural", "at": "at", "trades": "trades", "mart": "mart",
-               "part": "at", "part_trades": "trades", "part_mart": "mart"}
-"""Each method's base family; the ``part*`` methods are their base with the ε-map projection."""
+from part import vocabulary
+
+BASE_METHOD = vocabulary.BASE_METHOD
 
 DEFAULTS: dict[str, Any] = {
     "data_dir": "data/prepared",
@@ -169,7 +170,7 @@ class RunConfig:
 
     @property
     def pixel_reweighted(self) -> bool:
-        return self.method.startswith("part")
+        return self.method in vocabulary.PART_METHODS
 
     def is_part_epoch(self, epoch: int) -> bool:
         return self.pixel_reweighted and epoch >= self.warmup_epochs
@@ -195,6 +196,12 @@ class RunConfig:
 
 def schema() -> dict[str, Any]:
     return json.loads(resources.files("part").joinpath("schema/run.schema.json").read_text())
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """The run schema's validator, read once per process: a workflow grid validates hundreds of runs."""
+    return jsonschema.Draft202012Validator(schema())
 
 
 def parse_budget(value: float | int | str) -> float:
@@ -252,7 +259,7 @@ def validate_raw(raw: dict[str, Any], source: str = "<dict>") -> None:
     """Check a (partial or merged) run config against the JSON schema; raise on the first error."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a run config must be a mapping, got {type(raw).__name__}")
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         raise ConfigError(f"{source}: key '{_key_path(err)}': {_describe(err)}")
@@ -298,10 +305,8 @@ def _check_semantics(cfg: RunConfig) -> None:
     if list(cfg.optim.lr_milestones) != sorted(set(cfg.optim.lr_milestones)):
         fail("optim.lr_milestones", f"{list(cfg.optim.lr_milestones)} must be strictly increasing")
     if cfg.cam.backend == "torch":
-        from part.cam import CAM_METHODS
-
-        if cfg.cam.method not in CAM_METHODS:
-            fail("cam.method", f"got {cfg.cam.method!r}, the torch backend offers {list(CAM_METHODS)} "
+        if cfg.cam.method not in vocabulary.TORCH_CAM_METHODS:
+            fail("cam.method", f"got {cfg.cam.method!r}, the torch backend offers {list(vocabulary.TORCH_CAM_METHODS)} "
                                "(set cam.backend: grad-cam for the package's other methods)")
     if cfg.cam.backend == "grad-cam" and cfg.cam.resize == "pil_bicubic":
         fail("cam.resize", "pil_bicubic is a resize of the torch backend; the grad-cam backend always resizes "

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from part.io import load_torch, save_torch
+from part.torchfiles import load_torch, save_torch
 
 FORMAT_VERSION = 2  # 2: the tensors' SHA-256 is recorded and verified on load
 

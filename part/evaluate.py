@@ -3,13 +3,8 @@ and standard AutoAttack, each kept per example so that any set of attacks can be
 
 Each attack of a run is its own unit of work, because AutoAttack costs far more than the rest and a
 workflow runs one job per (model, attack). A job writes only its own pair of files in the run
-directory, so jobs on different attacks of one model never touch the same file:
-
-    eval/<attack>.json         accuracy, #examples, seconds, the attack's exact settings, checkpoint
-                               hash, package versions and git revision
-    eval/<attack>.correct.npz  per-example correctness (bool) and the test indices it refers to
-    metrics.json               ``merge_metrics``: every eval/<attack>.json, plus the worst case over
-                               them (an example counts only if it survives every attack)
+directory (``part.results``: ``eval/<attack>.json`` + ``eval/<attack>.correct.npz``), so jobs on
+different attacks of one model never touch the same file; a merge then writes ``metrics.json``.
 
 The settings are data (``attack_specs``), built from the dataset's evaluation budget, and are
 written into the results as they were run, so a number can always be traced to its attack.
@@ -21,37 +16,30 @@ PART release (``part.attacks.MMA``); ``mm3`` is Gao et al.'s published attack, o
 from __future__ import annotations
 
 import contextlib
-import datetime
-import fcntl
-import functools
-import hashlib
 import json
 import math
 import time
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import jsonschema
 import numpy as np
 import torch
 from torch import nn
 
-from part import io
+from part import provenance, results, torchfiles
 from part.attacks import MMA, PGD, Attack
 from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
 from part.data import Split, load_prepared
 from part.models import build_model, load_weights
-from part.train import RunPaths, autocast_factory, resolve_device
+from part.rundir import RunPaths
+from part.runtime import autocast_factory, eval_mode, resolve_device, synchronize
+from part.vocabulary import ATTACKS, TABLE_ATTACKS
 
-TABLE_ATTACKS: tuple[str, ...] = ("natural", "pgd20", "mma", "aa")
-"""The paper's table columns; its MMA column is the release's variant."""
-ATTACKS: tuple[str, ...] = TABLE_ATTACKS + ("mm3",)
-FORMAT_VERSION = 1
-EVAL_DIR = "eval"
+BATCH_SIZE = 500
+"""Images per attack batch when none is given (CLI, workflow and engine alike)."""
 
 
 def evaluation_budget(dataset: str) -> tuple[float, float]:
@@ -112,7 +100,7 @@ def _batched_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
     return torch.cat(out)
 
 
-def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = None, *, batch_size: int = 500,
+def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = None, *, batch_size: int = BATCH_SIZE,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool (N,) on the model's device: is example i classified correctly (after ``attack``, if given)?
 
@@ -120,19 +108,9 @@ def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = 
     so one evaluation costs a single host transfer each way.
     """
     device = next(model.parameters()).device
-    with _eval_mode(model):
+    with eval_mode(model):
         x = split.images.to(device).float().div_(255)
         return _batched_correct(model, x, split.labels.to(device), attack, batch_size, generator)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 class _Autocast(nn.Module):
@@ -200,13 +178,8 @@ class AttackResult:
         return 100.0 * int(self.natural_correct.sum()) / len(self.natural_correct)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, spec: dict[str, Any], *,
-               batch_size: int = 500, log: Callable[[str], None] | None = print) -> AttackResult:
+               batch_size: int = BATCH_SIZE, log: Callable[[str], None] | None = print) -> AttackResult:
     """Per-example correctness of ``model`` on float images ``x`` in [0, 1] (on the model's device)
     under the attack ``spec`` (one of ``attack_specs``), with the sanity checks of fra31.
 
@@ -219,12 +192,12 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
                          "clipping are defined for images in [0, 1] (normalise inside the model)")
     if model.training:
         _warn("the model is in train mode (batch-norm would use batch statistics); evaluating it in eval mode")
-    with _eval_mode(model):
+    with eval_mode(model):
         with torch.no_grad():
             logits = model(x[:batch_size]).float()
         _check_outputs(logits)
         natural = _batched_correct(model, x, y, None, batch_size, None)
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         if spec["kind"] == "autoattack":
             adapter = StandardAutoAttack(model, spec["eps"], device=device, seed=spec["seed"], batch_size=batch_size,
@@ -235,7 +208,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
             settings = dict(spec)
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
             correct = _batched_correct(model, x, y, _build(spec), batch_size, generator)
-        _synchronize(device)
+        synchronize(device)
         seconds = time.perf_counter() - t0
     check_accuracies(name, natural, correct, logits.shape[1])
     return AttackResult(name, correct.cpu(), natural.cpu(), settings, seconds)
@@ -243,14 +216,6 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
 
 # ---------------------------------------------------------------------------------------------
 # Run directories: one job per attack, then a merge
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -285,39 +250,26 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     if not 1 <= n <= n_test:
         raise ValueError(f"--n-examples {n_examples}: the {cfg.dataset} test split has {n_test} examples")
     model = build_model(cfg.model, data.num_classes, data.image_shape[0])
-    load_weights(model, io.load_torch(paths.model, map_location="cpu"), str(paths.model))
+    load_weights(model, torchfiles.load_torch(paths.model, map_location="cpu"), str(paths.model))
     model = with_precision(model.to(dev).eval(), precision, dev)
     x = data.test.images[:n].to(dev).float().div_(255)
     return LoadedRun(paths, cfg, model, x, data.test.labels[:n].to(dev), np.arange(n, dtype=np.int64),
-                      file_sha256(paths.model), precision)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                      results.file_sha256(paths.model), precision)
 
 
 def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: int,
                   log: Callable[[str], None] | None) -> dict[str, Any]:
     result = run_attack(run.model, run.x, run.y, name, spec, batch_size=batch_size, log=log)
-    eval_dir = run.paths.root / EVAL_DIR
-    correct_file = f"{name}.correct.npz"
-    io.sweep_temporaries(eval_dir, [f"{name}.json", correct_file])  # this attack's job owns these two files
-    # The JSON goes first and comes last: a kill in between leaves flags without a JSON, which counts as
-    # not evaluated (merges read the JSONs), never a JSON beside another evaluation's flags.
-    (eval_dir / f"{name}.json").unlink(missing_ok=True)
-    io.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, result.correct.numpy(), run.index))
     n = len(run.index)
-    entry = {
+    entry = results.write_result(run.paths.root, name, {
         "attack": name, "accuracy": result.accuracy, "n_correct": int(result.correct.sum()), "n_examples": n,
         "natural_accuracy": result.natural_accuracy, "seconds": result.seconds,
         "images_per_second": n / result.seconds if result.seconds > 0 else None,
         "settings": result.settings, "precision": run.precision, "batch_size": batch_size,
         "device": str(run.x.device), "split": "test", "subset": f"first {n} of {run.cfg.dataset} test",
         "run": _run_info(run.cfg), "checkpoint_sha256": run.checkpoint_sha256,
-        "correct_file": f"{EVAL_DIR}/{correct_file}", "correct_sha256": file_sha256(eval_dir / correct_file),
-        "created": _now(), "environment": io.environment(),
-    }
-    io.write_json(eval_dir / f"{name}.json", entry)
+        "created": results.now(), "environment": provenance.environment(),
+    }, result.correct.numpy(), run.index)
     if log is not None:
         c = run.cfg
         what = "accuracy" if name == "natural" else f"robust accuracy {entry['accuracy']:6.2f}% ({entry['n_correct']}/{n}), natural"
@@ -326,95 +278,8 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
     return entry
 
 
-def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray) -> None:
-    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
-        np.savez_compressed(f, correct=correct, index=index)
-
-
-def load_correct(run_dir: str | Path, attack: str) -> tuple[np.ndarray, np.ndarray]:
-    """(correct bool (N,), test indices (N,)) of one evaluated attack."""
-    path = Path(run_dir) / EVAL_DIR / f"{attack}.correct.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: attack {attack!r} has not been evaluated for this run")
-    with np.load(path) as f:
-        return f["correct"].astype(bool), f["index"]
-
-
-def worst_case_correct(run_dir: str | Path, attacks: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(correct under every attack (N,), test indices (N,)) over the examples all ``attacks`` have seen.
-
-    Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer examples).
-    """
-    correct = [load_correct(run_dir, name) for name in attacks]
-    common = functools.reduce(np.intersect1d, [index for _, index in correct])
-    return np.logical_and.reduce([c[np.isin(index, common)] for c, index in correct]), common
-
-
-def metrics_schema() -> dict[str, Any]:
-    return json.loads(resources.files("part").joinpath("schema/metrics.schema.json").read_text())
-
-
-def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """metrics.json content from per-attack entries; refuses to mix results of different checkpoints.
-
-    Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer
-    examples); the worst case is taken over the examples that every attack has seen.
-    """
-    run_dir = Path(run_dir)
-    if not entries:
-        raise ValueError(f"{run_dir / EVAL_DIR}: no evaluated attack to merge")
-    sha = file_sha256(RunPaths(run_dir).model)
-    stale = sorted(name for name, e in entries.items() if e["checkpoint_sha256"] != sha)
-    if stale:
-        raise ValueError(f"{run_dir}: eval results {stale} were computed for another model.pt than the current "
-                         f"one; re-run `part evaluate --run {run_dir} --attacks {','.join(stale)}` or delete them")
-    mismatched = sorted(name for name, e in entries.items() if not _flags_match(run_dir, e))
-    if mismatched:
-        raise ValueError(f"{run_dir}: the per-example flags of {mismatched} are not the ones their JSON was written "
-                         f"with; re-run `part evaluate --run {run_dir} --attacks {','.join(mismatched)}`")
-    order = sorted(entries, key=_attack_order)
-    survivors, common = worst_case_correct(run_dir, order)
-    return {
-        "format_version": FORMAT_VERSION, "run": entries[order[0]]["run"], "checkpoint_sha256": sha,
-        "split": "test", "table_attacks": [a for a in TABLE_ATTACKS if a in entries],
-        "mma_column": "mma (the PART release's variant); mm3 = Gao et al.'s published MM3",
-        "attacks": {name: entries[name] for name in order},
-        "worst_case": {"attacks": order, "n_examples": len(common), "n_correct": int(survivors.sum()),
-                       "accuracy": 100.0 * int(survivors.sum()) / len(common) if len(common) else 0.0},
-        "created": _now(), "environment": io.environment(),
-    }
-
-
-def _flags_match(run_dir: Path, entry: dict[str, Any]) -> bool:
-    """Whether the entry's per-example flags file is there and is the one it was written with."""
-    path = run_dir / entry["correct_file"]
-    return path.is_file() and file_sha256(path) == entry.get("correct_sha256")
-
-
-def _attack_order(name: str) -> int:
-    return ATTACKS.index(name) if name in ATTACKS else len(ATTACKS)
-
-
-def merge_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """Merge every ``eval/<attack>.json`` of a run into ``metrics.json`` (validated, written atomically).
-
-    Merges of one run are serialised by a lock file, and each job writes its own results before it
-    merges, so the last merge to finish sees every finished attack whatever the interleaving.
-    """
-    run_dir = Path(run_dir)
-    eval_dir = run_dir / EVAL_DIR
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    with open(eval_dir / ".merge.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))}
-        metrics = build_metrics(run_dir, entries)
-        jsonschema.validate(metrics, metrics_schema())
-        io.write_json(run_dir / "metrics.json", metrics)
-    return metrics
-
-
 def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_examples: int | None = None,
-             batch_size: int = 500, device: str | None = None, precision: str = "fp32", seed: int = 0,
+             batch_size: int | None = None, device: str | None = None, precision: str = "fp32", seed: int = 0,
              data_dir: str | Path | None = None, merge: bool = True,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Evaluate a finished run under ``attacks`` and return the metrics (``metrics.json``'s content).
@@ -423,7 +288,8 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     with ``merge`` (default) all evaluated attacks of the run, including earlier jobs', are then merged
     into ``metrics.json``. Without it nothing else is written and the metrics of this call's attacks
     are returned — the shape for one job per attack followed by a ``merge_metrics`` job.
-    ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result.
+    ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result;
+    ``batch_size`` None is :data:`BATCH_SIZE`.
     """
     attacks = list(dict.fromkeys(attacks))
     unknown = [a for a in attacks if a not in ATTACKS]
@@ -431,5 +297,5 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
         raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(ATTACKS)}")
     run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
-    entries = {name: _evaluate_one(run, name, specs[name], batch_size, log) for name in attacks}
-    return merge_metrics(run_dir) if merge else build_metrics(run_dir, entries)
+    entries = {name: _evaluate_one(run, name, specs[name], batch_size or BATCH_SIZE, log) for name in attacks}
+    return results.merge_metrics(run_dir) if merge else results.build_metrics(run_dir, entries)

@@ -5,13 +5,14 @@ sweeps, the release switches) reads the runs of a few variants and writes, under
 ``results/experiments/NAME/``: ``per_seed.csv`` (long, numeric), ``summary.csv`` (mean / std per
 row and column), ``NAME.csv`` + ``NAME.md`` (mean ± std over seeds) and ``NAME.png`` + ``NAME.pdf``.
 
-The reading and the mean ± std are the main table's (``part.aggregate.collect`` / ``summarise``),
-run on a sub-grid made of the experiment's rows, so both tables average runs alike.
+The reading, the consistency check and the mean ± std are the main table's (``part.aggregate.collect`` /
+``summarise``), with the experiment's rows as the table's rows, so both tables average runs alike.
 """
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from part import aggregate, compare, io
-from part.plots import PALETTE, apply_style
-from part.grid import Experiment, Run, experiment_outputs, experiment_runs, experiments, variant_specs, x_value
-from part.train import read_log
+from part import aggregate, compare, files
+from part.grid import Experiment, Grid, experiment_outputs, x_value
+from part.plots import PALETTE, apply_style, save_figure
+from part.rundir import read_log
 
 TIME = "sec_per_epoch"
 """The timing column: a run's mean wall seconds per PART epoch (refresh included), from log.jsonl."""
@@ -41,36 +42,23 @@ QUADRANT_REGION = {"quadrant_ul": "upper_left", "quadrant_ur": "upper_right",
 """mask.recipe → the ``low_budget_region`` of paper_figure1.csv."""
 
 
-def sub_grid(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any]:
-    """The experiment as a main-table grid of its own: its datasets, seeds and rows as variants.
-
-    Rows are keyed by the variant whose runs they read (unique within an experiment), labelled as
-    the experiment labels them, so ``aggregate.collect`` finds and checks the runs where they are.
-    """
-    specs = variant_specs(cfg)
-    sub = {k: v for k, v in cfg.items() if k != "experiments"}
-    sub["datasets"] = {d: cfg["datasets"][d] for d in exp.datasets}
-    sub["seeds"] = list(exp.seeds)
-    sub["variants"] = {row.variant: {**specs[row.variant], "label": row.label, "family": row.family} for row in exp.rows}
-    return sub
-
-
-def seconds_per_epoch(run_dir: str | Path) -> float:
-    """Mean wall seconds of the run's PART epochs (refresh included; all epochs if it has none)."""
-    records = read_log(run_dir)
+def seconds_per_epoch(log: str | Path) -> float:
+    """Mean wall seconds of a run's PART epochs (refresh included; all epochs if it has none), from its
+    ``log.jsonl``."""
+    records = read_log(Path(log).parent)
     part = [r["seconds"] for r in records if r["phase"] == "part"]
     seconds = part or [r["seconds"] for r in records]
     return sum(seconds) / len(seconds)
 
 
-def collect(cfg: dict[str, Any], exp: Experiment) -> pd.DataFrame:
-    """Per-seed values of the experiment's columns (its attacks, then the timing if asked), with x."""
-    sub = sub_grid(cfg, exp)
-    per_seed = aggregate.collect(sub)
+def collect(grid: Grid, exp: Experiment, metrics: Iterable[str | Path], logs: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """Per-seed values of the experiment's columns (its attacks, then the timing from ``logs`` if it
+    reports one), with x, from the metrics files ``metrics``."""
+    per_seed = aggregate.collect(grid, metrics, grid.experiment_variants(exp.name))
     per_seed = per_seed[per_seed["attack"].isin(exp.attacks)]
-    runs = {(r.dataset, r.variant, r.seed): r for r in experiment_runs(cfg, exp)}
+    runs = {(r.dataset, r.variant, r.seed): r for r in grid.experiment_runs[exp.name]}
     if exp.timing and not per_seed.empty:
-        per_seed = pd.concat([per_seed, _timing_rows(cfg, per_seed, runs)], ignore_index=True)
+        per_seed = pd.concat([per_seed, _timing_rows(grid, per_seed, logs)], ignore_index=True)
     if exp.x is not None:
         per_seed = per_seed.assign(x=[x_value(runs[k], exp.x) for k in _run_keys(per_seed)])
     return per_seed.reset_index(drop=True)
@@ -80,10 +68,13 @@ def _run_keys(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
     return list(zip(frame["dataset"], frame["variant"], frame["seed"]))
 
 
-def _timing_rows(cfg: dict[str, Any], per_seed: pd.DataFrame, runs: dict[tuple[str, str, int], Run]) -> pd.DataFrame:
+def _timing_rows(grid: Grid, per_seed: pd.DataFrame, logs: Iterable[str | Path]) -> pd.DataFrame:
     """One timing row per evaluated run, shaped like an attack's so ``summarise`` averages it too."""
+    by_run = {(r.dataset, r.variant, r.seed): Path(log) for log in logs for r in [grid.run_at(log)]}
     first = per_seed.drop_duplicates(["dataset", "variant", "seed"])
-    seconds = [seconds_per_epoch(Path(cfg["results_dir"]) / runs[k].path) for k in _run_keys(first)]
+    if missing := [k for k in _run_keys(first) if k not in by_run]:
+        raise ValueError(f"timing: no log.jsonl given for the runs {missing}; the s / epoch column reads each one")
+    seconds = [seconds_per_epoch(by_run[k]) for k in _run_keys(first)]
     return first.assign(attack=TIME, accuracy=seconds, n_examples=0)
 
 
@@ -96,14 +87,14 @@ def summarise(per_seed: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     return summary
 
 
-def reference_values(exp: Experiment, cfg: dict[str, Any]) -> pd.DataFrame:
+def reference_values(exp: Experiment, grid: Grid) -> pd.DataFrame:
     """Published accuracies per (dataset, variant, attack) for rows that have one (may be empty)."""
     columns, rows = ["dataset", "variant", "attack", "paper"], []
     dataset = REFERENCE_DATASET.get(exp.reference)
     if dataset not in exp.datasets:
         return pd.DataFrame(rows, columns=columns)
     paper = compare.load_reference(exp.reference).set_index("low_budget_region")
-    runs = {r.variant: r for r in experiment_runs(cfg, exp) if r.dataset == dataset}
+    runs = {r.variant: r for r in grid.experiment_runs[exp.name] if r.dataset == dataset}
     for row in exp.rows:
         region = QUADRANT_REGION.get(runs[row.variant].config.mask.recipe)
         if region in paper.index:
@@ -225,26 +216,24 @@ def _x_axis(ax, ticks: list[float], label: str) -> None:
     ax.set_xlabel(label)
 
 
-def write(cfg: dict[str, Any], name: str) -> dict[str, Path]:
-    """Table (CSV, Markdown) and figure (PNG, PDF) of one experiment, every file written atomically."""
-    exps = experiments(cfg)
-    if name not in exps:
-        raise KeyError(f"experiments.{name}: no such experiment (configured: {', '.join(exps) or 'none'})")
-    exp = exps[name]
-    per_seed = collect(cfg, exp)
+def write(grid: Grid, name: str, metrics: Iterable[str | Path], logs: Iterable[str | Path] = ()) -> dict[str, Path]:
+    """Table (CSV, Markdown) and figure (PNG, PDF) of one experiment from its runs' metrics files (and
+    logs, for its timing), every file written atomically."""
+    if name not in grid.experiments:
+        raise KeyError(f"experiments.{name}: no such experiment (configured: {', '.join(grid.experiments) or 'none'})")
+    exp = grid.experiments[name]
+    per_seed = collect(grid, exp, metrics, logs)
     if per_seed.empty:
-        raise ValueError(f"experiments.{name}: no metrics.json found for any of its runs under {cfg['results_dir']}")
+        raise ValueError(f"experiments.{name}: no metrics.json given for any of its runs")
     summary = summarise(per_seed, exp)
-    reference = reference_values(exp, cfg)
+    reference = reference_values(exp, grid)
     wide = table(summary, exp, reference)
-    paths = experiment_outputs(cfg["results_dir"], name)
-    io.write_text(paths["per_seed"], per_seed.to_csv(index=False))
-    io.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
-    io.write_text(paths["csv"], wide.to_csv(index=False))
-    io.write_text(paths["md"], f"# {exp.title}\n\n" + wide.to_markdown(index=False) + _note(exp, per_seed, reference))
-    fig = figure(per_seed, exp, reference)
-    io.atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=150))
-    io.atomic_write(paths["pdf"], lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
+    paths = experiment_outputs(grid.results_dir, name)
+    files.write_text(paths["per_seed"], per_seed.to_csv(index=False))
+    files.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
+    files.write_text(paths["csv"], wide.to_csv(index=False))
+    files.write_text(paths["md"], f"# {exp.title}\n\n" + wide.to_markdown(index=False) + _note(exp, per_seed, reference))
+    save_figure(figure(per_seed, exp, reference), paths["png"].with_suffix(""))
     return paths
 
 

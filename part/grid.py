@@ -3,10 +3,16 @@
 Kept in the package (not in the Snakefile) so that the expansion and its validation are plain,
 tested Python, and so that a mistake anywhere in the grid — a typo, an unknown method, ε_low > ε
 in one variant — stops the workflow before any job starts, with the key named.
+
+:func:`load` builds the :class:`Grid` once: every run config is built and validated once, however
+many tables and experiments read it, and every rule file asks that one object for its runs, attacks,
+experiments, tables and figures. Nothing here imports torch, matplotlib or pandas: the Snakefile
+parse (paid again by every SLURM job) stays a fraction of a second of grid work.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -16,7 +22,11 @@ from typing import Any, NoReturn
 import jsonschema
 
 from part import config as run_config
+from part import vocabulary
 from part.config import ConfigError, RunConfig
+
+RUN_PATH = "{dataset}/{arch}/{variant}/seed{seed}"
+"""A run's directory below the results directory; also the Snakemake rules' wildcard pattern."""
 
 
 @dataclass(frozen=True)
@@ -30,41 +40,51 @@ class Run:
     @property
     def path(self) -> str:
         """Directory of this run below the results directory."""
-        return f"{self.dataset}/{self.arch}/{self.variant}/seed{self.seed}"
+        return RUN_PATH.format(dataset=self.dataset, arch=self.arch, variant=self.variant, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A table row's identity: its label and family as the config names them, its method as its runs train."""
+    name: str
+    label: str
+    family: str
+    method: str
+
+    @property
+    def is_part(self) -> bool:
+        return self.method in vocabulary.PART_METHODS
+
+    @property
+    def is_base(self) -> bool:
+        """A family's base method (at, trades, mart): where the PART rows' differences are taken from."""
+        return vocabulary.BASE_METHOD[self.method] == self.method and self.method != "natural"
 
 
 def workflow_schema() -> dict[str, Any]:
     return json.loads(resources.files("part").joinpath("schema/workflow.schema.json").read_text())
 
 
-def validate(cfg: dict[str, Any], source: str = "config.yaml") -> None:
-    """Check the workflow config's shape (JSON schema), then every run it expands to."""
-    errors = sorted(jsonschema.Draft202012Validator(workflow_schema()).iter_errors(cfg),
-                    key=lambda e: list(e.absolute_path))
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(workflow_schema())
+
+
+def _check_shape(cfg: dict[str, Any], source: str) -> None:
+    """The workflow config against its JSON schema; the first error, with its key."""
+    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         raise ConfigError(f"{source}: key '{path}': {err.message}")
-    all_runs(cfg, source)
 
 
-def run_overrides(cfg: dict[str, Any], dataset: str, variant: str, seed: int) -> dict[str, Any]:
-    """The partial run config of one grid cell: global, then dataset, then variant settings."""
+def _overrides(cfg: dict[str, Any], spec: dict[str, Any], dataset: str, seed: int) -> dict[str, Any]:
+    """The partial run config of one grid cell: global, then dataset, then variant (``spec``) settings."""
     merged = run_config.deep_merge(cfg.get("run") or {}, cfg["datasets"][dataset].get("run") or {})
-    merged = run_config.deep_merge(merged, variant_specs(cfg)[variant]["run"])
+    merged = run_config.deep_merge(merged, spec["run"])
     return run_config.deep_merge(merged, {"dataset": dataset, "model": cfg["datasets"][dataset]["arch"],
                                           "seed": seed, "data_dir": cfg["data"]["prepared_dir"]})
-
-
-def _build_run(cfg: dict[str, Any], dataset: str, variant: str, seed: int, where: str) -> Run:
-    rc = run_config.from_dict(run_overrides(cfg, dataset, variant, seed), where)
-    return Run(dataset, cfg["datasets"][dataset]["arch"], variant, seed, rc)
-
-
-def expand(cfg: dict[str, Any], source: str = "config.yaml") -> list[Run]:
-    """Every (dataset, variant, seed) run of the main table, each validated as a full run config."""
-    return [_build_run(cfg, dataset, variant, seed, f"{source} (datasets.{dataset} x variants.{variant} x seed {seed})")
-            for dataset in cfg["datasets"] for variant in cfg["variants"] for seed in cfg["seeds"]]
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,7 @@ class Experiment:
 DEFAULT_EXPERIMENT_ATTACKS = ("natural", "pgd20")
 
 
-def variant_specs(cfg: dict[str, Any], source: str = "config.yaml") -> dict[str, dict[str, Any]]:
+def _variant_specs(cfg: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
     """Every variant that defines runs: the main table's, then each experiment's full specs.
 
     The name is the run directory, so it must mean one run config: a name defined twice — in
@@ -114,9 +134,8 @@ def variant_specs(cfg: dict[str, Any], source: str = "config.yaml") -> dict[str,
     return specs
 
 
-def experiments(cfg: dict[str, Any], source: str = "config.yaml") -> dict[str, Experiment]:
+def _experiments(cfg: dict[str, Any], specs: dict[str, dict[str, Any]], source: str) -> dict[str, Experiment]:
     """The config's ``experiments``, each checked against the grid it draws on."""
-    specs = variant_specs(cfg, source)
     return {name: _experiment(cfg, name, spec, specs, source) for name, spec in (cfg.get("experiments") or {}).items()}
 
 
@@ -154,20 +173,6 @@ def _row(key: str, entry: str | dict[str, Any], specs: dict[str, dict[str, Any]]
         return None
     label = entry.get("label") if isinstance(entry, dict) else None
     return Row(key, target, label or specs[target]["label"], specs[target]["family"])
-
-
-def experiment_runs(cfg: dict[str, Any], exp: Experiment, source: str = "config.yaml") -> list[Run]:
-    """Every (dataset, variant, seed) run an experiment reads, each validated as a full run config."""
-    runs = []
-    for dataset in exp.datasets:
-        for row in exp.rows:
-            for seed in exp.seeds:
-                where = f"{source} (experiments.{exp.name}: datasets.{dataset} x variants.{row.key} x seed {seed})"
-                runs.append(_build_run(cfg, dataset, row.variant, seed, where))
-    if exp.x is not None:
-        for run in runs:
-            x_value(run, exp.x, f"{source}: key 'experiments.{exp.name}.x'")
-    return runs
 
 
 def x_value(run: Run, path: str, where: str = "x") -> float:
@@ -215,23 +220,121 @@ def job_resources(cfg: dict[str, Any], stage: str, dataset: str) -> dict[str, An
             **cfg["datasets"][dataset].get("resources", {}).get(stage, {})}
 
 
-def all_runs(cfg: dict[str, Any], source: str = "config.yaml") -> dict[str, Run]:
-    """The main table's runs and every experiment's, once each, by results path (main table first)."""
-    runs = {run.path: run for run in expand(cfg, source)}
-    for exp in experiments(cfg, source).values():
-        for run in experiment_runs(cfg, exp, source):
-            runs.setdefault(run.path, run)
-    return runs
+@dataclass(frozen=True)
+class Grid:
+    """A workflow config, validated, with everything its rules and scripts ask of it.
 
-
-def run_attacks(cfg: dict[str, Any], source: str = "config.yaml") -> dict[str, list[str]]:
-    """The attacks each run is evaluated with: every attack any table that reads it needs.
-
-    A main-table run gets ``evaluation.attacks``; an experiment run the union over the experiments
-    that read it — in ``evaluation.attacks`` order, so the metrics rule's inputs are stable.
+    ``main`` are the main table's runs in config order; ``runs`` every run any target reads (main
+    table first, then the experiments'), once each, by results path; ``attacks`` what each run is
+    evaluated with (every attack of every table that reads it, in ``evaluation.attacks`` order);
+    ``variants`` the main table's rows.
     """
-    needed: dict[str, set[str]] = {run.path: set(cfg["evaluation"]["attacks"]) for run in expand(cfg, source)}
-    for exp in experiments(cfg, source).values():
-        for run in experiment_runs(cfg, exp, source):
-            needed.setdefault(run.path, set()).update(exp.attacks)
-    return {path: [a for a in cfg["evaluation"]["attacks"] if a in attacks] for path, attacks in needed.items()}
+    cfg: dict[str, Any]
+    main: tuple[Run, ...]
+    experiments: dict[str, Experiment]
+    experiment_runs: dict[str, tuple[Run, ...]]
+    runs: dict[str, Run]
+    attacks: dict[str, tuple[str, ...]]
+    variants: dict[str, Variant]
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.cfg["results_dir"])
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(self.cfg["datasets"])
+
+    def run_dir(self, run: Run) -> Path:
+        return self.results_dir / run.path
+
+    def main_runs(self, dataset: str | None = None) -> list[Run]:
+        """The main table's runs, of one dataset if given."""
+        return [run for run in self.main if dataset is None or run.dataset == dataset]
+
+    def run_at(self, path: str | Path) -> Run:
+        """The run whose directory holds ``path`` (a run directory or a file in it, below the results directory)."""
+        path = Path(path)
+        parts: tuple[str, ...] = ()
+        for below, root in ((path, self.results_dir), (path.resolve(), self.results_dir.resolve())):
+            if below.is_relative_to(root):
+                parts = below.relative_to(root).parts
+                break
+        key = "/".join(parts[:4])
+        if key not in self.runs:
+            raise ConfigError(f"{path}: not in a run directory of this grid (expected "
+                              f"{self.results_dir}/{RUN_PATH}/..., for one of its {len(self.runs)} runs)")
+        return self.runs[key]
+
+    def experiment_variants(self, name: str) -> dict[str, Variant]:
+        """An experiment's rows as table rows, keyed by the variant whose runs they read."""
+        methods = {run.variant: run.config.method for run in self.experiment_runs[name]}
+        return {row.variant: Variant(row.variant, row.label, row.family, methods[row.variant])
+                for row in self.experiments[name].rows}
+
+    def gallery_run(self, dataset: str) -> Run | None:
+        """The run the gallery shows: the first CAM-based PART variant in config order, first seed."""
+        return next((run for run in self.main_runs(dataset) if run.config.pixel_reweighted
+                     and run.config.mask.recipe in vocabulary.CAM_RECIPES), None)
+
+    def figure_stems(self) -> list[str]:
+        """The file stems (below ``results/figures/``) of every figure of the grid.
+
+        A trade-off and training curves per dataset always; a gallery per dataset that has a CAM-based
+        PART run; the ε-map statistics and the claim's differences once any run is pixel-reweighted.
+        """
+        stems = ["tradeoff", *(f"training_curves_{d}" for d in self.datasets)]
+        stems += [f"gallery_{d}" for d in self.datasets if self.gallery_run(d) is not None]
+        return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in self.main) else [])
+
+    def job_resources(self, stage: str, dataset: str) -> dict[str, Any]:
+        return job_resources(self.cfg, stage, dataset)
+
+
+def load(cfg: dict[str, Any], source: str = "config.yaml") -> Grid:
+    """Validate a workflow config (schema, then every run it implies) and build its :class:`Grid`.
+
+    Each (dataset, variant, seed) run config is built once, whichever tables read it.
+    """
+    _check_shape(cfg, source)
+    specs = _variant_specs(cfg, source)
+    runs: dict[str, Run] = {}
+
+    def run(dataset: str, variant: str, seed: int, where: str) -> Run:
+        arch = cfg["datasets"][dataset]["arch"]
+        path = RUN_PATH.format(dataset=dataset, arch=arch, variant=variant, seed=seed)
+        if path not in runs:
+            config = run_config.from_dict(_overrides(cfg, specs[variant], dataset, seed), f"{source} ({where})")
+            runs[path] = Run(dataset, arch, variant, seed, config)
+        return runs[path]
+
+    main = tuple(run(d, v, s, f"datasets.{d} x variants.{v} x seed {s}")
+                 for d in cfg["datasets"] for v in cfg["variants"] for s in cfg["seeds"])
+    attacks = {r.path: set(cfg["evaluation"]["attacks"]) for r in main}
+    exps = _experiments(cfg, specs, source)
+    exp_runs = {}
+    for exp in exps.values():
+        exp_runs[exp.name] = tuple(run(d, row.variant, s, f"experiments.{exp.name}: datasets.{d} x "
+                                                         f"variants.{row.key} x seed {s}")
+                                   for d in exp.datasets for row in exp.rows for s in exp.seeds)
+        for r in exp_runs[exp.name]:
+            attacks.setdefault(r.path, set()).update(exp.attacks)
+            if exp.x is not None:
+                x_value(r, exp.x, f"{source}: key 'experiments.{exp.name}.x'")
+    order = cfg["evaluation"]["attacks"]
+    return Grid(cfg, main, exps, exp_runs, runs,
+                {path: tuple(a for a in order if a in needed) for path, needed in attacks.items()},
+                _main_variants(cfg, main, source))
+
+
+def _main_variants(cfg: dict[str, Any], main: tuple[Run, ...], source: str) -> dict[str, Variant]:
+    """The main table's rows; a variant must train one method on every dataset (its row's family role)."""
+    methods: dict[str, dict[str, str]] = {}
+    for r in main:
+        methods.setdefault(r.variant, {})[r.dataset] = r.config.method
+    for name, by_dataset in methods.items():
+        if len(set(by_dataset.values())) > 1:
+            raise ConfigError(f"{source}: key 'variants.{name}': trains different methods on different datasets "
+                              f"({by_dataset}); a table row needs one method (make them separate variants)")
+    return {name: Variant(name, spec["label"], spec["family"], next(iter(methods[name].values())))
+            for name, spec in cfg["variants"].items()}

@@ -26,10 +26,12 @@ import functools
 import numpy as np
 import torch
 
-RECIPES = ("default", "official_jet")
+from part import vocabulary
+
+RECIPES = vocabulary.CAM_RECIPES
 """The CAM-based recipes."""
 
-QUADRANTS = {"quadrant_ul": (0, 0), "quadrant_ur": (0, 1), "quadrant_bl": (1, 0), "quadrant_br": (1, 1)}
+QUADRANTS = dict(zip(vocabulary.QUADRANT_RECIPES, ((0, 0), (0, 1), (1, 0), (1, 1))))
 """The fixed-region recipes: (row half, column half) of the quadrant that gets ε_low."""
 
 

@@ -19,6 +19,9 @@ from torch import nn
 from part.attacks import MMA, PGD, Attack
 from part.config import AttackConfig, RunConfig
 
+OuterLoss = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+"""``loss, logits = outer(model, x, x_adv, y, beta)``: the objective a training step descends."""
+
 
 def natural_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor,
                  beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +77,7 @@ INNER = {"at": {"loss": "ce", "start": "uniform"},
 """Each base method's inner maximisation: its loss and its random start."""
 
 
-def outer_loss(cfg: RunConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def outer_loss(cfg: RunConfig) -> OuterLoss:
     """The outer loss of a run's base method, with the run's TRADES forwards."""
     if cfg.base_method == "trades":
         return functools.partial(trades_loss, forwards=cfg.trades_forwards)

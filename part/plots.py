@@ -1,5 +1,5 @@
-"""The pipeline's figures: trade-off, the claim's differences, training curves, CAM / ε-map gallery,
-ε-map statistics.
+"""The pipeline's figures from its tables and logs: trade-off, the claim's differences, training curves,
+ε-map statistics (the CAM / ε-map gallery, which runs a model, is :mod:`part.gallery`).
 
 Every figure is built on a bare :class:`~matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``: no global figure registry to leak from a long workflow process, no display needed on a
@@ -23,31 +23,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from torch import nn
 
-from part import io
-from part.cam import unit_maps
+from part import files
 from part.compare import AA_TOLERANCE
-from part.config import BASE_METHOD, DEFAULTS, RunConfig
-from part.evaluate import load_run
-from part.grid import Run, expand
-from part.importance import QUADRANTS, eps_map, importance_mask
+from part.grid import Grid, Variant
+from part.rundir import read_log
 from part.tablefmt import COLUMNS
-from part.train import RunPaths, read_log
 
 DPI = 150
 FAMILY_ORDER = ("AT", "TRADES", "MART")
 """The paper's families, which always get the first three colours of the palette, in this order."""
 PALETTE = "colorblind"
-BASE_METHODS = frozenset(m for m, base in BASE_METHOD.items() if m == base and m != "natural")
-"""Methods that are a family's base (at, trades, mart): the start of every trade-off arrow."""
 _MARKERS = ("^", "s", "D", "v", "P", "X", "<", ">")
 _LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
 _SHADES = (0.3, 0.55, 0.15, 0.45, 0.65, 0.25)
@@ -56,9 +45,6 @@ _SHADES = (0.3, 0.55, 0.15, 0.45, 0.65, 0.25)
 CURVE_METRICS = {"loss": "training loss", "train_acc": "train accuracy (%)\non its training AEs"}
 """log.jsonl fields the training-curve figure plots, with their axis labels. ``train_acc`` is measured on
 the logits the outer loss returns, i.e. on the (pixel-reweighted) adversarial examples of the epoch."""
-CAM_NAMES = {"gradcam": "Grad-CAM", "xgradcam": "XGrad-CAM", "layercam": "LayerCAM"}
-GALLERY_POOL = 100
-"""Gallery images are picked among the first this-many test images (every supported set has more)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,45 +71,37 @@ def family_palette(families: Iterable[str] = ()) -> dict[str, tuple[float, float
 @dataclass(frozen=True)
 class VariantStyle:
     """How one method variant is drawn: its family's colour (a shade of it for PART variants)."""
-    label: str
-    family: str
-    method: str
+    variant: Variant
     colour: tuple[float, float, float]
     marker: str
     linestyle: Any
 
     @property
-    def is_base(self) -> bool:
-        return self.method in BASE_METHODS
+    def label(self) -> str:
+        return self.variant.label
 
     @property
-    def is_part(self) -> bool:
-        return self.method.startswith("part")
+    def family(self) -> str:
+        return self.variant.family
 
 
-def variant_method(spec: Mapping[str, Any]) -> str:
-    """A variant's method as its config states it (``run.method``; the run default when unset)."""
-    return (spec.get("run") or {}).get("method", DEFAULTS["method"])
-
-
-def variant_styles(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, VariantStyle]:
-    """Style of every variant of a config's ``variants`` mapping (label, family, run), in its order.
+def variant_styles(variants: Mapping[str, Variant]) -> dict[str, VariantStyle]:
+    """Style of every variant (a grid's ``variants``: label, family, the method its runs train), in order.
 
     Base methods get the family colour, a circle and a solid line; the family's other variants,
     in config order, get darker shades and their own markers and dash patterns.
     """
-    palette = family_palette(spec["family"] for spec in variants.values())
+    palette = family_palette(v.family for v in variants.values())
     styles, rank = {}, {}
-    for name, spec in variants.items():
-        family, method = spec["family"], variant_method(spec)
-        colour = palette[family]
-        if method in BASE_METHODS:
-            styles[name] = VariantStyle(spec["label"], family, method, colour, "o", "-")
+    for name, v in variants.items():
+        colour = palette[v.family]
+        if v.is_base:
+            styles[name] = VariantStyle(v, colour, "o", "-")
             continue
-        k = rank[family] = rank.get(family, -1) + 1
+        k = rank[v.family] = rank.get(v.family, -1) + 1
         shade = _SHADES[k % len(_SHADES)]
-        styles[name] = VariantStyle(spec["label"], family, method, tuple(c * (1 - shade) for c in colour),
-                                    _MARKERS[k % len(_MARKERS)], _LINESTYLES[k % len(_LINESTYLES)])
+        styles[name] = VariantStyle(v, tuple(c * (1 - shade) for c in colour), _MARKERS[k % len(_MARKERS)],
+                                    _LINESTYLES[k % len(_LINESTYLES)])
     return styles
 
 
@@ -140,7 +118,7 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     paths = []
     for fmt in ("png", "pdf"):
         meta = {"CreationDate": None} if fmt == "pdf" else {}
-        paths.append(io.atomic_write(stem.with_suffix(f".{fmt}"), lambda tmp, fmt=fmt, meta=meta: fig.savefig(
+        paths.append(files.atomic_write(stem.with_suffix(f".{fmt}"), lambda tmp, fmt=fmt, meta=meta: fig.savefig(
             tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)))
     return paths
 
@@ -188,11 +166,11 @@ def _robust_label(per_seed: pd.DataFrame, attack: str, fallback: bool) -> str:
     return label + ("\n(no AA results: PGD-20 instead)" if fallback else "")
 
 
-def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]) -> Figure:
+def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """Natural (x) vs AA (y, PGD-20 where AA is missing) accuracy, one panel per dataset.
 
-    ``per_seed`` is :func:`part.aggregate.collect`'s long table; ``variants`` the config's
-    ``variants`` (their ``run.method`` says which variant is the base of its family). Each variant
+    ``per_seed`` is :func:`part.aggregate.collect`'s long table; ``variants`` the grid's (their method
+    says which variant is the base of its family). Each variant
     is a marker with ± std error bars over seeds; an arrow runs from each base method to each PART
     variant of its family, the paper's claim being that these arrows point right at equal height.
     """
@@ -226,17 +204,17 @@ def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Mapping[str, 
 def _tradeoff_arrows(ax, points: pd.DataFrame, styles: Mapping[str, VariantStyle]) -> None:
     """An arrow from every base variant to every PART variant of the same family."""
     for base, b in styles.items():
-        if not b.is_base:
+        if not b.variant.is_base:
             continue
         for v, s in styles.items():
-            if s.is_part and s.family == b.family:
+            if s.variant.is_part and s.family == b.family:
                 ax.annotate("", xy=(points.loc[v, "natural"], points.loc[v, "robust"]),
                             xytext=(points.loc[base, "natural"], points.loc[base, "robust"]),
                             arrowprops={"arrowstyle": "-|>", "color": s.colour, "alpha": 0.7, "lw": 1.4,
                                         "shrinkA": 6, "shrinkB": 6}, zorder=2)
 
 
-def plot_tradeoff(per_seed: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], stem: str | Path) -> list[Path]:
+def plot_tradeoff(per_seed: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
     """:func:`tradeoff_figure`, written to ``stem.png`` / ``stem.pdf``."""
     return save_figure(tradeoff_figure(per_seed, variants), stem)
 
@@ -249,7 +227,7 @@ CLAIM_PANELS = {"natural": ("Δ natural accuracy (points)", 0.0), "aa": ("Δ AA 
 """The claim figure's columns: which difference, and the line it must clear (0; the AA tolerance)."""
 
 
-def claim_figure(verdicts: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]) -> Figure:
+def claim_figure(verdicts: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """PART − base differences with their confidence intervals: a row of panels per dataset, a column
     for Δ natural and one for Δ AA, one line per PART variant — ours (filled, with our verdict in the
     label) above the paper's (hollow). ``verdicts`` is ``claim_verdicts.csv``; a dashed line marks 0,
@@ -301,7 +279,7 @@ def _n_text(rows: pd.DataFrame, attack: str) -> str:
     return f"{seeds or 0} seeds × {examples or 0} {COLUMNS[attack]} examples"
 
 
-def plot_claim(verdicts: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], stem: str | Path) -> list[Path]:
+def plot_claim(verdicts: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
     """:func:`claim_figure`, written to ``stem.png`` / ``stem.pdf``."""
     return save_figure(claim_figure(verdicts, variants), stem)
 
@@ -310,37 +288,23 @@ def plot_claim(verdicts: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]
 # 2. + 4. Training logs: curves and ε-map statistics
 
 
-def figure_stems(cfg: dict[str, Any]) -> list[str]:
-    """The file stems (below ``results/figures/``) of every figure a workflow grid gets.
-
-    A trade-off and training curves per dataset always; a gallery per dataset that has a CAM-based
-    PART run; the ε-map statistics and the claim's differences once any run is pixel-reweighted.
-    """
-    runs = expand(cfg)
-    stems = ["tradeoff", *(f"training_curves_{d}" for d in cfg["datasets"])]
-    stems += [f"gallery_{d}" for d in cfg["datasets"] if gallery_run(cfg, d) is not None]
-    return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in runs) else [])
-
-
-def collect_logs(cfg: dict[str, Any], dataset: str | None = None) -> pd.DataFrame:
-    """Long table of every epoch's ``log.jsonl`` record of the grid's runs (those that have one), of
-    ``dataset``'s runs only if given.
+def collect_logs(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Long table of every epoch's record in the ``log.jsonl`` files ``paths`` of the grid's main runs.
 
     Each record is tagged like :func:`part.aggregate.collect`'s rows (dataset, arch, variant, label,
-    family, seed) plus the run's ``warmup_epochs``, so figures can mark where PART starts.
+    family, seed) plus the run's ``method`` and ``warmup_epochs``, so figures can mark where PART starts.
+    Every path must exist.
     """
     frames = []
-    for run in expand(cfg):
-        run_dir = Path(cfg["results_dir"]) / run.path
-        if (dataset is not None and run.dataset != dataset) or not RunPaths(run_dir).log.is_file():
-            continue
-        records = pd.DataFrame(read_log(run_dir))
-        spec = cfg["variants"][run.variant]
-        frames.append(records.assign(dataset=run.dataset, arch=run.arch, variant=run.variant, label=spec["label"],
-                                     family=spec["family"], seed=run.seed, method=run.config.method,
-                                     warmup_epochs=run.config.warmup_epochs))
+    for path in map(Path, paths):
+        run = grid.run_at(path)
+        records = pd.DataFrame(read_log(path.parent))
+        variant = grid.variants[run.variant]
+        frames.append(records.assign(dataset=run.dataset, arch=run.arch, variant=run.variant, label=variant.label,
+                                     family=variant.family, seed=run.seed, method=run.config.method,
+                                     part=run.config.pixel_reweighted, warmup_epochs=run.config.warmup_epochs))
     if not frames:
-        raise ValueError(f"{cfg['results_dir']}: no log.jsonl found for any run of the grid")
+        raise ValueError(f"{grid.results_dir}: no log.jsonl given to plot")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -355,7 +319,7 @@ def _band(ax, data: pd.DataFrame, y: str, style: VariantStyle, markevery: list[i
 
 def _warmup_lines(ax, data: pd.DataFrame, annotate: bool) -> None:
     """A vertical line after each PART variant's last warm-up epoch (plain methods have none)."""
-    for w in sorted(set(data.loc[data["method"].str.startswith("part"), "warmup_epochs"])):
+    for w in sorted(set(data.loc[data["part"], "warmup_epochs"])):
         if w > 0:
             ax.axvline(w + 0.5, color="0.35", linestyle=(0, (4, 3)), linewidth=1)
             if annotate:
@@ -363,7 +327,7 @@ def _warmup_lines(ax, data: pd.DataFrame, annotate: bool) -> None:
                             textcoords="offset points", ha="left", va="top", fontsize=8, color="0.3")
 
 
-def training_curves_figure(logs: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]) -> Figure:
+def training_curves_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """One dataset's loss and train accuracy per epoch: a row per metric, a column per family.
 
     Lines are the mean over seeds with a ± std band; a family per column keeps three lines per
@@ -393,12 +357,12 @@ def training_curves_figure(logs: pd.DataFrame, variants: Mapping[str, Mapping[st
     return fig
 
 
-def plot_training_curves(logs: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], stem: str | Path) -> list[Path]:
+def plot_training_curves(logs: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
     """:func:`training_curves_figure` of one dataset's logs, written to ``stem.png`` / ``stem.pdf``."""
     return save_figure(training_curves_figure(logs, variants), stem)
 
 
-def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]]) -> Figure:
+def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """Share of pixels trained at the full ε in each PART epoch: a row per dataset, a column per family.
 
     Only PART-phase epochs are drawn (the warm-up and the plain methods use ε everywhere, 100 %);
@@ -433,124 +397,6 @@ def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Mapping[str, Any
     return fig
 
 
-def plot_eps_share(logs: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], stem: str | Path) -> list[Path]:
+def plot_eps_share(logs: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
     """:func:`eps_share_figure`, written to ``stem.png`` / ``stem.pdf``."""
     return save_figure(eps_share_figure(logs, variants), stem)
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. CAM / ε-map gallery
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """What the gallery shows, as arrays: images (n, H, W, C) in [0, 1], unit CAMs and ε-maps (n, H, W)."""
-    images: np.ndarray
-    labels: np.ndarray
-    preds: np.ndarray
-    cams: np.ndarray
-    eps_maps: np.ndarray
-    full_share: np.ndarray
-    eps: float
-    eps_low: float
-    cam_method: str
-    per_channel: bool
-    title: str
-
-
-def gallery_run(cfg: dict[str, Any], dataset: str) -> Run | None:
-    """The run the workflow's gallery shows: the first CAM-based PART variant in config order, first seed."""
-    for run in expand(cfg):
-        if run.dataset == dataset and run.config.pixel_reweighted and run.config.mask.recipe not in QUADRANTS:
-            return run
-    return None
-
-
-def pick_images(labels: torch.Tensor, n: int) -> list[int]:
-    """The first image of each class in test order (then the next ones), so the gallery varies."""
-    first = list({int(y): i for i, y in reversed(list(enumerate(labels.tolist())))}.values())
-    chosen = sorted(first)[:n]
-    return chosen + [i for i in range(len(labels)) if i not in chosen][: n - len(chosen)]
-
-
-def gallery_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig, title: str) -> Gallery:
-    """CAMs for the predicted class and ε-maps of a batch, with the run's own CAM and importance settings.
-
-    The same package functions as a training refresh (:func:`part.cam.unit_maps`,
-    :func:`part.importance.importance_mask`, :func:`part.importance.eps_map`), so the gallery shows
-    the budgets the run trained with. A per-channel recipe (official_jet) is shown as its channel mean.
-    """
-    with torch.no_grad():
-        preds = model(x).argmax(1)
-    cams = unit_maps(model, x, method=cfg.cam.method, backend=cfg.cam.backend, mode=cfg.cam.resize).float()
-    budgets = eps_map(importance_mask(cams, cfg.mask.recipe), cfg.attack.eps, cfg.attack.eps_low)
-    full_share = (budgets == cfg.attack.eps).float().mean(dim=(1, 2, 3))  # as train.py's full_eps_share
-    return Gallery(images=x.permute(0, 2, 3, 1).cpu().numpy(), labels=y.cpu().numpy(), preds=preds.cpu().numpy(),
-                   cams=cams.cpu().numpy(), eps_maps=budgets.mean(1).cpu().numpy(),
-                   full_share=full_share.cpu().numpy(), eps=cfg.attack.eps,
-                   eps_low=cfg.attack.eps_low, cam_method=cfg.cam.method, per_channel=budgets.shape[1] > 1,
-                   title=title)
-
-
-def load_gallery(run_dir: str | Path, n_images: int = 4, label: str | None = None, device: str = "cpu",
-                 data_dir: str | Path | None = None) -> Gallery:
-    """:func:`gallery_maps` of a finished run on ``n_images`` fixed test images of distinct classes."""
-    run = load_run(run_dir, n_examples=GALLERY_POOL, device=device, data_dir=data_dir)
-    index = pick_images(run.y.cpu(), n_images)
-    cfg = run.cfg
-    title = f"{cfg.dataset} ({cfg.model}): {label or cfg.method}, seed {cfg.seed}"
-    return gallery_maps(run.model, run.x[index], run.y[index], cfg, title)
-
-
-def _budget_colours(g: Gallery) -> tuple[Colormap, Normalize]:
-    """One colour block per budget level the ε-maps can hold: ε_low and ε, plus the channel means
-    (k/3 of the way) of a per-RGB-channel recipe; ticks then sit on block centres."""
-    levels = 4 if g.per_channel else 2
-    step = (g.eps - g.eps_low) * 255 / (levels - 1)
-    half = step / 2 if step > 0 else 0.5
-    return colormaps["viridis"].resampled(levels), Normalize(g.eps_low * 255 - half, g.eps * 255 + half)
-
-
-def gallery_figure(g: Gallery) -> Figure:
-    """Images, CAM overlays and ε-maps (in 1/255, with a colourbar), one column per image.
-
-    Pixels are drawn as blocks (nearest neighbour), so an 8×8 digit shows its real resolution and
-    each ε-map pixel its own budget.
-    """
-    apply_style()
-    n = len(g.images)
-    fig = new_figure(figsize=(2.0 * n + 1.6, 6.6))
-    axes = fig.subplots(3, n, squeeze=False)
-    grey = g.images.shape[-1] == 1
-    cam_name = CAM_NAMES.get(g.cam_method, g.cam_method)
-    budget_cmap, budget_norm = _budget_colours(g)
-    for i in range(n):
-        image = g.images[i, ..., 0] if grey else g.images[i]
-        axes[0, i].imshow(image, interpolation="nearest", **({"cmap": "gray", "vmin": 0, "vmax": 1} if grey else {}))
-        axes[0, i].set_title(f"label {g.labels[i]}, pred. {g.preds[i]}", fontsize=10)
-        # The CAM lies on a grey copy of the image, so its colours are not mixed with the image's.
-        axes[1, i].imshow(image if grey else image.mean(-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[1, i].imshow(g.cams[i], cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
-        budget = axes[2, i].imshow(g.eps_maps[i] * 255, cmap=budget_cmap, norm=budget_norm, interpolation="nearest")
-        budget.set_gid("eps_map")
-        unit = "entries" if g.per_channel else "pixels"
-        axes[2, i].set_xlabel(f"full ε: {100 * g.full_share[i]:.0f}% of {unit}", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    axes[0, 0].set_ylabel("test image")
-    axes[1, 0].set_ylabel(f"{cam_name}\n(predicted class)")
-    axes[2, 0].set_ylabel("ε-map" + ("\n(mean over RGB)" if g.per_channel else ""))
-    # The CAM bar shows the colour map unblended: the overlay's alpha would wash it out.
-    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1, :], shrink=0.9, label="CAM (0–1)")
-    bar = fig.colorbar(budget, ax=axes[2, :], shrink=0.9, label="budget (/255)")
-    bar.set_ticks([g.eps_low * 255, g.eps * 255], labels=[f"ε_low = {g.eps_low * 255:g}", f"ε = {g.eps * 255:g}"])
-    fig.suptitle(f"CAM and ε-map: {g.title}")
-    return fig
-
-
-def plot_gallery(run_dir: str | Path, stem: str | Path, n_images: int = 4, label: str | None = None,
-                 device: str = "cpu", data_dir: str | Path | None = None) -> list[Path]:
-    """:func:`gallery_figure` of a finished run, written to ``stem.png`` / ``stem.pdf``."""
-    return save_figure(gallery_figure(load_gallery(run_dir, n_images, label, device, data_dir)), stem)

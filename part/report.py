@@ -2,7 +2,7 @@
 
 A results directory gets copied, archived and handed to co-authors without the logs or the checkout it
 came from; this file travels with it. It restates the grid, the versions and devices the runs recorded
-(``run.json`` / ``metrics.json``, not the machine that happens to write the summary), the compute the jobs
+(``run.json`` / ``eval/<attack>.json``, not the machine that happens to write the summary), the compute the jobs
 used (Snakemake's ``benchmark:`` files, one per job) and links every table and figure.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from part import io
+from part import files, provenance
 
 COMPUTE_STAGES = ("train", "evaluate")
 """The rules that run on a GPU when one is configured; everything else is bookkeeping on the host."""
@@ -57,10 +57,11 @@ def compute_summary(costs: pd.DataFrame, gpus: Callable[[str, str], int]) -> pd.
 
 
 def recorded_environments(results_dir: str | Path) -> pd.DataFrame:
-    """Distinct (device, CUDA, torch, package version, git revision) the runs and evaluations recorded."""
+    """Distinct (device, CUDA, torch, package version, git revision) the runs and evaluations recorded:
+    the files of the jobs that computed (``run.json``, ``eval/<attack>.json``), not of the merges."""
     rows = []
-    for name in ("run.json", "metrics.json"):
-        for path in Path(results_dir).rglob(name):
+    for name, pattern in (("run.json", "run.json"), ("eval/*.json", "eval/*.json")):
+        for path in Path(results_dir).rglob(pattern):
             env = json.loads(path.read_text()).get("environment") or {}
             versions = env.get("versions") or {}
             rows.append({"device": env.get("device_name") or "?", "torch CUDA build": str(env.get("cuda") or "-"),
@@ -103,7 +104,7 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
     compute = compute_summary(job_costs(logs_dir), gpus)
     parts = [
         "# Reproduction results: PART (Pixel-reweighted Adversarial Training, ICML 2024)", "",
-        f"Written by `part.report` at git revision `{io.git_revision() or 'unknown'}`. "
+        f"Written by `part.report` at git revision `{provenance.git_revision() or 'unknown'}`. "
         "The HTML report (`snakemake --report results/report.html`) holds the same tables and figures with captions.",
         "", "## Grid", "", *_grid_lines(cfg), "",
         "## Main table", "", main.read_text().strip() if main.is_file() else "(not produced)", "",
@@ -120,4 +121,4 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
 
 def write_results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
                          gpus: Callable[[str, str], int], out: str | Path) -> Path:
-    return io.write_text(out, results_readme(cfg, results_dir, logs_dir, gpus))
+    return files.write_text(out, results_readme(cfg, results_dir, logs_dir, gpus))

@@ -5,7 +5,7 @@ formats, the checksums torchvision checks), so a prepared file can be traced bac
 verify. Machines without internet access pass a *mirror*: any directory, ``file://`` or ``http(s)``
 URL holding those same file names. Nothing is ever half-written: downloads land in a temporary file
 that is renamed into place only once its checksum is right, and the prepared file is written the
-same way (``part.io.atomic_write``).
+same way (``part.files.atomic_write``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from part.data import SHAPES, PreparedDataset, Split, prepare_digits, save_prepared
-from part.io import atomic_write
+from part.files import atomic_write
 
 
 class DownloadError(ValueError):

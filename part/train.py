@@ -17,7 +17,6 @@ tensors and read once per epoch, which is also when divergence (a non-finite los
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -28,14 +27,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from part import distributed, io
-from part.attacks import RowsOf
+from part import distributed, files, provenance, torchfiles
+from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import RunConfig, release_behaviours
-from part.data import DeviceLoader, load_prepared, make_generator
+from part.data import Batch, DeviceLoader, Split, load_prepared, make_generator
 from part.epsmap import EpsMapStore
-from part.methods import outer_loss, training_attack
+from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
+from part.rundir import RunPaths
+from part.runtime import autocast_factory, resolve_device, synchronize
 
 SHUFFLE_STREAM, ATTACK_STREAM = 1, 2
 CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history"})
@@ -43,62 +44,6 @@ CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.jsonl"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.pt"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def written(self) -> tuple[Path, ...]:
-        """Every file the training loop writes into the run directory (atomically)."""
-        return self.checkpoint, self.log, self.model, self.run, self.config
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``log.jsonl`` (one JSON object a line)."""
-    path = RunPaths(Path(run_dir)).log
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training log (log.jsonl is written after every epoch)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A context factory: bf16 autocast on CUDA, nothing in fp32."""
-    if precision == "bf16":
-        if device.type != "cuda":
-            raise ValueError(f"precision bf16 needs a CUDA device, got {device}")
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.device) -> nn.Module:
@@ -109,6 +54,49 @@ def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Everything an epoch uses besides its number, assembled once per run by :func:`build_engine`.
+
+    ``model`` is the eager module (the CAM refresh hooks its real activations), ``forward`` the one the
+    attack calls (``torch.compile``d when asked), ``step`` the one the outer loss calls (``forward``
+    itself, or wrapped in DistributedDataParallel in a multi-process run).
+    """
+    cfg: RunConfig
+    model: nn.Module
+    forward: nn.Module
+    step: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DeviceLoader
+    store: EpsMapStore
+    attack: Attack | None
+    outer: OuterLoss
+    autocast: Callable
+
+    @property
+    def device(self) -> torch.device:
+        return self.loader.device
+
+
+def build_engine(cfg: RunConfig, split: Split, num_classes: int, device: torch.device) -> Engine:
+    """The run's model, optimiser, loader over ``split``, ε-map store, attack and loss, for this process."""
+    model = distributed.synchronize_batchnorm(build_for(cfg, num_classes, split.images.shape[1], device), device)
+    forward = _compiled(cfg, model)
+    parallel = distributed.data_parallel(model, device)
+    step = forward if parallel is model else _compiled(cfg, parallel)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    loader = DeviceLoader(split, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
+                          flip=cfg.augment.flip, channels_last=cfg.channels_last, rank=distributed.rank(),
+                          world_size=distributed.world_size())
+    return Engine(cfg, model, forward, step, optimizer, loader, EpsMapStore(cfg),
+                  training_attack(cfg.base_method, cfg.attack), outer_loss(cfg), autocast_factory(cfg.precision, device))
+
+
+def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
+    return module if cfg.compile == "none" else torch.compile(module, mode=None if cfg.compile == "default" else cfg.compile)
 
 
 def _check_finished(paths: RunPaths, cfg: RunConfig) -> dict[str, Any] | None:
@@ -130,144 +118,170 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
     if writes:
-        if paths.root.exists() and not paths.root.is_dir():
-            raise NotADirectoryError(f"{paths.root}: exists and is not a directory; expected a run directory "
-                                     "(choose another --out)")
-        for stale in io.sweep_temporaries(paths.root, [p.name for p in paths.written]):
-            log(f"[part] removed {stale}, left by a writer that was killed mid-write")
-        io.write_json(paths.config, cfg.to_dict())
-
+        _prepare_directory(paths, cfg, log)
     device = distributed.local_device(resolve_device(cfg.device))
-    autocast = autocast_factory(cfg.precision, device)
     data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
-    if cfg.mask.recipe == "official_jet" and data.image_shape[0] != 3:
-        raise ValueError(f"{cfg.source}: key 'mask.recipe': official_jet gives one budget per RGB channel "
-                         f"and needs 3-channel images; {cfg.dataset} has {data.image_shape[0]}")
-    distributed.check_split(len(data.train), cfg.batch_size, cfg.source)
-    if cfg.batchnorm.slices > 1 and distributed.world_size() > 1:
-        raise ValueError(f"{cfg.source}: key 'batchnorm.slices': {cfg.batchnorm.slices} emulates nn.DataParallel "
-                         "on one process; a multi-process run synchronises batch norm instead (expected 1)")
-    model = distributed.synchronize_batchnorm(build_for(cfg, data.num_classes, data.image_shape[0], device), device)
-    forward = _compiled(cfg, model)
-    parallel = distributed.data_parallel(model, device)
-    step = forward if parallel is model else _compiled(cfg, parallel)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-    loader = DeviceLoader(data.train, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
-                          flip=cfg.augment.flip, channels_last=cfg.channels_last, rank=distributed.rank(),
-                          world_size=distributed.world_size())
-    store = EpsMapStore(cfg)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if paths.checkpoint.is_file():
-        state = io.load_torch(paths.checkpoint, map_location=device)
-        missing = sorted(CHECKPOINT_KEYS - set(state if isinstance(state, dict) else ()))
-        if missing:
-            raise ValueError(f"{paths.checkpoint}: not a checkpoint of this pipeline (missing {missing}); delete "
-                             "it to restart the run from epoch 1")
-        if state["config"] != cfg.to_dict():
-            raise RuntimeError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
-        load_weights(model, state["model"], str(paths.checkpoint))
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"].cpu())
-        store.masks = state["masks"]
-        history = list(state["history"])
-        start_epoch = state["epoch"] + 1
-        log(f"[part] resuming {paths.root} after epoch {start_epoch}/{cfg.epochs}")
+    _check_trainable(cfg, data.image_shape[0], len(data.train))
+    engine = build_engine(cfg, data.train, data.num_classes, device)
+    history = _resume(paths, engine, log)
 
-    attack = training_attack(cfg.base_method, cfg.attack)
-    outer = outer_loss(cfg)
     wall = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        record = run_epoch(cfg, epoch, model, optimizer, loader, store, attack, outer, autocast, forward, step)
+    for epoch in range(len(history), cfg.epochs):
+        record = run_epoch(engine, epoch)
         if not math.isfinite(record["loss"]):
             raise DivergenceError(f"{paths.root}: loss is {record['loss']} in epoch {epoch + 1}; the last good "
                                   f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
         history.append(record)
         if writes:
-            io.save_torch(paths.checkpoint, {
-                "config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "masks": store.masks, "rng": torch.get_rng_state(),
-                "history": history})
-            io.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+            _save_checkpoint(paths, engine, epoch, history)
         log(_progress_line(cfg, record))
 
-    info = {"config": cfg.to_dict(), "release_behaviours": release_behaviours(cfg), "epochs_completed": cfg.epochs, "final": history[-1] if history else None,
-            "wall_seconds_this_process": time.perf_counter() - wall,
+    info = {"config": cfg.to_dict(), "release_behaviours": release_behaviours(cfg), "epochs_completed": cfg.epochs,
+            "final": history[-1] if history else None, "wall_seconds_this_process": time.perf_counter() - wall,
             "train_seconds_total": sum(r["seconds"] for r in history), "processes": distributed.world_size(),
-            "environment": io.environment()}
+            "environment": provenance.environment()}
     if writes:
-        io.save_torch(paths.model, model.state_dict())
-        io.write_json(paths.run, info)
+        torchfiles.save_torch(paths.model, engine.model.state_dict())
+        files.write_json(paths.run, info)
         paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
     return info
 
 
-def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
-    return module if cfg.compile == "none" else torch.compile(module, mode=None if cfg.compile == "default" else cfg.compile)
+def _prepare_directory(paths: RunPaths, cfg: RunConfig, log: Callable[[str], None]) -> None:
+    """The run directory, cleared of a killed writer's temporaries, with the config written first."""
+    if paths.root.exists() and not paths.root.is_dir():
+        raise NotADirectoryError(f"{paths.root}: exists and is not a directory; expected a run directory "
+                                 "(choose another --out)")
+    for stale in files.sweep_temporaries(paths.root, [p.name for p in paths.written]):
+        log(f"[part] removed {stale}, left by a writer that was killed mid-write")
+    files.write_json(paths.config, cfg.to_dict())
 
 
-def run_epoch(cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-              loader: DeviceLoader, store: EpsMapStore, attack, outer, autocast,
-              forward: nn.Module | None = None, step: nn.Module | None = None) -> dict[str, Any]:
-    """One epoch: the ε-map refresh it is due, then the attack + outer-loss step for every batch.
+def _check_trainable(cfg: RunConfig, channels: int, n_images: int) -> None:
+    """What only the data and the process count can rule out."""
+    if cfg.mask.recipe == "official_jet" and channels != 3:
+        raise ValueError(f"{cfg.source}: key 'mask.recipe': official_jet gives one budget per RGB channel "
+                         f"and needs 3-channel images; {cfg.dataset} has {channels}")
+    distributed.check_split(n_images, cfg.batch_size, cfg.source)
+    if cfg.batchnorm.slices > 1 and distributed.world_size() > 1:
+        raise ValueError(f"{cfg.source}: key 'batchnorm.slices': {cfg.batchnorm.slices} emulates nn.DataParallel "
+                         "on one process; a multi-process run synchronises batch norm instead (expected 1)")
 
-    ``forward`` is the (possibly ``torch.compile``d) module the attack calls, ``step`` the one the outer
-    loss calls (``forward`` itself, or wrapped in DistributedDataParallel in a multi-process run); the CAM
-    refresh always runs the eager ``model``, since its forward hook must see the real activation.
-    """
-    forward = model if forward is None else forward
-    step = forward if step is None else step
-    device = loader.device
+
+def _save_checkpoint(paths: RunPaths, engine: Engine, epoch: int, history: list[dict[str, Any]]) -> None:
+    torchfiles.save_torch(paths.checkpoint, {
+        "config": engine.cfg.to_dict(), "epoch": epoch, "model": engine.model.state_dict(),
+        "optimizer": engine.optimizer.state_dict(), "masks": engine.store.masks, "rng": torch.get_rng_state(),
+        "history": history})
+    files.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+
+def _resume(paths: RunPaths, engine: Engine, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Load the run's checkpoint into ``engine`` if there is one; the epochs' records so far."""
+    if not paths.checkpoint.is_file():
+        return []
+    state = torchfiles.load_torch(paths.checkpoint, map_location=engine.device)
+    missing = sorted(CHECKPOINT_KEYS - set(state if isinstance(state, dict) else ()))
+    if missing:
+        raise ValueError(f"{paths.checkpoint}: not a checkpoint of this pipeline (missing {missing}); delete "
+                         "it to restart the run from epoch 1")
+    if state["config"] != engine.cfg.to_dict():
+        raise RuntimeError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
+    load_weights(engine.model, state["model"], str(paths.checkpoint))
+    engine.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"].cpu())
+    engine.store.masks = state["masks"]
+    log(f"[part] resuming {paths.root} after epoch {state['epoch'] + 1}/{engine.cfg.epochs}")
+    return list(state["history"])
+
+
+def run_epoch(engine: Engine, epoch: int) -> dict[str, Any]:
+    """One epoch as the paper states it: refresh the ε-maps if due; then per batch, budget → attack →
+    outer loss → step."""
+    cfg = engine.cfg
     t0 = time.perf_counter()
-    lr = cfg.optim.lr_at(epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    refresh_seconds = 0.0
-    if cfg.refreshes_at(epoch):
-        t_refresh = time.perf_counter()
-        store.refresh(model, loader, epoch, autocast)
-        _synchronize(device)
-        refresh_seconds = time.perf_counter() - t_refresh
+    lr = _set_lr(engine.optimizer, cfg.optim.lr_at(epoch))
+    refresh_seconds = _refresh_if_due(engine, epoch)
     part_epoch = cfg.is_part_epoch(epoch)
-    attack_gen = make_generator(device, cfg.seed, epoch, ATTACK_STREAM)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    full_share = torch.zeros((), device=device)
-    n = 0
-    step.train()
-    for batch in loader.epoch(make_generator(device, cfg.seed, epoch, SHUFFLE_STREAM)):
-        x_adv = None
-        if attack is not None:
-            eps = store.for_batch(batch) if part_epoch else cfg.attack.eps
-            with autocast():
-                x_adv = attack(forward, batch.x, batch.y, eps=eps,
-                               generator=RowsOf(attack_gen, batch.rows, batch.global_size))
-            if part_epoch:
-                full_share += (eps == cfg.attack.eps).float().mean() * len(batch.y)
-        with autocast():
-            loss, logits = outer(step, batch.x, x_adv, batch.y, cfg.beta)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * distributed.loss_weight(len(batch.y), batch.global_size)).backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(batch.y)
-        correct += (logits.argmax(1) == batch.y).sum()
-        n += len(batch.y)
-    loss_sum, correct, full_share, n = distributed.sums(loss_sum, correct, full_share, n)  # over all processes
-    _synchronize(device)
+    attack_gen = make_generator(engine.device, cfg.seed, epoch, ATTACK_STREAM)
+    totals = _Totals(engine.device)
+    engine.step.train()
+    for batch in engine.loader.epoch(make_generator(engine.device, cfg.seed, epoch, SHUFFLE_STREAM)):
+        eps = engine.store.for_batch(batch) if part_epoch else cfg.attack.eps
+        x_adv = _adversarial(engine, batch, eps, attack_gen)
+        with engine.autocast():
+            loss, logits = engine.outer(engine.step, batch.x, x_adv, batch.y, cfg.beta)
+        _descend(engine.optimizer, loss, batch)
+        totals.add(loss, logits, batch, eps, cfg.attack.eps if part_epoch else None)
+    loss, train_acc, full_share, n = totals.over_processes()
+    synchronize(engine.device)
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1, "phase": "part" if part_epoch else ("warmup" if cfg.pixel_reweighted else cfg.method),
-        "lr": lr, "loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-        "full_eps_share": full_share / n if part_epoch else (1.0 if attack is not None else 0.0),
+        "lr": lr, "loss": loss, "train_acc": train_acc,
+        "full_eps_share": full_share if part_epoch else (1.0 if engine.attack is not None else 0.0),
         "refreshed": refresh_seconds > 0, "refresh_seconds": refresh_seconds,
         "seconds": seconds, "images_per_second": n / seconds,
     }
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _refresh_if_due(engine: Engine, epoch: int) -> float:
+    """Recompute the ε-maps when the schedule says so (with the eager model); the seconds it took."""
+    if not engine.cfg.refreshes_at(epoch):
+        return 0.0
+    t0 = time.perf_counter()
+    engine.store.refresh(engine.model, engine.loader, epoch, engine.autocast)
+    synchronize(engine.device)
+    return time.perf_counter() - t0
+
+
+def _adversarial(engine: Engine, batch: Batch, eps: float | torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor | None:
+    """The batch's training AEs under budget ``eps`` (None for natural training); random starts drawn from
+    this process's rows of the global batch, so any process count draws the same starts."""
+    if engine.attack is None:
+        return None
+    with engine.autocast():
+        return engine.attack(engine.forward, batch.x, batch.y, eps=eps,
+                             generator=RowsOf(generator, batch.rows, batch.global_size))
+
+
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, batch: Batch) -> None:
+    """One SGD step; the loss is weighted by this process's share of the global batch (1 on one process),
+    so the gradients DDP averages are the global batch's mean."""
+    optimizer.zero_grad(set_to_none=True)
+    (loss * distributed.loss_weight(len(batch.y), batch.global_size)).backward()
+    optimizer.step()
+
+
+class _Totals:
+    """An epoch's sums, kept on the device (no host round trip per batch) and read once at its end."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.full_share = torch.zeros((), device=device)
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, batch: Batch, eps: float | torch.Tensor,
+            full: float | None) -> None:
+        """``full``: the full budget ε when the batch was attacked under an ε-map, whose share at ε is counted."""
+        self.loss += loss.detach() * len(batch.y)
+        self.correct += (logits.argmax(1) == batch.y).sum()
+        if full is not None:
+            self.full_share += (eps == full).float().mean() * len(batch.y)
+        self.n += len(batch.y)
+
+    def over_processes(self) -> tuple[float, float, float, int]:
+        """(mean loss, accuracy %, share of budget entries at full ε, images), summed over all processes."""
+        loss, correct, full_share, n = distributed.sums(self.loss, self.correct, self.full_share, self.n)
+        return loss / n, 100.0 * correct / n, full_share / n, n
 
 
 def _progress_line(cfg: RunConfig, r: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ localrules:
 
 rule aggregate:
     input:
-        [f"{run_dir}/metrics.json" for run_dir in run_dirs()],
+        metrics=run_files(GRID.main, "metrics.json"),
+        runs=run_files(GRID.main, "run.json"),
     output:
         **table_files(),
     conda:

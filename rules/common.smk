@@ -1,40 +1,37 @@
-# Helpers shared by the rules: the validated grid and the paths of its outputs.
+# Helpers shared by the rules: the grid, built and validated once per parse, and the paths of its outputs.
+# Nothing here imports torch, matplotlib or pandas (tests/test_workflow.py checks): every SLURM job
+# parses this again.
 
 from part import grid
 
-grid.validate(config, source="workflow config")
-# Every run any target reads (main table + experiments), once each; the main table's alone feed its tables.
-RUNS = grid.all_runs(config, source="workflow config")
-MAIN_RUNS = [run.path for run in grid.expand(config, source="workflow config")]
-RUN_ATTACKS = grid.run_attacks(config, source="workflow config")
-EXPERIMENTS = grid.experiments(config, source="workflow config")
+GRID = grid.load(config, source="workflow config")
 RESULTS = config["results_dir"]
 PREPARED = config["data"]["prepared_dir"]
 ATTACKS = config["evaluation"]["attacks"]
-RUN_DIR = f"{RESULTS}/{{dataset}}/{{arch}}/{{variant}}/seed{{seed}}"
+RUN_DIR = f"{RESULTS}/{grid.RUN_PATH}"
 
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    variant="|".join(sorted({run.variant for run in RUNS.values()})),
+    variant="|".join(sorted({run.variant for run in GRID.runs.values()})),
     seed=r"\d+",
     attack="|".join(ATTACKS),
 
 
 def run_of(wildcards):
     """The grid cell a job's wildcards name."""
-    return RUNS[f"{wildcards.dataset}/{wildcards.arch}/{wildcards.variant}/seed{wildcards.seed}"]
+    return GRID.runs[grid.RUN_PATH.format(**wildcards)]
 
 
-def run_dirs():
-    """The main table's run directories (experiments list their own, see rules/experiments.smk)."""
-    return [f"{RESULTS}/{path}" for path in MAIN_RUNS]
+def run_files(runs, name):
+    """One file (``metrics.json``, ``run.json``, ``log.jsonl``) of each of ``runs``."""
+    return [f"{RESULTS}/{run.path}/{name}" for run in runs]
 
 
 def run_eval_results(wildcards):
     """A run's per-attack results: every attack of every table that reads the run."""
     run = run_of(wildcards)
-    return [f"{RESULTS}/{run.path}/eval/{attack}.json" for attack in RUN_ATTACKS[run.path]]
+    return [f"{RESULTS}/{run.path}/eval/{attack}.json" for attack in GRID.attacks[run.path]]
 
 
 def n_examples(wildcards):
@@ -57,6 +54,6 @@ def job_resources(stage):
     """A job's scheduler resources, resolved per dataset by part.grid.job_resources."""
 
     def of_job(key):
-        return lambda wildcards: grid.job_resources(config, stage, wildcards.dataset)[key]
+        return lambda wildcards: GRID.job_resources(stage, wildcards.dataset)[key]
 
     return {key: of_job(key) for key in ("nodes", "gpu", "cpus_per_gpu", "mem_mb", "runtime")}

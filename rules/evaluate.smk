@@ -11,7 +11,7 @@ rule evaluate:
         correct=f"{RUN_DIR}/eval/{{attack}}.correct.npz",
     params:
         n_examples=n_examples,
-        batch_size=config["evaluation"].get("batch_size", 500),
+        batch_size=config["evaluation"].get("batch_size"),
     conda:
         "../envs/part.yaml"
     log:

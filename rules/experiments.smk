@@ -1,13 +1,13 @@
 # One table + figure per entry of `experiments` (results/experiments/NAME/): the quadrant proof of
 # concept, the CAM-method comparison, the ε_low and s sweeps, the release switches. Their runs are
-# built by the train/evaluate/metrics rules like the main table's (RUNS in common.smk holds both).
+# built by the train/evaluate/metrics rules like the main table's (GRID.runs holds both).
 
 
 def experiment_inputs(exp):
-    """The metrics of every run the experiment reads, plus each run.json when it reports timing."""
-    runs = grid.experiment_runs(config, exp, source="workflow config")
-    files = [f"{RESULTS}/{run.path}/metrics.json" for run in runs]
-    return files + ([f"{RESULTS}/{run.path}/run.json" for run in runs] if exp.timing else [])
+    """The metrics and run.json of every run the experiment reads, plus each log.jsonl when it reports timing."""
+    runs = GRID.experiment_runs[exp.name]
+    logs = run_files(runs, "log.jsonl") if exp.timing else []
+    return {"metrics": run_files(runs, "metrics.json"), "runs": run_files(runs, "run.json"), "logs": logs}
 
 
 def experiment_files(exp):
@@ -21,16 +21,16 @@ def experiment_files(exp):
 
 def all_experiment_outputs():
     """Every experiment's files (targets of `rule all`)."""
-    return [str(path) for name in EXPERIMENTS for path in grid.experiment_outputs(RESULTS, name).values()]
+    return [str(path) for name in GRID.experiments for path in grid.experiment_outputs(RESULTS, name).values()]
 
 
-for exp in EXPERIMENTS.values():
+for exp in GRID.experiments.values():
 
     rule:
         name:
             f"experiment_{exp.name}"
         input:
-            experiment_inputs(exp),
+            **experiment_inputs(exp),
         output:
             **experiment_files(exp),
         params:

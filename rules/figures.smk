@@ -3,20 +3,10 @@
 # pixels at full ε per epoch. All local: they read tables and logs; the gallery runs one model
 # forward + backward on 4 test images (CPU, seconds).
 
-from part import plots
-
 FIGURES = f"{RESULTS}/figures"
-FIGURE_RUNS = grid.expand(config, source="workflow config")
-GALLERY_RUNS = {d: plots.gallery_run(config, d) for d in config["datasets"]}
-PART_RUNS = [run for run in FIGURE_RUNS if run.config.pixel_reweighted]
-
 
 # Every figure file of the grid (targets of `rule all`).
-FIGURE_OUTPUTS = [
-    f"{FIGURES}/{stem}.{ext}"
-    for stem in plots.figure_stems(config)
-    for ext in ("png", "pdf")
-]
+FIGURE_OUTPUTS = [f"{FIGURES}/{stem}.{ext}" for stem in GRID.figure_stems() for ext in ("png", "pdf")]
 
 
 localrules:
@@ -47,7 +37,7 @@ rule figure_tradeoff:
 
 rule figure_training_curves:
     input:
-        lambda wildcards: [f"{RESULTS}/{run.path}/run.json" for run in FIGURE_RUNS if run.dataset == wildcards.dataset],
+        lambda wildcards: run_files(GRID.main_runs(wildcards.dataset), "log.jsonl"),
     output:
         png=report(f"{FIGURES}/training_curves_{{dataset}}.png", category="Figures"),
         pdf=f"{FIGURES}/training_curves_{{dataset}}.pdf",
@@ -65,7 +55,7 @@ rule figure_training_curves:
 
 rule figure_eps_share:
     input:
-        [f"{RESULTS}/{run.path}/run.json" for run in PART_RUNS],
+        run_files([run for run in GRID.main if run.config.pixel_reweighted], "log.jsonl"),
     output:
         png=report(f"{FIGURES}/eps_share.png", category="Figures"),
         pdf=f"{FIGURES}/eps_share.pdf",
@@ -83,7 +73,7 @@ rule figure_eps_share:
 
 rule figure_gallery:
     input:
-        model=lambda wildcards: f"{RESULTS}/{GALLERY_RUNS[wildcards.dataset].path}/model.pt",
+        model=lambda wildcards: f"{RESULTS}/{GRID.gallery_run(wildcards.dataset).path}/model.pt",
         data=f"{PREPARED}/{{dataset}}.pt",
     output:
         png=report(f"{FIGURES}/gallery_{{dataset}}.png", category="Figures"),

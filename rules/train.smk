@@ -8,6 +8,7 @@ rule train:
     output:
         model=f"{RUN_DIR}/model.pt",
         run=f"{RUN_DIR}/run.json",
+        log=f"{RUN_DIR}/log.jsonl",
     params:
         run=lambda wildcards: run_of(wildcards).config.to_dict(),
     conda:

@@ -1,7 +1,7 @@
 """The tables of the grid: mean ± std over seeds, the paper's layout, the paper beside ours, the claim.
 
-Every run is synthetic but in the real layout: config.json, model.pt, eval/<attack>.json +
-.correct.npz and a metrics.json made by ``part.evaluate.build_metrics`` and validated against its
+Every run is synthetic but in the real layout: run.json, model.pt, eval/<attack>.json +
+.correct.npz and a metrics.json made by ``part.results.build_metrics`` and validated against its
 schema. Accuracies are on 1000 examples, so each is a multiple of 0.1 and the expected means, stds and
 differences below are computed by hand.
 """
@@ -15,15 +15,19 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from scipy import stats as scipy_stats
 
-from part import aggregate, compare, io, stats
-from part.evaluate import attack_specs, build_metrics, file_sha256, metrics_schema
-from part.grid import Run, expand
+from part import aggregate, compare, files, provenance, stats
+from part.evaluate import attack_specs
+from part.results import build_metrics, file_sha256, metrics_schema
+from part import grid
+from part.grid import Run
 
+ROOT = Path(__file__).resolve().parents[1]
 N = 1000
-ENVIRONMENT = io.environment()
+ENVIRONMENT = provenance.environment()
 AA_EXTRA = {"package": "pyautoattack", "package_version": "0.2.0", "version": "standard", "batch_size": 500,
             "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd-ce": {}, "apgd-t": {}, "fab-t": {}, "square": {}}
 
@@ -48,8 +52,9 @@ ACCURACY = {
 
 
 def grid_cfg(results: Path, dataset: str = "cifar10", arch: str = "resnet18") -> dict:
-    return {"data": {"raw_dir": "data/raw", "prepared_dir": "data/prepared", "mirror": None},
-            "results_dir": str(results), "datasets": {dataset: {"arch": arch}}, "variants": VARIANTS,
+    """A workflow config (config.yaml's data and resources) with this module's grid and no experiments."""
+    cfg = {k: v for k, v in yaml.safe_load((ROOT / "config.yaml").read_text()).items() if k != "experiments"}
+    return {**cfg, "results_dir": str(results), "datasets": {dataset: {"arch": arch}}, "variants": VARIANTS,
             "seeds": [0, 1, 2], "run": {"device": "cpu"},
             "evaluation": {"attacks": ["natural", "pgd20", "mma", "aa"], "batch_size": 500, "n_examples": None,
                            "aa_n_examples": None}}
@@ -60,8 +65,8 @@ def write_run(results: Path, run: Run, accuracy: dict[str, float], *, settings: 
     """A finished, evaluated run directory; ``settings`` / ``n_examples`` / ``config`` override per attack / key."""
     run_dir = results / run.path
     (run_dir / "eval").mkdir(parents=True)
-    io.write_text(run_dir / "model.pt", run.path)  # only hashed by build_metrics
-    io.write_json(run_dir / "config.json", {**run.config.to_dict(), **(config or {})})
+    files.write_text(run_dir / "model.pt", run.path)  # only hashed by build_metrics
+    files.write_json(run_dir / "run.json", {"config": {**run.config.to_dict(), **(config or {})}})
     specs = attack_specs(8 / 255, 2 / 255)
     sha = file_sha256(run_dir / "model.pt")
     entries = {}
@@ -82,7 +87,7 @@ def write_run(results: Path, run: Run, accuracy: dict[str, float], *, settings: 
             "environment": ENVIRONMENT}
     metrics = build_metrics(run_dir, entries)
     jsonschema.validate(metrics, metrics_schema())
-    io.write_json(run_dir / "metrics.json", metrics)
+    files.write_json(run_dir / "metrics.json", metrics)
     return run_dir / "metrics.json"
 
 
@@ -93,7 +98,7 @@ def seed_accuracy(variant: str, seed: int) -> dict[str, float]:
 
 def write_grid(results: Path, cfg: dict, skip: tuple[tuple[str, int], ...] = ()) -> dict[tuple[str, int], Path]:
     return {(run.variant, run.seed): write_run(results, run, seed_accuracy(run.variant, run.seed))
-            for run in expand(cfg) if run.variant in ACCURACY and (run.variant, run.seed) not in skip}
+            for run in grid.load(cfg).main if run.variant in ACCURACY and (run.variant, run.seed) not in skip}
 
 
 @pytest.fixture
@@ -101,7 +106,13 @@ def full(tmp_path):
     """Every run but part_s5's, all seeds: the tables written."""
     cfg = grid_cfg(tmp_path / "results")
     write_grid(tmp_path / "results", cfg)
-    return cfg, aggregate.write_tables(cfg, tmp_path / "tables")
+    return cfg, tables(cfg, tmp_path / "tables")
+
+
+def tables(cfg: dict, out_dir: Path) -> dict[str, Path]:
+    """The tables of the runs that have metrics (as a partial grid outside the workflow is tabulated)."""
+    g = grid.load(cfg)
+    return aggregate.write_tables(g, aggregate.existing_metrics(g), out_dir)
 
 
 def cell(main: pd.DataFrame, variant: str, column: str):
@@ -151,7 +162,7 @@ def test_mean_std_diff_and_bold_against_hand_computed_values(full):
 def test_a_row_without_results_and_a_missing_seed_are_marked(tmp_path):
     cfg = grid_cfg(tmp_path / "results")
     write_grid(tmp_path / "results", cfg, skip=(("part_s1", 2), ("part_s10", 1), ("part_s10", 2)))
-    paths = aggregate.write_tables(cfg, tmp_path / "tables")
+    paths = tables(cfg, tmp_path / "tables")
     main = pd.read_csv(paths["main_csv"], dtype={"natural_missing_seeds": str}, keep_default_na=False)
     assert cell(main, "part_s1", "natural_n_seeds") == 2 and cell(main, "part_s1", "natural_missing_seeds") == "2"
     assert cell(main, "part_s5", "aa_n_seeds") == 0 and cell(main, "part_s5", "aa_missing_seeds") == "0 1 2"
@@ -205,7 +216,7 @@ def test_latex_is_structurally_sound(full):
 def rewrite(paths: dict, key: tuple[str, int], cfg: dict, **overrides) -> Path:
     """Replace one run of the grid by the same run evaluated or trained under other settings."""
     variant, seed = key
-    run = next(r for r in expand(cfg) if (r.variant, r.seed) == key)
+    run = next(r for r in grid.load(cfg).main if (r.variant, r.seed) == key)
     for f in sorted((Path(cfg["results_dir"]) / run.path).rglob("*"), reverse=True):
         f.rmdir() if f.is_dir() else f.unlink()
     return write_run(Path(cfg["results_dir"]), run, seed_accuracy(variant, seed), **overrides)
@@ -222,7 +233,7 @@ def test_mismatched_settings_raise_naming_the_files(tmp_path, overrides, setting
     paths = write_grid(tmp_path / "results", cfg)
     bad = rewrite(paths, ("part_s1", 1), cfg, **overrides)
     with pytest.raises(aggregate.MismatchError) as err:
-        aggregate.write_tables(cfg, tmp_path / "tables")
+        tables(cfg, tmp_path / "tables")
     message = str(err.value)
     assert setting in message and str(bad) in message
     assert str(paths["part_s1", 0]) in message or str(paths["at", 0]) in message
@@ -232,26 +243,42 @@ def test_mismatched_settings_raise_naming_the_files(tmp_path, overrides, setting
 def test_a_seed_evaluated_with_other_attacks_is_a_mismatch(tmp_path):
     cfg = grid_cfg(tmp_path / "results")
     paths = write_grid(tmp_path / "results", cfg)
-    run = next(r for r in expand(cfg) if (r.variant, r.seed) == ("at", 2))
+    run = next(r for r in grid.load(cfg).main if (r.variant, r.seed) == ("at", 2))
     for f in sorted((tmp_path / "results" / run.path).rglob("*"), reverse=True):
         f.rmdir() if f.is_dir() else f.unlink()
     write_run(tmp_path / "results", run, {k: v for k, v in seed_accuracy("at", 2).items() if k != "aa"})
     with pytest.raises(aggregate.MismatchError, match="evaluated attacks") as err:
-        aggregate.write_tables(cfg, tmp_path / "tables")
+        tables(cfg, tmp_path / "tables")
     assert str(paths["at", 0]) in str(err.value)
 
 
-def test_collect_keeps_its_meaning_without_the_check(tmp_path):
-    """``collect(cfg)`` (used by the experiments' tables) reads what exists and checks only with check=True."""
+def test_collect_always_checks_what_it_reads(tmp_path):
+    """``collect`` (the experiments' tables read through it) refuses what the main table refuses: seeds of a
+    row trained with other settings are not averaged."""
     cfg = grid_cfg(tmp_path / "results")
     write_grid(tmp_path / "results", cfg)
-    rewrite({}, ("part_s1", 1), cfg, config={"epochs": 3})
-    per_seed = aggregate.collect(cfg)
+    g = grid.load(cfg)
+    per_seed = aggregate.collect(g, aggregate.existing_metrics(g))
     assert len(per_seed) == 5 * 3 * 5 and set(per_seed["attack"]) == {"natural", "pgd20", "mma", "aa", "worst_case"}
     summary = aggregate.summarise(per_seed, cfg["seeds"])
     assert summary.loc[(summary["variant"] == "at") & (summary["attack"] == "natural"), "cell"].item() == "82.60 ± 0.20"
-    with pytest.raises(aggregate.MismatchError):
-        aggregate.collect(cfg, check=True)
+    rewrite({}, ("part_s1", 1), cfg, config={"epochs": 3})
+    with pytest.raises(aggregate.MismatchError, match="the seeds of row cifar10/resnet18/part_s1 .*epochs: 80 vs 3"):
+        aggregate.collect(g, aggregate.existing_metrics(g))
+
+
+def test_every_declared_metrics_file_is_read_or_the_table_stops(tmp_path):
+    """The workflow declares the grid's metrics files; a missing one is an error, never a silently shorter row."""
+    cfg = grid_cfg(tmp_path / "results")
+    paths = write_grid(tmp_path / "results", cfg)
+    g = grid.load(cfg)
+    declared = [g.run_dir(r) / "metrics.json" for r in g.main]  # part_s5 has none
+    with pytest.raises(FileNotFoundError, match="part_s5/seed0/metrics.json: missing; the table reads it"):
+        aggregate.write_tables(g, declared, tmp_path / "tables")
+    assert not (tmp_path / "tables").exists()
+    elsewhere = tmp_path / "other" / "cifar10/resnet18/at/seed0/metrics.json"
+    with pytest.raises(grid.ConfigError, match="not in a run directory of this grid"):
+        aggregate.write_tables(g, [*paths.values(), elsewhere], tmp_path / "tables")
 
 
 def test_a_family_with_two_base_variants_is_ambiguous(tmp_path):
@@ -259,7 +286,7 @@ def test_a_family_with_two_base_variants_is_ambiguous(tmp_path):
     at_long = {"label": "AT (long)", "family": "AT", "run": {"method": "at", "epochs": 100}}
     cfg["variants"] = {**VARIANTS, "at_long": at_long}
     with pytest.raises(ValueError, match="family 'AT' has 2 variants running 'at' \\(at, at_long\\)"):
-        aggregate.variant_table(cfg)
+        aggregate.variant_table(grid.load(cfg))
 
 
 # --- the paper beside ours, and its claim ------------------------------------------------------------------------
@@ -297,7 +324,7 @@ def test_matching_reads_the_run_config_not_the_labels(tmp_path):
                        "ours": {**VARIANTS["part_s10"], "label": "PART, lazy maps"}}
     table = aggregate.cells(pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds",
                                                   "missing_seeds"]),
-                            aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"], {}, 0.95)
+                            aggregate.variant_table(grid.load(cfg)), ["natural", "aa", "worst_case"], cfg["seeds"], {}, 0.95)
     versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")), 0.95,
                                            {"cifar10": None})
     matched = versus.dropna(subset=["ours_variant"]).drop_duplicates("paper_method")
@@ -367,7 +394,7 @@ def test_a_grid_the_paper_does_not_have_still_gets_both_tables(tmp_path):
     """The digits demo: no paper cell matches, the verdicts are ours alone."""
     cfg = grid_cfg(tmp_path / "results", dataset="digits", arch="small_cnn")
     write_grid(tmp_path / "results", cfg)
-    paths = aggregate.write_tables(cfg, tmp_path / "tables")
+    paths = tables(cfg, tmp_path / "tables")
     assert pd.read_csv(paths["paper_csv"]).empty
     md = text(paths["paper_md"])
     assert "No cell of the paper matches this grid" in md and "this grid has digits (small CNN)" in md
@@ -391,7 +418,7 @@ def test_a_grid_with_a_dataset_of_the_paper_and_one_without(tmp_path):
     cfg = grid_cfg(tmp_path / "results")
     cfg["datasets"] = {"cifar10": {"arch": "resnet18"}, "digits": {"arch": "small_cnn"}, "svhn": {"arch": "small_cnn"}}
     empty = pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds", "missing_seeds"])
-    table = aggregate.cells(empty, aggregate.variant_table(cfg), ["natural", "aa", "worst_case"], cfg["seeds"], {},
+    table = aggregate.cells(empty, aggregate.variant_table(grid.load(cfg)), ["natural", "aa", "worst_case"], cfg["seeds"], {},
                             0.95)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
     versus = compare.paper_vs_reproduction(table, paper, 0.95, {})

@@ -10,7 +10,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
 from part.cam import (
-    CAM_METHODS,
+    TORCH_CAM_METHODS,
     package_cams,
     class_activation_maps,
     gradcam_package_maps,
@@ -69,7 +69,7 @@ def assert_no_hooks(model: nn.Module) -> None:
         assert not module._forward_hooks and not module._backward_hooks
 
 
-@pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.parametrize("method", TORCH_CAM_METHODS)
 def test_matches_grad_cam_package(net, x, method):
     expected = torch.from_numpy(package_output(net, x, method))
     cam, _ = class_activation_maps(net, x, method)
@@ -111,7 +111,7 @@ def test_predicted_class_targets(net, x):
     assert torch.equal(pred, net(x).argmax(1))
 
 
-@pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.parametrize("method", TORCH_CAM_METHODS)
 def test_batch_equals_single_images(net, x, method):
     cam, pred = class_activation_maps(net, x, method)
     for i in range(len(x)):

@@ -31,7 +31,7 @@ import torch.multiprocessing as mp
 
 from part import config, distributed
 from part.data import PreparedDataset, Split, prepare_digits, save_prepared, split_rows
-from part.io import load_torch
+from part.torchfiles import load_torch
 from part.train import train
 
 N_TRAIN = 151

@@ -22,9 +22,10 @@ from part.attacks import MMA, PGD
 from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
 from part.cli import main
 from part.data import load_prepared
-from part.evaluate import (ATTACKS, attack_specs, check_accuracies, evaluate, evaluation_budget, load_correct,
-                           merge_metrics, metrics_schema, run_attack)
-from part.io import load_torch
+from part.evaluate import BATCH_SIZE, attack_specs, check_accuracies, evaluate, evaluation_budget, run_attack
+from part.results import load_correct, merge_metrics, metrics_schema
+from part.vocabulary import ATTACKS
+from part.torchfiles import load_torch
 from part.models import build_model
 from part.train import train
 
@@ -124,7 +125,7 @@ def test_adversarial_examples_stay_in_the_ball_and_the_box(model_and_data):
     g = torch.Generator().manual_seed(0)
     attacks = [PGD(EPS, ALPHA, 20), MMA(EPS, ALPHA, steps=20, k=3), MM3(EPS)]
     advs = [a(model, x, y, generator=g) for a in attacks]
-    advs.append(StandardAutoAttack(model, EPS, device="cpu", seed=0).perturb(x[:12], y[:12]))
+    advs.append(StandardAutoAttack(model, EPS, device="cpu", seed=0, batch_size=BATCH_SIZE).perturb(x[:12], y[:12]))
     for x_adv in advs:
         delta = (x_adv - x[:len(x_adv)]).abs()
         assert delta.max() <= EPS + 1e-6 and delta.max() > EPS / 2
@@ -133,12 +134,12 @@ def test_adversarial_examples_stay_in_the_ball_and_the_box(model_and_data):
 
 def test_autoattack_is_seeded_and_leaves_the_global_rng_alone(model_and_data):
     model, x, y = model_and_data
-    aa = StandardAutoAttack(model, EPS, device="cpu", seed=3)
+    aa = StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     first = aa.perturb(x[:10], y[:10])
     assert torch.equal(torch.get_rng_state(), state)
-    assert torch.equal(first, StandardAutoAttack(model, EPS, device="cpu", seed=3).perturb(x[:10], y[:10]))
+    assert torch.equal(first, StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE).perturb(x[:10], y[:10]))
 
 
 def test_autoattack_adapter_runs_the_standard_preset(model_and_data, monkeypatch):

@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from part import config, experiments, grid
+from part import aggregate, config, experiments, grid
+from part.aggregate import MismatchError
 from part.config import ConfigError
 from part.data import DeviceLoader, load_prepared, make_generator
 from part.epsmap import EpsMapStore
@@ -101,48 +102,46 @@ def small_grid(results_dir="results", prepared_dir="data/prepared"):
     return cfg
 
 
-def test_expand_keeps_the_main_table_and_all_runs_adds_the_experiments():
-    cfg = small_grid()
-    grid.validate(cfg)
-    assert [r.path for r in grid.expand(cfg)] == [f"digits/small_cnn/{v}/seed{s}" for v in ("at", "part_s1")
-                                                  for s in (0, 1)]
-    runs = grid.all_runs(cfg)
+def test_the_grid_keeps_the_main_table_and_its_runs_add_the_experiments():
+    g = grid.load(small_grid())
+    assert [r.path for r in g.main] == [f"digits/small_cnn/{v}/seed{s}" for v in ("at", "part_s1") for s in (0, 1)]
+    runs = g.runs
     assert len(runs) == 4 + 2 + 1  # part_s2 x 2 seeds, part_batch_index x 1; the part_s1 runs are the main table's
     assert runs["digits/small_cnn/part_s2/seed1"].config.mask.refresh_every == 2
     assert runs["digits/small_cnn/part_batch_index/seed0"].config.mask.pairing == "batch_index"
 
 
 def test_reused_variants_read_the_same_runs_under_their_own_label():
-    cfg = small_grid()
-    exps = grid.experiments(cfg)
+    g = grid.load(small_grid())
+    exps = g.experiments
     rows = {row.key: row for row in exps["switches"].rows}
     assert (rows["default"].variant, rows["default"].label) == ("part_s1", "own map")
     assert (rows["again"].variant, rows["again"].label) == ("part_s2", "s = 2")  # another experiment's variant
     assert {row.key: row.label for row in exps["s_sweep"].rows}["s1"] == "PART (s = 1)"  # the main table's label
-    main = {r.path: r for r in grid.expand(cfg)}
-    for run in grid.experiment_runs(cfg, exps["switches"]):
+    main = {r.path: r for r in g.main}
+    for run in g.experiment_runs["switches"]:
         if run.variant == "part_s1":
-            assert run == main[run.path]
+            assert run is main[run.path]  # built once, whichever tables read it
 
 
 def test_each_run_is_evaluated_with_the_union_of_its_tables_attacks():
-    attacks = grid.run_attacks(small_grid())
-    assert attacks["digits/small_cnn/part_s1/seed0"] == ["natural", "pgd20", "mma"]  # main table
-    assert attacks["digits/small_cnn/part_s2/seed0"] == ["natural", "pgd20", "mma"]  # s_sweep ∪ switches
-    assert attacks["digits/small_cnn/part_s2/seed1"] == ["natural", "pgd20"]  # s_sweep only (default attacks)
-    assert attacks["digits/small_cnn/part_batch_index/seed0"] == ["natural", "mma"]
+    attacks = grid.load(small_grid()).attacks
+    assert attacks["digits/small_cnn/part_s1/seed0"] == ("natural", "pgd20", "mma")  # main table
+    assert attacks["digits/small_cnn/part_s2/seed0"] == ("natural", "pgd20", "mma")  # s_sweep ∪ switches
+    assert attacks["digits/small_cnn/part_s2/seed1"] == ("natural", "pgd20")  # s_sweep only (default attacks)
+    assert attacks["digits/small_cnn/part_batch_index/seed0"] == ("natural", "mma")
 
 
 def test_a_variant_name_defined_twice_is_an_error_naming_both_keys():
     cfg = small_grid()
     cfg["experiments"]["s_sweep"]["variants"]["at"] = {"label": "x", "family": "AT", "run": {"method": "at"}}
     with pytest.raises(ConfigError, match=r"key 'experiments.s_sweep.variants.at'.*'variants.at'"):
-        grid.validate(cfg)
+        grid.load(cfg)
     cfg = small_grid()
     cfg["experiments"]["switches"]["variants"]["part_s2"] = {"label": "x", "family": "AT", "run": {"method": "part"}}
     with pytest.raises(ConfigError, match=r"key 'experiments.switches.variants.part_s2'.*"
                                           r"'experiments.s_sweep.variants.part_s2'"):
-        grid.validate(cfg)
+        grid.load(cfg)
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -159,39 +158,44 @@ def test_experiment_mistakes_stop_the_grid_and_name_the_key(edit, message):
     cfg = small_grid()
     edit(cfg["experiments"]["switches"])
     with pytest.raises(ConfigError, match=message):
-        grid.validate(cfg)
+        grid.load(cfg)
 
 
 def test_experiment_schema_errors_name_the_key():
     cfg = small_grid()
     cfg["experiments"]["switches"]["colour"] = "red"
     with pytest.raises(ConfigError, match="key 'experiments.switches'"):
-        grid.validate(cfg)
+        grid.load(cfg)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/demo.yaml"])
 def test_shipped_experiments_are_valid_and_reuse_main_runs(name):
-    cfg = load(name)
-    grid.validate(cfg)
-    exps = grid.experiments(cfg)
-    assert set(exps) == {"quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"}
-    quadrant = grid.experiment_runs(cfg, exps["quadrant"])
+    g = grid.load(load(name))
+    assert set(g.experiments) == {"quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"}
+    quadrant = g.experiment_runs["quadrant"]
     assert sorted(r.config.mask.recipe for r in quadrant) == ["quadrant_bl", "quadrant_br", "quadrant_ul", "quadrant_ur"]
     assert all(r.config.attack.eps_low == r.config.attack.eps / 2 and r.config.warmup_epochs == 0 for r in quadrant)
-    main = {r.path for r in grid.expand(cfg)}
+    main = {r.path for r in g.main}
     for exp in ("cam_methods", "eps_low_sweep", "s_sweep", "release_switches"):
-        assert any(r.path in main for r in grid.experiment_runs(cfg, exps[exp])), exp
+        assert any(r.path in main for r in g.experiment_runs[exp]), exp
 
 
 # --- tables and figures from real runs ------------------------------------------------------------------------
+
+def write_existing(cfg, name):
+    """What the workflow's experiment job does, its inputs globbed instead of declared: the files the runs have."""
+    g = grid.load(cfg)
+    runs = g.experiment_runs.get(name, ())
+    logs = [p for r in runs if (p := g.run_dir(r) / "log.jsonl").is_file()]
+    return experiments.write(g, name, aggregate.existing_metrics(g, runs), logs)
+
 
 @pytest.fixture(scope="module")
 def trained_grid(digits_dir, tmp_path_factory):
     """Train and evaluate (natural + PGD-20 on 100 test images) every run the s sweep reads."""
     cfg = small_grid(tmp_path_factory.mktemp("results"), digits_dir)
     cfg["experiments"] = {"s_sweep": cfg["experiments"]["s_sweep"]}
-    exp = grid.experiments(cfg)["s_sweep"]
-    for run in grid.experiment_runs(cfg, exp):
+    for run in grid.load(cfg).experiment_runs["s_sweep"]:
         out = Path(cfg["results_dir"]) / run.path
         train(run.config, out, log=lambda _: None)
         evaluate(out, ["natural", "pgd20"], n_examples=100, log=None)
@@ -199,7 +203,7 @@ def trained_grid(digits_dir, tmp_path_factory):
 
 
 def test_sweep_table_has_x_accuracies_and_seconds_per_epoch(trained_grid):
-    paths = experiments.write(trained_grid, "s_sweep")
+    paths = write_existing(trained_grid, "s_sweep")
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert paths["png"].parent == Path(trained_grid["results_dir"]) / "experiments" / "s_sweep"
     wide = pd.read_csv(paths["csv"])
@@ -225,28 +229,63 @@ def test_categorical_table_reads_the_same_runs(trained_grid):
     cfg["experiments"]["labels"] = {"title": "two labels", "seeds": [0, 1],
                                     "variants": {"a": {"use": "part_s1", "label": "first"},
                                                  "b": {"use": "part_s2", "label": "second"}}}
-    paths = experiments.write(cfg, "labels")
+    paths = write_existing(cfg, "labels")
     wide = pd.read_csv(paths["csv"])
     assert list(wide.columns) == ["dataset", "arch", "method", "Natural", "PGD-20"]
     assert list(wide["method"]) == ["first", "second"]
-    sweep = pd.read_csv(experiments.write(trained_grid, "s_sweep")["csv"])
+    sweep = pd.read_csv(write_existing(trained_grid, "s_sweep")["csv"])
     assert list(wide["Natural"]) == list(sweep["Natural"])
 
 
 def test_missing_runs_and_unknown_experiments(tmp_path):
     cfg = small_grid(tmp_path)
-    with pytest.raises(ValueError, match="experiments.switches: no metrics.json found"):
-        experiments.write(cfg, "switches")
+    with pytest.raises(ValueError, match="experiments.switches: no metrics.json given"):
+        write_existing(cfg, "switches")
     with pytest.raises(KeyError, match="experiments.nope: no such experiment"):
-        experiments.write(cfg, "nope")
+        write_existing(cfg, "nope")
+
+
+def test_a_declared_input_that_is_missing_or_foreign_is_an_error(trained_grid, tmp_path):
+    """The workflow declares every file a table reads: none is skipped, none outside the experiment is taken."""
+    g = grid.load(trained_grid)
+    declared = [g.run_dir(r) / "metrics.json" for r in g.experiment_runs["s_sweep"]]
+    logs = [g.run_dir(r) / "log.jsonl" for r in g.experiment_runs["s_sweep"]]
+    absent = g.results_dir / "digits/small_cnn/part_s2/seed7/metrics.json"
+    with pytest.raises(ConfigError, match="not in a run directory of this grid"):
+        experiments.write(g, "s_sweep", [*declared, absent], logs)
+    gone = tmp_path / "results"
+    with pytest.raises(ConfigError, match="not in a run directory of this grid"):
+        experiments.write(g, "s_sweep", [gone / "x.json"], logs)
+    at = g.results_dir / "digits/small_cnn/at/seed0/metrics.json"
+    with pytest.raises(ValueError, match="variant 'at', which is not a row of this table"):
+        experiments.write(g, "s_sweep", [*declared, at], logs)
+    with pytest.raises(ValueError, match=r"timing: no log.jsonl given for the runs \[\('digits', 'part_s1', 0\)"):
+        experiments.write(g, "s_sweep", declared, logs[1:])
+    cut = copy.deepcopy(trained_grid)
+    cut["results_dir"] = str(tmp_path / "empty")
+    g_cut = grid.load(cut)
+    with pytest.raises(FileNotFoundError, match="part_s1/seed0/metrics.json: missing; the table reads it"):
+        experiments.write(g_cut, "s_sweep", [g_cut.run_dir(r) / "metrics.json" for r in g_cut.experiment_runs["s_sweep"]])
 
 
 # --- the paper's reference numbers (synthetic CIFAR-10 metrics) ----------------------------------------------
 
-def fake_metrics(run, accuracies):
+def fake_metrics(run, accuracies, attack_seed=0):
+    entry = {"n_examples": 10000, "subset": "first 10000 of cifar10 test", "split": "test", "precision": "fp32",
+             "settings": {"seed": attack_seed}}
     return {"run": {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed},
-            "attacks": {a: {"accuracy": acc, "n_examples": 10000, "settings": {"seed": 0}} for a, acc in accuracies.items()},
+            "attacks": {a: {"accuracy": acc, **entry} for a, acc in accuracies.items()},
             "worst_case": {"accuracy": min(accuracies.values()), "n_examples": 10000}}
+
+
+def write_fake_runs(g, name, attack_seeds=None):
+    """metrics.json (+ run.json, which the consistency check reads) for every run of an experiment."""
+    for i, run in enumerate(g.experiment_runs[name]):
+        path = g.run_dir(run) / "metrics.json"
+        path.parent.mkdir(parents=True)
+        seed = (attack_seeds or {}).get(i, 0)
+        path.write_text(json.dumps(fake_metrics(run, {"natural": 77.0 + i, "pgd20": 46.0 + i}, seed)))
+        (path.parent / "run.json").write_text(json.dumps({"config": run.config.to_dict()}))
 
 
 PAPER_FIGURE1 = pd.DataFrame({"low_budget_region": ["bottom_right", "upper_left"], "eps_low_region": ["6/255"] * 2,
@@ -259,12 +298,8 @@ def test_quadrant_table_sets_the_paper_beside_ours(tmp_path, monkeypatch):
     cfg = load("config.yaml")
     cfg["results_dir"] = str(tmp_path)
     cfg["experiments"] = {"quadrant": cfg["experiments"]["quadrant"]}
-    exp = grid.experiments(cfg)["quadrant"]
-    for i, run in enumerate(grid.experiment_runs(cfg, exp)):
-        path = tmp_path / run.path / "metrics.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(fake_metrics(run, {"natural": 77.0 + i, "pgd20": 46.0 + i})))
-    paths = experiments.write(cfg, "quadrant")
+    write_fake_runs(grid.load(cfg), "quadrant")
+    paths = write_existing(cfg, "quadrant")
     wide = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False).set_index("method")
     assert list(wide.columns) == ["dataset", "arch", "Natural", "PGD-20", "Paper Natural", "Paper PGD-20"]
     assert list(wide.index) == ["upper left", "upper right", "bottom left", "bottom right"]
@@ -272,3 +307,29 @@ def test_quadrant_table_sets_the_paper_beside_ours(tmp_path, monkeypatch):
     assert wide.loc["bottom right", ["PGD-20", "Paper Natural", "Paper PGD-20"]].tolist() == ["49.00", "76.77", "46.75"]
     assert wide.loc["upper right", "Paper Natural"] == ""
     assert "Figure 1 of the paper" in paths["md"].read_text()
+
+
+def test_experiment_tables_refuse_runs_measured_differently(tmp_path):
+    """As the main table does: rows whose attack settings differ are not averaged or set side by side."""
+    cfg = load("config.yaml")
+    cfg["results_dir"] = str(tmp_path)
+    cfg["experiments"] = {"quadrant": cfg["experiments"]["quadrant"]}
+    write_fake_runs(grid.load(cfg), "quadrant", attack_seeds={2: 1})
+    with pytest.raises(MismatchError, match=r"the runs of cifar10/resnet18, attack 'natural'.*settings.seed: 0 vs 1"):
+        write_existing(cfg, "quadrant")
+
+
+def test_part_tables_writes_what_a_partial_grid_has(trained_grid, tmp_path, capsys):
+    """``part tables``: the main table of the runs evaluated so far (AT is not), and each experiment's."""
+    from part.cli import main
+
+    cfg = copy.deepcopy(trained_grid)
+    cfg["experiments"]["labels"] = {"title": "labels", "variants": {"a": {"use": "part_s1", "label": "first"}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # config order is row order
+    main(["tables", "--configfile", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "tables")])
+    out = capsys.readouterr().out
+    assert "main table: 2/4 runs evaluated" in out and "experiment s_sweep: 4/4 runs evaluated" in out
+    main_csv = pd.read_csv(tmp_path / "tables" / "main.csv").set_index("variant")
+    assert main_csv.loc["at", "natural_n_seeds"] == 0 and main_csv.loc["part_s1", "natural_n_seeds"] == 2
+    sweep = pd.read_csv(Path(cfg["results_dir"]) / "experiments" / "s_sweep" / "s_sweep.csv")
+    assert list(sweep["method"]) == ["PART (s = 1)", "PART (s = 2)"] and "s / epoch" in sweep

@@ -19,8 +19,9 @@ import torch
 from part import config
 from part.cli import main
 from part.data import load_prepared
-from part.evaluate import evaluate, merge_metrics
-from part.io import load_torch, save_torch
+from part.evaluate import evaluate
+from part.results import merge_metrics
+from part.torchfiles import load_torch, save_torch
 from part.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,15 +45,15 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 def killed_mid_write(target: Path) -> Path:
-    """SIGKILL a process while io.atomic_write is writing ``target``; returns the temporary it left."""
+    """SIGKILL a process while files.atomic_write is writing ``target``; returns the temporary it left."""
     script = textwrap.dedent(f"""
         import time
-        from part import io
+        from part import files
         def slow(tmp):
             tmp.write_text("half")
             print("writing", flush=True)
             time.sleep(60)
-        io.atomic_write({str(target)!r}, slow)
+        files.atomic_write({str(target)!r}, slow)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
@@ -84,13 +85,13 @@ def test_an_evaluation_killed_between_its_two_files_is_consistent_on_rerun(digit
     # kill a re-evaluation of pgd20 right after its flags were written
     script = textwrap.dedent(f"""
         import os, signal
-        from part import evaluate, io
-        write_json = io.write_json
+        from part import evaluate, files
+        write_json = files.write_json
         def die_before_json(path, obj):
             if str(path).endswith("pgd20.json"):
                 os.kill(os.getpid(), signal.SIGKILL)
             return write_json(path, obj)
-        io.write_json = die_before_json
+        files.write_json = die_before_json
         evaluate.evaluate({str(run_dir)!r}, ["pgd20"], n_examples=60, log=None)
     """)
     proc = subprocess.run([sys.executable, "-c", script])

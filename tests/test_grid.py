@@ -15,9 +15,8 @@ def load(name):
 
 
 def test_the_paper_grid_expands_to_one_run_per_dataset_variant_seed():
-    cfg = load("config.yaml")
-    grid.validate(cfg)
-    runs = grid.expand(cfg)
+    g = grid.load(load("config.yaml"))
+    runs = g.main
     assert len(runs) == 3 * 9 * 3
     by_path = {r.path: r for r in runs}
     tin = by_path["tinyimagenet200/wrn34_10/part_trades_s10/seed2"].config
@@ -28,14 +27,14 @@ def test_the_paper_grid_expands_to_one_run_per_dataset_variant_seed():
 
 @pytest.mark.parametrize("name", ["configs/demo.yaml", "configs/fashion_mnist.yaml"])
 def test_shipped_configs_are_valid(name):
-    grid.validate(load(name))
+    grid.load(load(name))
 
 
 def test_a_typo_in_the_grid_names_the_key():
     cfg = load("config.yaml")
     cfg["variants"]["part_s1"]["run"]["mask"]["refresh_evry"] = 1
     with pytest.raises(ConfigError, match=r"variants.part_s1 x seed 0\): key 'mask.refresh_evry'"):
-        grid.validate(cfg)
+        grid.load(cfg)
 
 
 def test_an_unknown_method_or_bad_budget_stops_before_any_job():
@@ -43,19 +42,19 @@ def test_an_unknown_method_or_bad_budget_stops_before_any_job():
     bad = copy.deepcopy(cfg)
     bad["variants"]["at"]["run"]["method"] = "pgd_at"
     with pytest.raises(ConfigError, match="key 'method': got 'pgd_at'"):
-        grid.validate(bad)
+        grid.load(bad)
     bad = copy.deepcopy(cfg)
     bad["datasets"]["svhn"]["run"] = {"attack": {"eps_low": "9/255"}}
     with pytest.raises(ConfigError, match=r"datasets.svhn .*key 'attack.eps_low'.*eps_low <= eps"):
-        grid.validate(bad)
+        grid.load(bad)
 
 
 def test_workflow_level_schema_errors():
     cfg = load("config.yaml")
     cfg["evaluation"]["attacks"].append("cw")
     with pytest.raises(ConfigError, match="key 'evaluation.attacks.4'"):
-        grid.validate(cfg)
+        grid.load(cfg)
     cfg = load("config.yaml")
     cfg["datasets"]["imagenet"] = {"arch": "resnet18"}
     with pytest.raises(ConfigError, match="key 'datasets'"):
-        grid.validate(cfg)
+        grid.load(cfg)

@@ -4,7 +4,8 @@ seeded reproducibility and input gradients (the attacks differentiate w.r.t. the
 import pytest
 import torch
 
-from part.models import MODELS, build_model
+from part.models import build_model
+from part.vocabulary import MODELS
 
 CHEAP = [m for m in MODELS if m != "wrn34_10"]
 

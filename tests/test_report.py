@@ -63,11 +63,12 @@ def write_env(path, device, torch_version):
 def test_recorded_environments_are_grouped_and_counted(tmp_path):
     write_env(tmp_path / "a/seed0/run.json", "NVIDIA H100", "2.5.1")
     write_env(tmp_path / "a/seed1/run.json", "NVIDIA H100", "2.5.1")
-    write_env(tmp_path / "a/seed0/metrics.json", "NVIDIA H100", "2.5.1")
+    write_env(tmp_path / "a/seed0/eval/aa.json", "NVIDIA H100", "2.5.1")
+    write_env(tmp_path / "a/seed0/metrics.json", "ignored: a merge computes nothing", "2.5.1")
     write_env(tmp_path / "b/seed0/run.json", "NVIDIA A100", "2.5.1")
     envs = report.recorded_environments(tmp_path).set_index("device")
     assert set(envs.index) == {"NVIDIA H100", "NVIDIA A100"}
-    assert envs.loc["NVIDIA H100", "files"] == "2 × run.json, 1 × metrics.json"
+    assert envs.loc["NVIDIA H100", "files"] == "2 × run.json, 1 × eval/*.json"
 
 
 def test_results_readme_has_grid_main_table_compute_and_links(tmp_path, logs):

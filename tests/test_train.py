@@ -7,15 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 
 import pytest
 import torch
 
-from part import config
+from part import config, provenance
 from part.attacks import PGD
 from part.data import load_prepared
 from part.evaluate import correct_per_example
-from part.io import load_torch
+from part.torchfiles import load_torch
 from part.models import build_model
 from part.train import DivergenceError, train
 
@@ -82,8 +83,9 @@ def test_run_json_records_config_versions_and_revision(trained):
     cfg, out, _ = trained["part_mart"]
     info = json.loads((out / "run.json").read_text())
     assert info["config"] == cfg.to_dict()
-    assert info["environment"]["versions"]["torch"] == torch.__version__.split("+")[0] or info["environment"]["versions"]["torch"]
-    assert "git_revision" in info["environment"]
+    recorded = info["environment"]["versions"]["torch"]
+    assert recorded == metadata.version("torch") and torch.__version__.split("+")[0] == recorded
+    assert info["environment"]["git_revision"] == provenance.git_revision()
     assert not (out / "checkpoint.pt").exists()
 
 

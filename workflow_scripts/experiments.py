@@ -2,8 +2,10 @@
 
 from contextlib import redirect_stderr, redirect_stdout
 
+from part import grid
 from part.experiments import write
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-    paths = write(snakemake.config, snakemake.params.experiment)
+    paths = write(grid.load(snakemake.config, source="workflow config"), snakemake.params.experiment,
+                  snakemake.input.metrics, snakemake.input.logs)
     print("\n".join(f"wrote {p}" for p in paths.values()))

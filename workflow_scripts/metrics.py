@@ -3,7 +3,7 @@
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from part.evaluate import merge_metrics
+from part.results import merge_metrics
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
     merge_metrics(Path(snakemake.output[0]).parent)

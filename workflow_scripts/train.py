@@ -11,16 +11,17 @@ from pathlib import Path
 
 import torch
 
-from part import distributed, io
+from part import distributed, files
 from part.config import from_dict
-from part.train import RunPaths, train
+from part.rundir import RunPaths
+from part.train import train
 
 distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: close the log, stop torchrun, exit 143
 
 
 def train_with_torchrun(cfg, out_dir, gpus, log):
     """``part train`` in ``gpus`` processes; on SIGTERM or Ctrl-C here, torchrun is told to stop its workers."""
-    config_path = io.write_json(RunPaths(out_dir).config, cfg.to_dict())  # the file train writes, written early
+    config_path = files.write_json(RunPaths(out_dir).config, cfg.to_dict())  # the file train writes, written early
     env = {**os.environ, "OMP_NUM_THREADS": str(snakemake.threads)}  # torchrun's default would be 1 thread
     log.flush()
     proc = subprocess.Popen(distributed.torchrun_command(gpus, config_path, out_dir), stdout=log,

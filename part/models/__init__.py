@@ -24,15 +24,12 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
 }
 
-MODELS: tuple[str, ...] = tuple(_BUILDERS)
-
-
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Instantiate ``name``; the seed must be set by the caller so initialisation is reproducible."""
     try:
         builder = _BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(_BUILDERS)}") from None
     return builder(num_classes=num_classes, in_channels=in_channels)
 
 

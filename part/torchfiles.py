@@ -1,0 +1,39 @@
+"""Torch files (checkpoints, weights, prepared datasets): written atomically, read without running code.
+
+``torch.load`` with ``weights_only=True``, so a file can hold tensors and plain containers only; a damaged
+or foreign file is an error naming it and what to do, never a traceback from deep inside the unpickler.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from part.files import atomic_write
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain containers, with an error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):  # torch's refusal of a GLOBAL outside the allow-list
+            raise ValueError(f"{path}: refused — the file holds Python objects beyond tensors and plain "
+                             "containers (code that loading would run); this pipeline never writes such files. "
+                             "Delete it and regenerate it, or load it yourself only if you trust its source") from None
+        raise ValueError(f"{path}: cannot be read as a torch file ({err}); it is corrupted or truncated: delete "
+                         "it and regenerate it") from err
+    except Exception as err:  # torch raises RuntimeError/EOFError for damaged files
+        raise ValueError(f"{path}: cannot be read as a torch file ({type(err).__name__}: {err}); "
+                         "it is corrupted or truncated: delete it and regenerate it") from err

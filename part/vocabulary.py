@@ -1,0 +1,45 @@
+"""The names a config may use, one registry per vocabulary: datasets, models, methods, recipes, CAMs, attacks.
+
+Plain tuples with no imports, so that the Snakefile parse and config validation read them without torch.
+The JSON schemas restate them as enums (a schema is data a user reads and an editor completes);
+``tests/test_vocabulary.py`` checks every enum of every schema against the tuple here, and every code
+registry (model builders, dataset shapes and sources, per-dataset defaults, attack specs) against them.
+"""
+
+DATASETS = ("cifar10", "svhn", "tinyimagenet200", "fashion_mnist", "digits")
+MODELS = ("resnet18", "preact_resnet18", "wrn34_10", "small_cnn")
+
+BASE_METHOD = {"natural": "natural", "at": "at", "trades": "trades", "mart": "mart",
+               "part": "at", "part_trades": "trades", "part_mart": "mart"}
+"""Each method's base family; the ``part*`` methods are their base with the ε-map projection."""
+METHODS = tuple(BASE_METHOD)
+PART_METHODS = tuple(m for m in METHODS if m.startswith("part"))
+"""The pixel-reweighted methods: the one place that decides what "a PART variant" is."""
+
+CAM_RECIPES = ("default", "official_jet")
+"""The importance recipes that read a CAM."""
+QUADRANT_RECIPES = ("quadrant_ul", "quadrant_ur", "quadrant_bl", "quadrant_br")
+"""The fixed-region recipes of the paper's proof of concept: ε_low on one quadrant, no CAM."""
+RECIPES = CAM_RECIPES + QUADRANT_RECIPES
+PAIRINGS = ("own", "batch_index")
+
+TORCH_CAM_METHODS = ("gradcam", "xgradcam", "layercam")
+"""The CAMs the batched torch backend computes (the grad-cam backend offers the package's others too)."""
+CAM_BACKENDS = ("torch", "grad-cam")
+RESIZES = ("bicubic", "pil_bicubic", "bilinear")
+"""The upsamplings of the torch backend (``cam.resize``): torch's bicubic, PIL's (the release's), bilinear."""
+
+GENERATORS = ("pgd", "mma")
+PIXEL_STARTS = ("per_pixel", "scalar_unclipped")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+PRESETS = ("default", "release")
+TRADES_FORWARDS = (2, 3)
+
+TABLE_ATTACKS = ("natural", "pgd20", "mma", "aa")
+"""The paper's table columns; its MMA column is the release's variant."""
+ATTACKS = TABLE_ATTACKS + ("mm3",)
+ATTACK_KINDS = ("natural", "pgd", "mma", "mm3", "autoattack")
+NORMS = ("Linf", "L2", "L1")
+REFERENCES = ("paper_figure1",)
+"""Published numbers an experiment can print and plot beside its own (``part/reference/*.csv``)."""
