@@ -53,10 +53,8 @@ class Record:
 
 
 def existing_metrics(grid: Grid, runs: Iterable[Run] | None = None) -> list[Path]:
-    """The ``metrics.json`` of those of ``runs`` (default: the main table's) that have one: what a table of a
-    partial grid reads outside the workflow, which declares every file instead."""
-    return [path for run in (grid.main if runs is None else runs)
-            if (path := grid.run_dir(run) / "metrics.json").is_file()]
+    """The ``metrics.json`` that those of ``runs`` (default: the main table's) have (see ``Grid.existing``)."""
+    return grid.existing("metrics.json", runs)
 
 
 def read_metrics(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str, Variant]) -> list[Record]:

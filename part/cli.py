@@ -81,8 +81,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
         found = aggregate.existing_metrics(g, runs)
         print(f"[part] experiment {name}: {len(found)}/{len(runs)} runs evaluated")
         if found:
-            logs = [p for r in runs if (p := g.run_dir(r) / "log.jsonl").is_file()]
-            for path in experiments.write(g, name, found, logs).values():
+            for path in experiments.write(g, name, found, g.existing("log.jsonl", runs)).values():
                 print(f"[part] wrote {path}")
 
 

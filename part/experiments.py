@@ -70,7 +70,10 @@ def _run_keys(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
 
 def _timing_rows(grid: Grid, per_seed: pd.DataFrame, logs: Iterable[str | Path]) -> pd.DataFrame:
     """One timing row per evaluated run, shaped like an attack's so ``summarise`` averages it too."""
-    by_run = {(r.dataset, r.variant, r.seed): Path(log) for log in logs for r in [grid.run_at(log)]}
+    by_run = {}
+    for log in map(Path, logs):
+        run = grid.run_at(log)
+        by_run[run.dataset, run.variant, run.seed] = log
     first = per_seed.drop_duplicates(["dataset", "variant", "seed"])
     if missing := [k for k in _run_keys(first) if k not in by_run]:
         raise ValueError(f"timing: no log.jsonl given for the runs {missing}; the s / epoch column reads each one")

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import jsonschema
@@ -287,8 +288,10 @@ class Grid:
         stems += [f"gallery_{d}" for d in self.datasets if self.gallery_run(d) is not None]
         return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in self.main) else [])
 
-    def job_resources(self, stage: str, dataset: str) -> dict[str, Any]:
-        return job_resources(self.cfg, stage, dataset)
+    def existing(self, name: str, runs: Iterable[Run] | None = None) -> list[Path]:
+        """The file ``name`` (``metrics.json``, ``log.jsonl``) of those of ``runs`` (default: the main table's)
+        that have one: what a partial grid is tabulated from outside the workflow, which declares every file."""
+        return [path for run in (self.main if runs is None else runs) if (path := self.run_dir(run) / name).is_file()]
 
 
 def load(cfg: dict[str, Any], source: str = "config.yaml") -> Grid:

@@ -54,6 +54,6 @@ def job_resources(stage):
     """A job's scheduler resources, resolved per dataset by part.grid.job_resources."""
 
     def of_job(key):
-        return lambda wildcards: GRID.job_resources(stage, wildcards.dataset)[key]
+        return lambda wildcards: grid.job_resources(config, stage, wildcards.dataset)[key]
 
     return {key: of_job(key) for key in ("nodes", "gpu", "cpus_per_gpu", "mem_mb", "runtime")}

@@ -186,8 +186,7 @@ def write_existing(cfg, name):
     """What the workflow's experiment job does, its inputs globbed instead of declared: the files the runs have."""
     g = grid.load(cfg)
     runs = g.experiment_runs.get(name, ())
-    logs = [p for r in runs if (p := g.run_dir(r) / "log.jsonl").is_file()]
-    return experiments.write(g, name, aggregate.existing_metrics(g, runs), logs)
+    return experiments.write(g, name, aggregate.existing_metrics(g, runs), g.existing("log.jsonl", runs))
 
 
 @pytest.fixture(scope="module")
