@@ -8,6 +8,7 @@ from the JSON's ``cost_basis``: the model's AT epoch on 50 k 32×32 images, scal
 images and pixels; TRADES / MART epochs as measured ratios to it (1.1 where not measured); a PART epoch
 as its measured training part plus one ε-map refresh on each epoch ``cfg.refreshes_at`` names (none for
 the quadrant recipes, which need no CAM). The ratios come from ResNet-18 and are applied to every model.
+The costing itself (``Basis``, ``run_seconds``) lives in ``part.plan``, which ``part plan`` shares.
 ``--readme`` replaces what lies between the README's ``cost-table`` markers.
 """
 
@@ -16,57 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from part import grid
-from part.config import RunConfig, from_dict
+from part.config import from_dict
 from part.data import SHAPES
-from part.importance import QUADRANTS
+from part.plan import TRAIN_IMAGES, Basis, run_seconds
 
-TRAIN_IMAGES = {"cifar10": 50_000, "svhn": 73_257, "tinyimagenet200": 100_000}
-"""Training-set sizes of the paper's datasets (the prepared files hold exactly these)."""
-BASIS_IMAGES, BASIS_SIDE = 50_000, 32
-ASSUMED_FAMILY_RATIO = 1.1
-RATIO_MODEL = "resnet18"
 BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
-
-
-@dataclass(frozen=True)
-class Basis:
-    """Seconds of one 50 k-image 32×32 AT epoch per model, and the per-epoch ratios to it."""
-    at_epoch: dict[str, float]
-    settings: dict[str, str]
-    part_train: float
-    refresh: float
-    family: dict[str, float]
-
-    @classmethod
-    def from_report(cls, report: dict[str, Any]) -> Basis:
-        basis = report.get("cost_basis")
-        if not basis or RATIO_MODEL not in basis:
-            why = "it was written with --tiny" if report.get("tiny") else "its speed stage measured no AT + PART pair"
-            raise ValueError(f"the device check has no cost basis ({why}); run it on a GPU without --tiny")
-        ratios = basis[RATIO_MODEL]
-        return cls({m: b["at_epoch_seconds_50k"] for m, b in basis.items()}, {m: b["setting"] for m, b in basis.items()},
-                   ratios["part_train_over_at"], ratios["refresh_over_at"],
-                   {"at": 1.0, "natural": 1.0,
-                    **{f: ratios.get(f"{f}_over_at") or ASSUMED_FAMILY_RATIO for f in ("trades", "mart")}})
-
-
-def run_seconds(cfg: RunConfig, basis: Basis) -> float:
-    """GPU seconds of one training run (natural training is costed as AT: an upper bound)."""
-    if cfg.model not in basis.at_epoch:
-        raise ValueError(f"no measured epoch for model {cfg.model!r} (the device check measured {sorted(basis.at_epoch)})")
-    side = SHAPES[cfg.dataset][1]
-    epoch = basis.at_epoch[cfg.model] * TRAIN_IMAGES[cfg.dataset] / BASIS_IMAGES * (side / BASIS_SIDE) ** 2
-    base = epoch * basis.family[cfg.base_method]
-    part_epochs = sum(cfg.is_part_epoch(e) for e in range(cfg.epochs))
-    refreshes = 0 if cfg.mask.recipe in QUADRANTS else sum(cfg.refreshes_at(e) for e in range(cfg.epochs))
-    return (cfg.epochs - part_epochs) * base + part_epochs * base * basis.part_train + refreshes * epoch * basis.refresh
 
 
 def table_rows(grid_cfg: dict[str, Any], basis: Basis) -> list[dict[str, Any]]:

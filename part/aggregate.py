@@ -34,7 +34,7 @@ OUTPUTS = TABLE_FILES
 
 RUN_KEYS_FREE = ("seed", "data_dir", "device")
 """Run-config keys the seeds of one row may differ in: the seed, and where data and computation lived."""
-ENTRY_KEYS_COMPARED = ("n_examples", "subset", "split", "precision")
+ENTRY_KEYS_COMPARED = ("n_examples", "subset", "split", "precision", "checkpoint")
 """Keys of an attack's entry (besides its settings) that every file of a dataset must share."""
 SETTINGS_KEYS_FREE = ("batch_size",)
 """Attack settings that change throughput only."""
@@ -53,8 +53,9 @@ class Record:
 
 
 def existing_metrics(grid: Grid, runs: Iterable[Run] | None = None) -> list[Path]:
-    """The ``metrics.json`` that those of ``runs`` (default: the main table's) have (see ``Grid.existing``)."""
-    return grid.existing("metrics.json", runs)
+    """The merged results of the tables' checkpoint (``metrics.json`` for the paper's final weights) that
+    those of ``runs`` (default: the main table's) have (see ``Grid.existing``)."""
+    return grid.existing(grid.metrics_name, runs)
 
 
 def read_metrics(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str, Variant]) -> list[Record]:
@@ -115,10 +116,11 @@ def correct_flags(records: list[Record]) -> Flags:
     flags: Flags = {}
     for rec in records:
         run = (rec.run.dataset, rec.run.variant)
+        checkpoint = rec.metrics["checkpoint"]
         for attack in rec.metrics["attacks"]:
-            correct, index = load_correct(rec.path.parent, attack)
+            correct, index = load_correct(rec.path.parent, attack, checkpoint)
             flags.setdefault((*run, attack), {})[rec.run.seed] = (index, correct)
-        correct, index = worst_case_correct(rec.path.parent, rec.metrics["worst_case"]["attacks"])
+        correct, index = worst_case_correct(rec.path.parent, rec.metrics["worst_case"]["attacks"], checkpoint)
         flags.setdefault((*run, "worst_case"), {})[rec.run.seed] = (index, correct)
     return flags
 

@@ -1,4 +1,4 @@
-"""``part`` command line: ``part prepare``, ``part train``, ``part evaluate``, ``part tables``."""
+"""``part`` command line: ``part prepare``, ``part train``, ``part evaluate``, ``part tables``, ``part plan``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from part.config import ConfigError
-from part.vocabulary import PRECISIONS
+from part.vocabulary import CHECKPOINTS, PRECISIONS
 from part.train import DivergenceError
 
 
@@ -52,19 +52,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from part.evaluate import evaluate
     from part.results import merge_metrics
+    from part.rundir import metrics_name
 
     if args.merge_only:
-        metrics = merge_metrics(args.run)
+        metrics = merge_metrics(args.run, args.checkpoint)
     else:
         attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
         metrics = evaluate(args.run, attacks, n_examples=args.n_examples, batch_size=args.batch_size,
                            device=args.device, precision=args.precision, seed=args.seed, data_dir=args.data_dir,
-                           merge=not args.no_merge)
+                           merge=not args.no_merge, checkpoint=args.checkpoint)
     cells = [f"{name} {e['accuracy']:.2f}% (n={e['n_examples']}, {e['seconds']:.1f}s)"
              for name, e in metrics["attacks"].items()]
     worst = metrics["worst_case"]
     print(f"[part] {args.run}: " + " | ".join(cells) + f" | worst case {worst['accuracy']:.2f}% "
-          f"(n={worst['n_examples']})" + ("" if args.no_merge else " -> metrics.json"))
+          f"(n={worst['n_examples']})" + ("" if args.no_merge else f" -> {metrics_name(args.checkpoint)}"))
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
@@ -83,6 +84,17 @@ def cmd_tables(args: argparse.Namespace) -> None:
         if found:
             for path in experiments.write(g, name, found, g.existing("log.jsonl", runs)).values():
                 print(f"[part] wrote {path}")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """A grid's jobs and GPU-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
+    from part import grid, plan
+
+    g = grid.load(yaml.safe_load(Path(args.configfile).read_text()) or {}, source=args.configfile)
+    throughput = [plan.load_throughput(path) for path in args.throughput]
+    rows = plan.plan(g, throughput)
+    print((plan.markdown if args.markdown else plan.text)(rows), end="")
+    print(plan.legend(throughput))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (CUDA only)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
     p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                   help="weights: last = model.pt (the paper's), best = best.pt (needs validation.size > 0), "
+                        "ema = ema.pt (needs ema.decay > 0); results go to eval_<name>/ and metrics_<name>.json")
     merging = p.add_mutually_exclusive_group()
     merging.add_argument("--no-merge", action="store_true",
                          help="only write eval/<attack>.{json,correct.npz} (one job per attack)")
@@ -123,6 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
     p.add_argument("--out", default=None, help="directory of the main table's files (default: RESULTS/tables)")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("plan", help="jobs and estimated GPU-hours of a grid per dataset and stage, before submitting")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
+    p.add_argument("--throughput", action="extend", nargs="+", default=[], metavar="FILE",
+                   help="JSONs of benchmarks/device_check.py, train_throughput.py or eval_throughput.py (the first that "
+                        "measured a job costs it; the grid's own runs come before any)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.set_defaults(func=cmd_plan)
 
     args = parser.parse_args(argv)
     try:

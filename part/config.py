@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "trades_forwards": 3,
     "preset": "default",
     "augment": {"crop_padding": 0, "flip": False},
+    # Not in the paper (which evaluates the last epoch's weights): robust validation and weight averaging.
+    "validation": {"size": 0, "seed": 0, "every": 1, "steps": 10},
+    "ema": {"decay": 0.0},
     "precision": "fp32",
     "channels_last": False,
     "compile": "none",
@@ -140,6 +143,19 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    size: int
+    seed: int
+    every: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    decay: float
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: str
     data_dir: str
@@ -158,6 +174,8 @@ class RunConfig:
     trades_forwards: int
     preset: str
     augment: AugmentConfig
+    validation: ValidationConfig
+    ema: EmaConfig
     precision: str
     channels_last: bool
     compile: str
@@ -186,6 +204,12 @@ class RunConfig:
             return False
         part_epoch = epoch - self.warmup_epochs + 1
         return part_epoch == 1 or part_epoch % self.mask.refresh_every == 0
+
+    def validates_at(self, epoch: int) -> bool:
+        """Whether the held-out split is evaluated after this (0-based) epoch: every ``validation.every``
+        epochs and always after the last, so the final weights are among the candidates for best.pt."""
+        v = self.validation
+        return v.size > 0 and ((epoch + 1) % v.every == 0 or epoch == self.epochs - 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -288,6 +312,8 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         trades_forwards=merged["trades_forwards"],
         preset=merged["preset"],
         augment=AugmentConfig(**merged["augment"]),
+        validation=ValidationConfig(**merged["validation"]),
+        ema=EmaConfig(decay=float(merged["ema"]["decay"])),
         source=source,
     )
     _check_semantics(cfg)

@@ -147,6 +147,31 @@ def prepare_digits(seed: int = 0, test_fraction: float = 0.2) -> PreparedDataset
                            Split(torch.from_numpy(x_te), torch.from_numpy(y_te).long()), 10, meta)
 
 
+HOLD_OUT_STREAM = 3
+"""The random stream of the held-out draw (training's streams are 1 and 2, see ``part.train``)."""
+
+
+def hold_out(split: Split, size: int, seed: int) -> tuple[Split, Split]:
+    """(training rest, held-out) of ``split``: ``size`` images drawn without replacement, seeded by ``seed``
+    alone, so every run of a dataset validates on the same images whatever its own seed. Both parts keep
+    the dataset's order."""
+    if not 0 < size < len(split):
+        raise ValueError(f"key 'validation.size': {size} held-out images of a {len(split)}-image training set; "
+                         f"expected 0 < size < {len(split)}")
+    order = torch.randperm(len(split), generator=make_generator("cpu", seed, HOLD_OUT_STREAM))
+    held = torch.zeros(len(split), dtype=torch.bool)
+    held[order[:size]] = True
+    return Split(split.images[~held], split.labels[~held]), Split(split.images[held], split.labels[held])
+
+
+def split_sha256(split: Split) -> str:
+    """SHA-256 of a split's images and labels: what a run records of the images it validated on."""
+    h = hashlib.sha256()
+    for t in (split.images, split.labels):
+        h.update(memoryview(t.contiguous().numpy()).cast("B"))
+    return h.hexdigest()
+
+
 def derive_seed(*keys: int) -> int:
     """An independent 63-bit seed for each (run seed, epoch, stream): epochs replay exactly on resume."""
     return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

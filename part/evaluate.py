@@ -228,6 +228,7 @@ class LoadedRun:
     x: torch.Tensor
     y: torch.Tensor
     index: np.ndarray
+    checkpoint: str
     checkpoint_sha256: str
     precision: str
 
@@ -237,12 +238,20 @@ def _run_info(cfg: RunConfig) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str | None = None,
-             precision: str = "fp32", data_dir: str | Path | None = None) -> LoadedRun:
+             precision: str = "fp32", data_dir: str | Path | None = None, checkpoint: str = "last") -> LoadedRun:
+    """A finished run's ``checkpoint`` weights (``last``: model.pt; ``best``, ``ema``: see part.rundir) and
+    the first ``n_examples`` test images (all by default), on the device."""
     paths = RunPaths(Path(run_dir))
+    weights = paths.weights(checkpoint)
     for required in (paths.config, paths.model):
         if not required.is_file():
             raise FileNotFoundError(f"{required}: missing; {paths.root} is not a finished run (train it first)")
     cfg = from_dict(json.loads(paths.config.read_text()), str(paths.config))
+    if not weights.is_file():
+        key = "validation.size" if checkpoint == "best" else "ema.decay"
+        raise FileNotFoundError(f"{weights}: missing; the run was trained without its {checkpoint} weights (key "
+                                f"'{key}' is {cfg.validation.size if checkpoint == 'best' else cfg.ema.decay} in "
+                                f"{paths.config}; expected > 0)")
     dev = resolve_device(device or cfg.device)
     data = load_prepared(Path(data_dir or cfg.data_dir) / f"{cfg.dataset}.pt")
     n_test = len(data.test)
@@ -250,11 +259,11 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     if not 1 <= n <= n_test:
         raise ValueError(f"--n-examples {n_examples}: the {cfg.dataset} test split has {n_test} examples")
     model = build_model(cfg.model, data.num_classes, data.image_shape[0])
-    load_weights(model, torchfiles.load_torch(paths.model, map_location="cpu"), str(paths.model))
+    load_weights(model, torchfiles.load_torch(weights, map_location="cpu"), str(weights))
     model = with_precision(model.to(dev).eval(), precision, dev)
     x = data.test.images[:n].to(dev).float().div_(255)
     return LoadedRun(paths, cfg, model, x, data.test.labels[:n].to(dev), np.arange(n, dtype=np.int64),
-                      results.file_sha256(paths.model), precision)
+                     checkpoint, results.file_sha256(weights), precision)
 
 
 def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: int,
@@ -269,18 +278,19 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
         "device": str(run.x.device), "split": "test", "subset": f"first {n} of {run.cfg.dataset} test",
         "run": _run_info(run.cfg), "checkpoint_sha256": run.checkpoint_sha256,
         "created": results.now(), "environment": provenance.environment(),
-    }, result.correct.numpy(), run.index)
+    }, result.correct.numpy(), run.index, run.checkpoint)
     if log is not None:
         c = run.cfg
         what = "accuracy" if name == "natural" else f"robust accuracy {entry['accuracy']:6.2f}% ({entry['n_correct']}/{n}), natural"
-        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed} {name}: {what} {entry['natural_accuracy']:6.2f}% "
+        weights = "" if run.checkpoint == "last" else f" ({run.checkpoint} weights)"
+        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed}{weights} {name}: {what} {entry['natural_accuracy']:6.2f}% "
             f"({n} examples) {result.seconds:.1f}s ({entry['images_per_second'] or float('inf'):.0f} img/s)")
     return entry
 
 
 def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_examples: int | None = None,
              batch_size: int | None = None, device: str | None = None, precision: str = "fp32", seed: int = 0,
-             data_dir: str | Path | None = None, merge: bool = True,
+             data_dir: str | Path | None = None, merge: bool = True, checkpoint: str = "last",
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Evaluate a finished run under ``attacks`` and return the metrics (``metrics.json``'s content).
 
@@ -289,13 +299,16 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     into ``metrics.json``. Without it nothing else is written and the metrics of this call's attacks
     are returned — the shape for one job per attack followed by a ``merge_metrics`` job.
     ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result;
-    ``batch_size`` None is :data:`BATCH_SIZE`.
+    ``batch_size`` None is :data:`BATCH_SIZE`. ``checkpoint`` names the weights (``last``, the paper's, or
+    ``best`` / ``ema`` where the run kept them), whose results go to ``eval_<name>/`` and ``metrics_<name>.json``.
     """
     attacks = list(dict.fromkeys(attacks))
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
         raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(ATTACKS)}")
-    run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir)
+    run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir,
+                   checkpoint=checkpoint)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
     entries = {name: _evaluate_one(run, name, specs[name], batch_size or BATCH_SIZE, log) for name in attacks}
-    return results.merge_metrics(run_dir) if merge else results.build_metrics(run_dir, entries)
+    return (results.merge_metrics(run_dir, checkpoint) if merge
+            else results.build_metrics(run_dir, entries, checkpoint))

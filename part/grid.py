@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import jsonschema
 
 from part import config as run_config
-from part import vocabulary
+from part import rundir, vocabulary
 from part.config import ConfigError, RunConfig
 
 RUN_PATH = "{dataset}/{arch}/{variant}/seed{seed}"
@@ -213,6 +213,15 @@ def experiment_outputs(results_dir: str | Path, name: str) -> dict[str, Path]:
             "md": root / f"{name}.md", "png": root / f"{name}.png", "pdf": root / f"{name}.pdf"}
 
 
+CHECKPOINT_TABLE_FILES = {"csv": "checkpoints.csv", "md": "checkpoints.md"}
+"""The best-vs-last (and EMA) comparison's files in the tables directory (``part.checkpoint_table``)."""
+
+
+def checkpoint_table_outputs(results_dir: str | Path) -> dict[str, Path]:
+    """The comparison's files below ``results_dir`` (the checkpoints_table rule's outputs)."""
+    return {key: Path(results_dir) / "tables" / name for key, name in CHECKPOINT_TABLE_FILES.items()}
+
+
 def job_resources(cfg: dict[str, Any], stage: str, dataset: str) -> dict[str, Any]:
     """What one job of ``stage`` on ``dataset`` asks the scheduler for: ``resources.<stage>`` with the
     dataset's ``datasets.<name>.resources.<stage>`` over it (e.g. ``gpu: 4`` trains TinyImageNet's
@@ -245,6 +254,22 @@ class Grid:
     @property
     def datasets(self) -> tuple[str, ...]:
         return tuple(self.cfg["datasets"])
+
+    @property
+    def checkpoint(self) -> str:
+        """The weights every table reads (``evaluation.checkpoint``; the paper's final epoch by default)."""
+        return self.cfg["evaluation"].get("checkpoint", "last")
+
+    @property
+    def metrics_name(self) -> str:
+        """The merged-results file of :attr:`checkpoint` in each run directory."""
+        return rundir.metrics_name(self.checkpoint)
+
+    @property
+    def compared_checkpoints(self) -> tuple[str, ...]:
+        """The further weights of the main runs that are evaluated and compared with :attr:`checkpoint`."""
+        asked = set(self.cfg["evaluation"].get("compare_checkpoints", ())) - {self.checkpoint}
+        return tuple(c for c in vocabulary.CHECKPOINTS if c in asked)
 
     def run_dir(self, run: Run) -> Path:
         return self.results_dir / run.path
@@ -281,12 +306,18 @@ class Grid:
     def figure_stems(self) -> list[str]:
         """The file stems (below ``results/figures/``) of every figure of the grid.
 
-        A trade-off and training curves per dataset always; a gallery per dataset that has a CAM-based
+        A trade-off and training curves per dataset always; validation curves per dataset whose main runs
+        all validate; a gallery per dataset that has a CAM-based
         PART run; the ε-map statistics and the claim's differences once any run is pixel-reweighted.
         """
         stems = ["tradeoff", *(f"training_curves_{d}" for d in self.datasets)]
+        stems += [f"validation_{d}" for d in self.datasets if self.validated(d)]
         stems += [f"gallery_{d}" for d in self.datasets if self.gallery_run(d) is not None]
         return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in self.main) else [])
+
+    def validated(self, dataset: str) -> bool:
+        """Whether every main run of ``dataset`` holds out a validation split (``validation.size`` > 0)."""
+        return all(run.config.validation.size > 0 for run in self.main_runs(dataset))
 
     def existing(self, name: str, runs: Iterable[Run] | None = None) -> list[Path]:
         """The file ``name`` (``metrics.json``, ``log.jsonl``) of those of ``runs`` (default: the main table's)
@@ -325,9 +356,32 @@ def load(cfg: dict[str, Any], source: str = "config.yaml") -> Grid:
             if exp.x is not None:
                 x_value(r, exp.x, f"{source}: key 'experiments.{exp.name}.x'")
     order = cfg["evaluation"]["attacks"]
-    return Grid(cfg, main, exps, exp_runs, runs,
-                {path: tuple(a for a in order if a in needed) for path, needed in attacks.items()},
-                _main_variants(cfg, main, source))
+    g = Grid(cfg, main, exps, exp_runs, runs,
+             {path: tuple(a for a in order if a in needed) for path, needed in attacks.items()},
+             _main_variants(cfg, main, source))
+    _check_checkpoints(g, source)
+    return g
+
+
+KEEPS = {"best": ("validation.size", lambda c: c.validation.size > 0),
+         "ema": ("ema.decay", lambda c: c.ema.decay > 0)}
+"""What a run's config must set for it to keep the weights of a checkpoint beside its final ones."""
+
+
+def _check_checkpoints(g: Grid, source: str) -> None:
+    """Every run a checkpoint is evaluated for keeps those weights: the main one for every run, the
+    compared ones for the main table's."""
+    wanted = [("evaluation.checkpoint", g.checkpoint, g.runs.values()),
+              *(("evaluation.compare_checkpoints", c, g.main) for c in g.compared_checkpoints)]
+    for key, checkpoint, runs in wanted:
+        if checkpoint not in KEEPS:
+            continue
+        setting, kept = KEEPS[checkpoint]
+        lacking = [run.path for run in runs if not kept(run.config)]
+        if lacking:
+            raise ConfigError(f"{source}: key '{key}': {checkpoint} weights are kept only by runs with "
+                              f"'{setting}' > 0, and {len(lacking)} run(s) have none (first: {lacking[0]}); set "
+                              f"run.{setting} (or the variants' / datasets' run.{setting})")
 
 
 def _main_variants(cfg: dict[str, Any], main: tuple[Run, ...], source: str) -> dict[str, Variant]:

@@ -362,6 +362,59 @@ def plot_training_curves(logs: pd.DataFrame, variants: Mapping[str, Variant], st
     return save_figure(training_curves_figure(logs, variants), stem)
 
 
+VALIDATION_METRICS = {"val_robust": "robust validation\naccuracy (%)", "val_natural": "natural validation\naccuracy (%)"}
+"""log.jsonl fields of the validation figure (written on validated epochs only), with their axis labels."""
+
+
+def _refresh_marks(runs: pd.DataFrame) -> list[int] | None:
+    """Positions (in the validated epochs' order) of the epochs whose ε-maps were recomputed; None if none."""
+    epochs = sorted(runs["epoch"].unique())
+    refreshed = set(runs.loc[runs["refreshed"].astype(bool), "epoch"])
+    marks = [i for i, e in enumerate(epochs) if e in refreshed]
+    return marks or None
+
+
+def validation_curves_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
+    """One dataset's robust and natural accuracy on the held-out split per validated epoch: a row per
+    metric, a column per family, mean ± std over seeds, the warm-up's end and the ε-map refreshes marked.
+
+    Robust overfitting reads at a glance: a robust curve that peaks and falls while natural accuracy
+    keeps rising.
+    """
+    if "val_robust" not in logs.columns or logs["val_robust"].isna().all():
+        raise ValueError("no validated epoch in the logs (the runs were trained with validation.size: 0)")
+    apply_style()
+    styles = variant_styles(variants)
+    validated = logs.dropna(subset=["val_robust"])
+    present = set(validated["variant"])
+    families = list(dict.fromkeys(styles[v].family for v in styles if v in present))
+    fig = new_figure(figsize=(3.9 * len(families) + 2.0, 2.9 * len(VALIDATION_METRICS) + 0.6))
+    axes = fig.subplots(len(VALIDATION_METRICS), len(families), squeeze=False, sharex=True, sharey="row")
+    for col, family in enumerate(families):
+        shown = [v for v in styles if styles[v].family == family and v in present]
+        for row, (metric, label) in enumerate(VALIDATION_METRICS.items()):
+            ax = axes[row, col]
+            for v in shown:
+                runs = validated[validated["variant"] == v]
+                _band(ax, runs, metric, styles[v], _refresh_marks(runs))
+            _warmup_lines(ax, validated[validated["variant"].isin(shown)], annotate=row == 0)
+            if row == 0:
+                ax.set_title(family)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == len(VALIDATION_METRICS) - 1:
+                ax.set_xlabel("epoch")
+    _legend_right(fig, [styles[v] for v in styles if v in present], line=True)
+    fig.suptitle(f"Validation curves on {', '.join(dict.fromkeys(logs['dataset']))} (mean ± std over seeds; "
+                 "markers: ε-map refresh)")
+    return fig
+
+
+def plot_validation_curves(logs: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
+    """:func:`validation_curves_figure` of one dataset's logs, written to ``stem.png`` / ``stem.pdf``."""
+    return save_figure(validation_curves_figure(logs, variants), stem)
+
+
 def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """Share of pixels trained at the full ε in each PART epoch: a row per dataset, a column per family.
 
@@ -384,9 +437,7 @@ def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Fig
             ax = axes[row, col]
             for v in [v for v in shown if styles[v].family == family]:
                 runs = part[(part["dataset"] == dataset) & (part["variant"] == v)]
-                epochs = sorted(runs["epoch"].unique())
-                refreshed = set(runs.loc[runs["refreshed"].astype(bool), "epoch"])
-                _band(ax, runs, "full_eps_pct", styles[v], [i for i, e in enumerate(epochs) if e in refreshed])
+                _band(ax, runs, "full_eps_pct", styles[v], _refresh_marks(runs))
             ax.set_title(f"{dataset}: {family}")
             if col == 0:
                 ax.set_ylabel("pixels at full ε (%)")

@@ -6,6 +6,9 @@
     metrics.json               ``merge_metrics``: every eval/<attack>.json, plus the worst case over
                                them (an example counts only if it survives every attack)
 
+for the final weights (``model.pt``, checkpoint ``last``); the other weights a run may keep (``best``,
+``ema``: ``part.rundir.CHECKPOINT_FILES``) get the same files in ``eval_<name>/`` and ``metrics_<name>.json``.
+
 Apart from the attacks (``part.evaluate``) and free of torch: the merge job and the tables read and
 write these files without loading a model.
 """
@@ -25,11 +28,10 @@ import jsonschema
 import numpy as np
 
 from part import files, provenance
-from part.rundir import RunPaths
+from part.rundir import RunPaths, eval_dir_name, metrics_name
 from part.vocabulary import ATTACKS, TABLE_ATTACKS
 
 FORMAT_VERSION = 1
-EVAL_DIR = "eval"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -46,18 +48,18 @@ def now() -> str:
 
 
 def write_result(run_dir: str | Path, name: str, entry: dict[str, Any], correct: np.ndarray,
-                 index: np.ndarray) -> dict[str, Any]:
+                 index: np.ndarray, checkpoint: str = "last") -> dict[str, Any]:
     """Write one attack's pair of files; returns ``entry`` completed with its flags file and their hash.
 
     The JSON goes first and comes last: a kill in between leaves flags without a JSON, which counts as
     not evaluated (merges read the JSONs), never a JSON beside another evaluation's flags.
     """
-    eval_dir = Path(run_dir) / EVAL_DIR
+    eval_dir = Path(run_dir) / eval_dir_name(checkpoint)
     correct_file = f"{name}.correct.npz"
     files.sweep_temporaries(eval_dir, [f"{name}.json", correct_file])  # this attack's job owns these two files
     (eval_dir / f"{name}.json").unlink(missing_ok=True)
     files.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, correct, index))
-    entry = {**entry, "correct_file": f"{EVAL_DIR}/{correct_file}",
+    entry = {**entry, "checkpoint": checkpoint, "correct_file": f"{eval_dir_name(checkpoint)}/{correct_file}",
              "correct_sha256": file_sha256(eval_dir / correct_file)}
     files.write_json(eval_dir / f"{name}.json", entry)
     return entry
@@ -68,21 +70,21 @@ def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray) -> None:
         np.savez_compressed(f, correct=correct, index=index)
 
 
-def load_correct(run_dir: str | Path, attack: str) -> tuple[np.ndarray, np.ndarray]:
+def load_correct(run_dir: str | Path, attack: str, checkpoint: str = "last") -> tuple[np.ndarray, np.ndarray]:
     """(correct bool (N,), test indices (N,)) of one evaluated attack."""
-    path = Path(run_dir) / EVAL_DIR / f"{attack}.correct.npz"
+    path = Path(run_dir) / eval_dir_name(checkpoint) / f"{attack}.correct.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: attack {attack!r} has not been evaluated for this run")
+        raise FileNotFoundError(f"{path}: attack {attack!r} has not been evaluated for this run's {checkpoint} weights")
     with np.load(path) as f:
         return f["correct"].astype(bool), f["index"]
 
 
-def worst_case_correct(run_dir: str | Path, attacks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def worst_case_correct(run_dir: str | Path, attacks: list[str], checkpoint: str = "last") -> tuple[np.ndarray, np.ndarray]:
     """(correct under every attack (N,), test indices (N,)) over the examples all ``attacks`` have seen.
 
     Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer examples).
     """
-    correct = [load_correct(run_dir, name) for name in attacks]
+    correct = [load_correct(run_dir, name, checkpoint) for name in attacks]
     common = functools.reduce(np.intersect1d, [index for _, index in correct])
     return np.logical_and.reduce([c[np.isin(index, common)] for c, index in correct]), common
 
@@ -91,28 +93,31 @@ def metrics_schema() -> dict[str, Any]:
     return json.loads(resources.files("part").joinpath("schema/metrics.schema.json").read_text())
 
 
-def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """metrics.json content from per-attack entries; refuses to mix results of different checkpoints.
+def build_metrics(run_dir: str | Path, entries: dict[str, dict[str, Any]], checkpoint: str = "last") -> dict[str, Any]:
+    """metrics.json content from per-attack entries; refuses to mix results of different weights.
 
     Attacks may cover different prefixes of the test split (AutoAttack often runs on fewer
     examples); the worst case is taken over the examples that every attack has seen.
     """
     run_dir = Path(run_dir)
     if not entries:
-        raise ValueError(f"{run_dir / EVAL_DIR}: no evaluated attack to merge")
-    sha = file_sha256(RunPaths(run_dir).model)
+        raise ValueError(f"{run_dir / eval_dir_name(checkpoint)}: no evaluated attack to merge")
+    weights = RunPaths(run_dir).weights(checkpoint)
+    sha = file_sha256(weights)
+    again = f"`part evaluate --run {run_dir} --checkpoint {checkpoint} --attacks"
     stale = sorted(name for name, e in entries.items() if e["checkpoint_sha256"] != sha)
     if stale:
-        raise ValueError(f"{run_dir}: eval results {stale} were computed for another model.pt than the current "
-                         f"one; re-run `part evaluate --run {run_dir} --attacks {','.join(stale)}` or delete them")
+        raise ValueError(f"{run_dir}: eval results {stale} were computed for another {weights.name} than the current "
+                         f"one; re-run {again} {','.join(stale)}` or delete them")
     mismatched = sorted(name for name, e in entries.items() if not _flags_match(run_dir, e))
     if mismatched:
         raise ValueError(f"{run_dir}: the per-example flags of {mismatched} are not the ones their JSON was written "
-                         f"with; re-run `part evaluate --run {run_dir} --attacks {','.join(mismatched)}`")
+                         f"with; re-run {again} {','.join(mismatched)}`")
     order = sorted(entries, key=_attack_order)
-    survivors, common = worst_case_correct(run_dir, order)
+    survivors, common = worst_case_correct(run_dir, order, checkpoint)
     return {
-        "format_version": FORMAT_VERSION, "run": entries[order[0]]["run"], "checkpoint_sha256": sha,
+        "format_version": FORMAT_VERSION, "run": entries[order[0]]["run"], "checkpoint": checkpoint,
+        "checkpoint_sha256": sha,
         "split": "test", "table_attacks": [a for a in TABLE_ATTACKS if a in entries],
         "mma_column": "mma (the PART release's variant); mm3 = Gao et al.'s published MM3",
         "attacks": {name: entries[name] for name in order},
@@ -132,19 +137,20 @@ def _attack_order(name: str) -> int:
     return ATTACKS.index(name) if name in ATTACKS else len(ATTACKS)
 
 
-def merge_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """Merge every ``eval/<attack>.json`` of a run into ``metrics.json`` (validated, written atomically).
+def merge_metrics(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
+    """Merge every ``eval/<attack>.json`` of a run into ``metrics.json`` (validated, written atomically);
+    for another ``checkpoint``, its ``eval_<name>/`` into ``metrics_<name>.json``.
 
     Merges of one run are serialised by a lock file, and each job writes its own results before it
     merges, so the last merge to finish sees every finished attack whatever the interleaving.
     """
     run_dir = Path(run_dir)
-    eval_dir = run_dir / EVAL_DIR
+    eval_dir = run_dir / eval_dir_name(checkpoint)
     eval_dir.mkdir(parents=True, exist_ok=True)
     with open(eval_dir / ".merge.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))}
-        metrics = build_metrics(run_dir, entries)
+        metrics = build_metrics(run_dir, entries, checkpoint)
         jsonschema.validate(metrics, metrics_schema())
-        files.write_json(run_dir / "metrics.json", metrics)
+        files.write_json(run_dir / metrics_name(checkpoint), metrics)
     return metrics

@@ -11,6 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from part.vocabulary import CHECKPOINTS
+
+CHECKPOINT_FILES = dict(zip(CHECKPOINTS, ("model.pt", "best.pt", "ema.pt")))
+"""The weights a run keeps, by the name ``evaluation.checkpoint`` and ``part evaluate --checkpoint`` use:
+the final epoch's (the paper's), the best robust-validation epoch's, the weight average's."""
+
+
+def eval_dir_name(checkpoint: str) -> str:
+    """Where a checkpoint's per-attack results go: ``eval/`` for the final weights, ``eval_<name>/`` else."""
+    return "eval" if checkpoint == "last" else f"eval_{checkpoint}"
+
+
+def metrics_name(checkpoint: str) -> str:
+    """A checkpoint's merged results: ``metrics.json`` for the final weights, ``metrics_<name>.json`` else."""
+    return "metrics.json" if checkpoint == "last" else f"metrics_{checkpoint}.json"
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -29,6 +45,19 @@ class RunPaths:
         return self.root / "model.pt"
 
     @property
+    def best(self) -> Path:
+        return self.root / CHECKPOINT_FILES["best"]
+
+    @property
+    def ema(self) -> Path:
+        return self.root / CHECKPOINT_FILES["ema"]
+
+    def weights(self, checkpoint: str) -> Path:
+        if checkpoint not in CHECKPOINT_FILES:
+            raise ValueError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINT_FILES)}")
+        return self.root / CHECKPOINT_FILES[checkpoint]
+
+    @property
     def run(self) -> Path:
         return self.root / "run.json"
 
@@ -39,7 +68,7 @@ class RunPaths:
     @property
     def written(self) -> tuple[Path, ...]:
         """Every file the training loop writes into the run directory (atomically)."""
-        return self.checkpoint, self.log, self.model, self.run, self.config
+        return self.checkpoint, self.log, self.model, self.best, self.ema, self.run, self.config
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:

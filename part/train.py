@@ -8,6 +8,11 @@ weights: every random stream of an epoch (shuffle, crops, flips, attack starts) 
 (seed, epoch, stream), so an epoch replays the same whether or not the process restarted.
 ``model.pt`` and ``run.json`` are written last; their presence marks a finished run.
 
+Two options the paper does not use (both off by default): robust validation on a held-out part of the
+training set (``validation``: natural and PGD accuracy every few epochs in ``log.jsonl``, the best
+epoch's weights kept as ``best.pt``), and an exponential moving average of the weights (``ema``, kept
+as ``ema.pt``). Both are part of the checkpoint, so a resumed run still ends bit-identical.
+
 Launched by torchrun, the same loop trains one run in several processes (one per GPU) with the results
 of one process: see :mod:`part.distributed`. Only rank 0 writes files.
 
@@ -17,6 +22,7 @@ tensors and read once per epoch, which is also when divergence (a non-finite los
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,20 +32,22 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from part import distributed, files, provenance, torchfiles
-from part.attacks import Attack, RowsOf
+from part.attacks import PGD, Attack, RowsOf
 from part.batchnorm import slice_batchnorm
-from part.config import RunConfig, release_behaviours
-from part.data import Batch, DeviceLoader, Split, load_prepared, make_generator
+from part.config import ConfigError, RunConfig, release_behaviours
+from part.data import Batch, DeviceLoader, Split, hold_out, load_prepared, make_generator, split_sha256
 from part.epsmap import EpsMapStore
+from part.evaluate import BATCH_SIZE, correct_per_example, evaluation_budget
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, resolve_device, synchronize
 
-SHUFFLE_STREAM, ATTACK_STREAM = 1, 2
-CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history"})
+SHUFFLE_STREAM, ATTACK_STREAM, VALIDATION_STREAM = 1, 2, 4  # 3 is the held-out draw (part.data.HOLD_OUT_STREAM)
+CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history", "ema"})
 
 
 class DivergenceError(RuntimeError):
@@ -74,6 +82,7 @@ class Engine:
     attack: Attack | None
     outer: OuterLoss
     autocast: Callable
+    ema: AveragedModel | None = None
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +101,58 @@ def build_engine(cfg: RunConfig, split: Split, num_classes: int, device: torch.d
                           flip=cfg.augment.flip, channels_last=cfg.channels_last, rank=distributed.rank(),
                           world_size=distributed.world_size())
     return Engine(cfg, model, forward, step, optimizer, loader, EpsMapStore(cfg),
-                  training_attack(cfg.base_method, cfg.attack), outer_loss(cfg), autocast_factory(cfg.precision, device))
+                  training_attack(cfg.base_method, cfg.attack), outer_loss(cfg), autocast_factory(cfg.precision, device),
+                  _averaged(cfg, model))
+
+
+def _averaged(cfg: RunConfig, model: nn.Module) -> AveragedModel | None:
+    """The EMA of ``model``'s weights, starting from its initial weights (``ema.decay`` > 0).
+
+    Parameters are averaged; batch-norm running statistics are copied from the trained model after
+    every step (``use_buffers=False``), as the PyTorch EMA code of the AT literature does (Gowal et al.
+    2020 / Rebuffi et al. 2021 reproductions): averaging the statistics of different weights would
+    describe none of them, and a recomputing pass over the data would cost an epoch.
+    """
+    if cfg.ema.decay == 0:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema.decay), use_buffers=False)
+    ema.update_parameters(model)  # the first update copies: the average starts at the initial weights
+    return ema
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The held-out split, resident on the device, and the cheap PGD it is attacked with."""
+    split: Split
+    attack: PGD
+    record: dict[str, Any]
+
+    def __call__(self, model: nn.Module, seed: int, epoch: int) -> dict[str, Any]:
+        """Natural and robust accuracy (%) of ``model`` on the held-out split, and the seconds they took."""
+        synchronize(self.split.labels.device)
+        t0 = time.perf_counter()
+        natural = correct_per_example(model, self.split)
+        robust = correct_per_example(model, self.split, self.attack, batch_size=BATCH_SIZE,
+                                     generator=make_generator(self.split.labels.device, seed, epoch, VALIDATION_STREAM))
+        n = len(self.split)
+        val_natural, val_robust = 100.0 * int(natural.sum()) / n, 100.0 * int(robust.sum()) / n
+        return {"val_natural": val_natural, "val_robust": val_robust, "val_seconds": time.perf_counter() - t0}
+
+
+def split_for_training(cfg: RunConfig, train_split: Split, device: torch.device) -> tuple[Split, Validation | None]:
+    """(the images the run trains on, its validation or None): ``validation.size`` images held out."""
+    if cfg.validation.size == 0:
+        return train_split, None
+    try:
+        rest, held = hold_out(train_split, cfg.validation.size, cfg.validation.seed)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source}: {err}") from None
+    eps, alpha = evaluation_budget(cfg.dataset)
+    record = {**dataclasses.asdict(cfg.validation), "train_images": len(rest), "held_out_sha256": split_sha256(held),
+              "attack": {"kind": "pgd", "eps": eps, "alpha": alpha, "steps": cfg.validation.steps, "loss": "ce",
+                         "start": "uniform"}}
+    on_device = Split(held.images.to(device), held.labels.to(device))
+    return rest, Validation(on_device, PGD(eps, alpha, cfg.validation.steps, loss="ce", start="uniform"), record)
 
 
 def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
@@ -121,8 +181,9 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         _prepare_directory(paths, cfg, log)
     device = distributed.local_device(resolve_device(cfg.device))
     data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
-    _check_trainable(cfg, data.image_shape[0], len(data.train))
-    engine = build_engine(cfg, data.train, data.num_classes, device)
+    train_split, validation = split_for_training(cfg, data.train, device)
+    _check_trainable(cfg, data.image_shape[0], len(train_split))
+    engine = build_engine(cfg, train_split, data.num_classes, device)
     history = _resume(paths, engine, log)
 
     wall = time.perf_counter()
@@ -131,20 +192,42 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         if not math.isfinite(record["loss"]):
             raise DivergenceError(f"{paths.root}: loss is {record['loss']} in epoch {epoch + 1}; the last good "
                                   f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
+        if validation is not None and cfg.validates_at(epoch):
+            record.update(validation(engine.model, cfg.seed, epoch))
+        improved = "val_robust" in record and record["val_robust"] > max(_validated(history), default=-1.0)
         history.append(record)
         if writes:
+            if improved:  # before the checkpoint: a kill in between replays this epoch and rewrites it
+                torchfiles.save_torch(paths.best, engine.model.state_dict())
             _save_checkpoint(paths, engine, epoch, history)
         log(_progress_line(cfg, record))
 
     info = {"config": cfg.to_dict(), "release_behaviours": release_behaviours(cfg), "epochs_completed": cfg.epochs,
             "final": history[-1] if history else None, "wall_seconds_this_process": time.perf_counter() - wall,
             "train_seconds_total": sum(r["seconds"] for r in history), "processes": distributed.world_size(),
+            "validation": None if validation is None else validation.record, "best": best_epoch(history),
+            "checkpoints": ["last", *(["best"] if validation else []), *(["ema"] if engine.ema else [])],
             "environment": provenance.environment()}
     if writes:
+        if engine.ema is not None:
+            torchfiles.save_torch(paths.ema, engine.ema.module.state_dict())
         torchfiles.save_torch(paths.model, engine.model.state_dict())
         files.write_json(paths.run, info)
         paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
     return info
+
+
+def _validated(history: list[dict[str, Any]]) -> list[float]:
+    return [r["val_robust"] for r in history if "val_robust" in r]
+
+
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The validated epoch of highest robust accuracy (the first of equals): the one ``best.pt`` holds."""
+    validated = [r for r in history if "val_robust" in r]
+    if not validated:
+        return None
+    best = max(validated, key=lambda r: r["val_robust"])  # max keeps the first of equals, as the loop does
+    return {key: best[key] for key in ("epoch", "val_robust", "val_natural")}
 
 
 def _prepare_directory(paths: RunPaths, cfg: RunConfig, log: Callable[[str], None]) -> None:
@@ -172,7 +255,7 @@ def _save_checkpoint(paths: RunPaths, engine: Engine, epoch: int, history: list[
     torchfiles.save_torch(paths.checkpoint, {
         "config": engine.cfg.to_dict(), "epoch": epoch, "model": engine.model.state_dict(),
         "optimizer": engine.optimizer.state_dict(), "masks": engine.store.masks, "rng": torch.get_rng_state(),
-        "history": history})
+        "history": history, "ema": None if engine.ema is None else engine.ema.state_dict()})
     files.write_text(paths.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
@@ -191,6 +274,10 @@ def _resume(paths: RunPaths, engine: Engine, log: Callable[[str], None]) -> list
     engine.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"].cpu())
     engine.store.masks = state["masks"]
+    if (engine.ema is None) != (state["ema"] is None):
+        raise RuntimeError(f"{paths.checkpoint}: its weight average does not match key 'ema.decay' of the config")
+    if engine.ema is not None:
+        engine.ema.load_state_dict(state["ema"])
     log(f"[part] resuming {paths.root} after epoch {state['epoch'] + 1}/{engine.cfg.epochs}")
     return list(state["history"])
 
@@ -212,6 +299,8 @@ def run_epoch(engine: Engine, epoch: int) -> dict[str, Any]:
         with engine.autocast():
             loss, logits = engine.outer(engine.step, batch.x, x_adv, batch.y, cfg.beta)
         _descend(engine.optimizer, loss, batch)
+        if engine.ema is not None:
+            engine.ema.update_parameters(engine.model)
         totals.add(loss, logits, batch, eps, cfg.attack.eps if part_epoch else None)
     loss, train_acc, full_share, n = totals.over_processes()
     synchronize(engine.device)
@@ -288,4 +377,6 @@ def _progress_line(cfg: RunConfig, r: dict[str, Any]) -> str:
     return (f"[part] {cfg.dataset}/{cfg.model}/{cfg.method}/seed{cfg.seed} epoch {r['epoch']:>3}/{cfg.epochs} "
             f"{r['phase']:<7} lr {r['lr']:.4g} loss {r['loss']:.4f} train-acc {r['train_acc']:6.2f}% "
             f"full-eps {100 * r['full_eps_share']:5.1f}% {r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s)"
-            + (f" refresh {r['refresh_seconds']:.2f}s" if r["refreshed"] else ""))
+            + (f" refresh {r['refresh_seconds']:.2f}s" if r["refreshed"] else "")
+            + (f" | val nat {r['val_natural']:6.2f}% rob {r['val_robust']:6.2f}% {r['val_seconds']:.1f}s"
+               if "val_robust" in r else ""))

@@ -32,6 +32,10 @@ RESIZES = ("bicubic", "pil_bicubic", "bilinear")
 GENERATORS = ("pgd", "mma")
 PIXEL_STARTS = ("per_pixel", "scalar_unclipped")
 PRECISIONS = ("fp32", "bf16")
+CHECKPOINTS = ("last", "best", "ema")
+"""The weights a run can keep and be evaluated with (``part.rundir.CHECKPOINT_FILES`` names their files)."""
+COMPARE_ATTACKS = ("natural", "pgd20")
+"""What each compared checkpoint is evaluated with (``evaluation.compare_checkpoints``): the cheap pair."""
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 PRESETS = ("default", "release")
 TRADES_FORWARDS = (2, 3)

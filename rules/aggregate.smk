@@ -9,7 +9,7 @@ localrules:
 
 rule aggregate:
     input:
-        metrics=run_files(GRID.main, "metrics.json"),
+        metrics=run_files(GRID.main, GRID.metrics_name),
         runs=run_files(GRID.main, "run.json"),
     output:
         **table_files(),
@@ -21,3 +21,30 @@ rule aggregate:
         "logs/aggregate.benchmark.tsv"
     script:
         "../workflow_scripts/aggregate.py"
+
+
+# Best-vs-last (and EMA): only when evaluation.compare_checkpoints names weights besides the tables' own.
+CHECKPOINT_TABLES = [str(path) for path in grid.checkpoint_table_outputs(RESULTS).values()] if GRID.compared_checkpoints else []
+
+
+if GRID.compared_checkpoints:
+
+    localrules:
+        checkpoints_table,
+
+    rule checkpoints_table:
+        input:
+            metrics=[path for weights in (GRID.checkpoint, *GRID.compared_checkpoints)
+                     for path in run_files(GRID.main, rundir.metrics_name(weights))],
+            runs=run_files(GRID.main, "run.json"),
+        output:
+            csv=report(CHECKPOINT_TABLES[0], caption="../report/checkpoints.rst", category="Main table"),
+            md=CHECKPOINT_TABLES[1],
+        conda:
+            "../envs/part.yaml"
+        log:
+            "logs/checkpoints_table.log",
+        benchmark:
+            "logs/checkpoints_table.benchmark.tsv"
+        script:
+            "../workflow_scripts/checkpoints_table.py"

@@ -2,7 +2,8 @@
 # Nothing here imports torch, matplotlib or pandas (tests/test_workflow.py checks): every SLURM job
 # parses this again.
 
-from part import grid
+from part import grid, rundir
+from part.vocabulary import COMPARE_ATTACKS
 
 GRID = grid.load(config, source="workflow config")
 RESULTS = config["results_dir"]
@@ -29,9 +30,10 @@ def run_files(runs, name):
 
 
 def run_eval_results(wildcards):
-    """A run's per-attack results: every attack of every table that reads the run."""
+    """A run's per-attack results (of the tables' checkpoint): every attack of every table that reads the run."""
     run = run_of(wildcards)
-    return [f"{RESULTS}/{run.path}/eval/{attack}.json" for attack in GRID.attacks[run.path]]
+    eval_dir = rundir.eval_dir_name(GRID.checkpoint)
+    return [f"{RESULTS}/{run.path}/{eval_dir}/{attack}.json" for attack in GRID.attacks[run.path]]
 
 
 def n_examples(wildcards):

@@ -7,7 +7,7 @@ def experiment_inputs(exp):
     """The metrics and run.json of every run the experiment reads, plus each log.jsonl when it reports timing."""
     runs = GRID.experiment_runs[exp.name]
     logs = run_files(runs, "log.jsonl") if exp.timing else []
-    return {"metrics": run_files(runs, "metrics.json"), "runs": run_files(runs, "run.json"), "logs": logs}
+    return {"metrics": run_files(runs, GRID.metrics_name), "runs": run_files(runs, "run.json"), "logs": logs}
 
 
 def experiment_files(exp):

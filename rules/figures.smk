@@ -13,6 +13,7 @@ localrules:
     figure_tradeoff,
     figure_training_curves,
     figure_eps_share,
+    figure_validation,
     figure_gallery,
     figure_claim,
 
@@ -49,6 +50,24 @@ rule figure_training_curves:
         "logs/figures/training_curves_{dataset}.log",
     benchmark:
         "logs/figures/training_curves_{dataset}.benchmark.tsv"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule figure_validation:
+    input:
+        lambda wildcards: run_files(GRID.main_runs(wildcards.dataset), "log.jsonl"),
+    output:
+        png=report(f"{FIGURES}/validation_{{dataset}}.png", caption="../report/validation.rst", category="Figures"),
+        pdf=f"{FIGURES}/validation_{{dataset}}.pdf",
+    params:
+        kind="validation",
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/figures/validation_{dataset}.log",
+    benchmark:
+        "logs/figures/validation_{dataset}.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 

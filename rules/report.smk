@@ -10,6 +10,7 @@ rule results_readme:
     input:
         rules.aggregate.output,
         FIGURE_OUTPUTS,
+        CHECKPOINT_TABLES,
         all_experiment_outputs(),
     output:
         report(f"{RESULTS}/README.md", caption="../report/results_readme.rst", category="Summary"),

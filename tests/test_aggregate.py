@@ -82,7 +82,7 @@ def write_run(results: Path, run: Run, accuracy: dict[str, float], *, settings: 
             "precision": "fp32", "batch_size": 500, "device": "cpu", "split": "test",
             "subset": f"first {n} of {run.dataset} test",
             "run": {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed},
-            "checkpoint_sha256": sha, "correct_file": f"eval/{attack}.correct.npz",
+            "checkpoint": "last", "checkpoint_sha256": sha, "correct_file": f"eval/{attack}.correct.npz",
             "correct_sha256": file_sha256(run_dir / "eval" / f"{attack}.correct.npz"), "created": "2024-07-01T00:00:00+00:00",
             "environment": ENVIRONMENT}
     metrics = build_metrics(run_dir, entries)

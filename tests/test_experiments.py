@@ -87,7 +87,7 @@ def small_grid(results_dir="results", prepared_dir="data/prepared"):
     cfg["data"]["prepared_dir"] = str(prepared_dir)
     cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
     cfg["run"] = {"device": "cpu", "epochs": 2, "warmup_epochs": 1, "attack": {"steps": 2}}
-    cfg["evaluation"]["attacks"] = ["natural", "pgd20", "mma"]
+    cfg["evaluation"].update(attacks=["natural", "pgd20", "mma"], compare_checkpoints=[])
     cfg["experiments"] = {
         "s_sweep": {"title": "s sweep", "x": "mask.refresh_every", "timing": True, "seeds": [0, 1],
                     "variants": {"s1": "part_s1",
@@ -271,8 +271,9 @@ def test_a_declared_input_that_is_missing_or_foreign_is_an_error(trained_grid, t
 
 def fake_metrics(run, accuracies, attack_seed=0):
     entry = {"n_examples": 10000, "subset": "first 10000 of cifar10 test", "split": "test", "precision": "fp32",
-             "settings": {"seed": attack_seed}}
+             "checkpoint": "last", "settings": {"seed": attack_seed}}
     return {"run": {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed},
+            "checkpoint": "last",
             "attacks": {a: {"accuracy": acc, **entry} for a, acc in accuracies.items()},
             "worst_case": {"accuracy": min(accuracies.values()), "n_examples": 10000}}
 

@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from part import config, data, gallery, importance, sources, tablefmt, vocabulary
+from part import config, data, gallery, importance, rundir, sources, tablefmt, vocabulary
 from part.evaluate import attack_specs
 from part.models import build_model
 
@@ -32,6 +32,9 @@ SCHEMA_ENUMS = {
     ("workflow", "/properties/datasets/propertyNames"): vocabulary.DATASETS,
     ("workflow", "/properties/datasets/additionalProperties/properties/arch"): vocabulary.MODELS,
     ("workflow", "/properties/evaluation/properties/attacks/items"): vocabulary.ATTACKS,
+    ("workflow", "/properties/evaluation/properties/checkpoint"): vocabulary.CHECKPOINTS,
+    ("workflow", "/properties/evaluation/properties/compare_checkpoints/items"): vocabulary.CHECKPOINTS,
+    ("metrics", "/$defs/checkpoint"): vocabulary.CHECKPOINTS,
     ("metrics", "/$defs/attack_name"): vocabulary.ATTACKS,
     ("metrics", "/$defs/settings/properties/kind"): vocabulary.ATTACK_KINDS,
     ("metrics", "/$defs/settings/properties/norm"): vocabulary.NORMS,
@@ -82,6 +85,8 @@ def test_code_registries_use_the_vocabulary():
     assert tuple(gallery.CAM_NAMES) == vocabulary.TORCH_CAM_METHODS
     for name in vocabulary.REFERENCES:
         assert resources.files("part").joinpath(f"reference/{name}.csv").is_file()
+    assert tuple(rundir.CHECKPOINT_FILES) == vocabulary.CHECKPOINTS
+    assert set(vocabulary.COMPARE_ATTACKS) <= set(vocabulary.ATTACKS)
 
 
 def test_the_pixel_reweighted_methods_are_decided_in_one_place():

@@ -63,7 +63,16 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert metrics["attacks"]["aa"]["n_examples"] == 20 and metrics["attacks"]["natural"]["n_examples"] == 360
     results = workdir / "results"
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png"]
+    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png",
+                       "validation_digits.png"]
+    # validation on, best.pt and ema.pt kept, each evaluated and set beside the final weights
+    info = json.loads((results / "digits/small_cnn/part_s1/seed1/run.json").read_text())
+    assert info["checkpoints"] == ["last", "best", "ema"] and info["validation"]["train_images"] == 1437 - 180
+    assert 1 <= info["best"]["epoch"] <= 12
+    compared = pd.read_csv(tables / "checkpoints.csv", dtype={"verdict": str, "to_decide": str})
+    assert len(compared) == 9 * 3 * 2 and set(compared["checkpoint"]) == {"last", "best", "ema"}
+    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive"}
+    assert "Δ PGD-20 best − last" in (tables / "checkpoints.md").read_text()
     for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
         assert len(exp) >= 2 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name

@@ -24,7 +24,8 @@ def tiny_grid(workdir: Path) -> list[str]:
     cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
     cfg["run"] = {"device": "cpu", "epochs": 5, "warmup_epochs": 2}
-    cfg["evaluation"].update(attacks=["natural", "pgd20", "aa"], n_examples=100, aa_n_examples=20)
+    cfg["evaluation"].update(attacks=["natural", "pgd20", "aa"], n_examples=100, aa_n_examples=20,
+                             compare_checkpoints=[])
     cfg.pop("experiments", None)
     workdir.mkdir(parents=True)
     (workdir / "grid.yaml").write_text(yaml.safe_dump(cfg))

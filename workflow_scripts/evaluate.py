@@ -10,4 +10,4 @@ from part.evaluate import evaluate
 torch.set_num_threads(snakemake.threads)
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
     evaluate(Path(snakemake.input.model).parent, [snakemake.wildcards.attack], n_examples=snakemake.params.n_examples,
-             batch_size=snakemake.params.batch_size, merge=False, log=lambda line: print(line, flush=True))
+             batch_size=snakemake.params.batch_size, merge=False, checkpoint=snakemake.params.weights, log=lambda line: print(line, flush=True))

@@ -17,6 +17,8 @@ with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(l
         paths = plots.plot_claim(pd.read_csv(snakemake.input.verdicts), g.variants, stem)
     elif kind == "training_curves":
         paths = plots.plot_training_curves(plots.collect_logs(g, snakemake.input), g.variants, stem)
+    elif kind == "validation":
+        paths = plots.plot_validation_curves(plots.collect_logs(g, snakemake.input), g.variants, stem)
     elif kind == "eps_share":
         paths = plots.plot_eps_share(plots.collect_logs(g, snakemake.input), g.variants, stem)
     else:

@@ -6,4 +6,4 @@ from pathlib import Path
 from part.results import merge_metrics
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-    merge_metrics(Path(snakemake.output[0]).parent)
+    merge_metrics(Path(snakemake.output[0]).parent, snakemake.params.weights)

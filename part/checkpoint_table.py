@@ -1,0 +1,171 @@
+"""Best-vs-last (and EMA): the main table's runs evaluated with each kept set of weights, side by side.
+
+The paper evaluates the final epoch's weights (checkpoint ``last``), and so do the tables by default
+(``evaluation.checkpoint``). ``evaluation.compare_checkpoints`` evaluates the others a run kept — the best
+robust-validation epoch's (``best``), the weight average (``ema``) — with natural accuracy and PGD-20, and
+this table puts them beside the main checkpoint: mean ± std over seeds per row, and the paired difference
+to the main checkpoint with its confidence interval over seeds *and* test examples (``part.stats``), read
+as higher / lower / inconclusive. Robust overfitting shows as ``best`` > ``last`` on PGD-20; a difference
+the interval cannot sign says so, with what would decide it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from part import files, stats
+from part.aggregate import MismatchError, Record, check_consistent, read_metrics, statistics_settings
+from part.grid import CHECKPOINT_TABLE_FILES, Grid
+from part.results import load_correct
+from part.tablefmt import COLUMNS, dataset_name
+from part.vocabulary import COMPARE_ATTACKS
+
+CSV_COLUMNS = ["dataset", "arch", "variant", "label", "family", "checkpoint", "attack", "mean", "std", "n_seeds",
+               "n_examples", "diff", "diff_low", "diff_high", "verdict", "to_decide", "best_epoch", "epochs"]
+
+
+def by_checkpoint(records: list[Record]) -> dict[str, list[Record]]:
+    """The records grouped by the weights they evaluated, each group checked like one table's files."""
+    groups: dict[str, list[Record]] = {}
+    for rec in records:
+        groups.setdefault(rec.metrics["checkpoint"], []).append(rec)
+    for group in groups.values():
+        check_consistent(group)
+    return groups
+
+
+def _flags(recs: list[Record], attack: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """seed -> (test indices, correct flags) of ``attack`` for one row's records of one checkpoint."""
+    flags = {}
+    for r in recs:
+        if attack in r.metrics["attacks"]:
+            correct, index = load_correct(r.path.parent, attack, r.metrics["checkpoint"])
+            flags[r.run.seed] = (index, correct)
+    return flags
+
+
+def _paired(ours: dict[int, tuple[np.ndarray, np.ndarray]], main: dict[int, tuple[np.ndarray, np.ndarray]],
+            where: str) -> stats.Crossed | None:
+    """Paired difference (ours − main) over the seeds both have and the test examples both saw."""
+    seeds = sorted(set(ours) & set(main))
+    if not seeds:
+        return None
+    for s in seeds:
+        if not np.array_equal(ours[s][0], main[s][0]):
+            raise MismatchError(f"{where}, seed {s}: the two checkpoints were evaluated on different test examples; "
+                                "their difference pairs examples (re-evaluate with the same evaluation.n_examples)")
+    return stats.paired_difference(np.stack([ours[s][1] for s in seeds]), np.stack([main[s][1] for s in seeds]))
+
+
+def verdict(est: stats.Crossed | None, confidence: float) -> tuple[float, float, str, str]:
+    """(low, high, verdict, what would decide it) of a paired difference."""
+    if est is None:
+        return math.nan, math.nan, "no pair", ""
+    low, high = stats.interval(est, confidence)
+    if not est.seeds_known:
+        return low, high, "inconclusive", "a second seed (one seed leaves the seed-to-seed spread unknown)"
+    if low > 0 or high < 0:
+        return low, high, "higher" if low > 0 else "lower", ""
+    if abs(est.mean) < 1e-9:
+        return low, high, "inconclusive", "no difference observed: more data at this spread cannot sign it"
+    seeds = stats.to_decide(est, est.mean, "n_seeds", confidence)
+    return low, high, "inconclusive", (f"≈ {seeds} seeds at the observed difference and spread" if seeds
+                                       else "not within 1000 seeds at the observed spread")
+
+
+def _best_epochs(recs: list[Record]) -> tuple[float, int | None]:
+    """Mean best-validation epoch of a row's runs and the epochs they ran (both from run.json)."""
+    infos = [json.loads((r.path.parent / "run.json").read_text()) for r in recs]
+    best = [i["best"]["epoch"] for i in infos if i.get("best")]
+    return (float(np.mean(best)) if best else math.nan), infos[0]["epochs_completed"] if infos else None
+
+
+def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Long table (``CSV_COLUMNS``): per main-table row, checkpoint and attack of ``COMPARE_ATTACKS``, the
+    mean ± std over seeds and, for the compared checkpoints, the paired difference to the main one."""
+    confidence, _ = statistics_settings(grid.cfg)
+    groups = by_checkpoint(read_metrics(grid, paths, grid.variants))
+    if grid.checkpoint not in groups:
+        raise ValueError(f"{grid.results_dir}: no {grid.metrics_name} among the files given; the comparison is "
+                         f"to the main checkpoint ({grid.checkpoint!r})")
+    rows = []
+    for checkpoint in (grid.checkpoint, *grid.compared_checkpoints):
+        cells: dict[tuple[str, str, str], list[Record]] = {}
+        for rec in groups.get(checkpoint, []):
+            cells.setdefault((rec.run.dataset, rec.run.arch, rec.run.variant), []).append(rec)
+        for (dataset, arch, variant), recs in cells.items():
+            main = [r for r in groups[grid.checkpoint] if (r.run.dataset, r.run.variant) == (dataset, variant)]
+            best_epoch, epochs = _best_epochs(recs)
+            row = {"dataset": dataset, "arch": arch, "variant": variant, "label": grid.variants[variant].label,
+                   "family": grid.variants[variant].family, "checkpoint": checkpoint, "best_epoch": best_epoch,
+                   "epochs": epochs}
+            for attack in COMPARE_ATTACKS:
+                acc = [r.metrics["attacks"][attack]["accuracy"] for r in recs if attack in r.metrics["attacks"]]
+                n = [r.metrics["attacks"][attack]["n_examples"] for r in recs if attack in r.metrics["attacks"]]
+                est = None if checkpoint == grid.checkpoint else _paired(
+                    _flags(recs, attack), _flags(main, attack), f"{dataset}/{variant} {checkpoint} vs {grid.checkpoint}")
+                low, high, said, decide = verdict(est, confidence) if checkpoint != grid.checkpoint else (
+                    math.nan, math.nan, "", "")
+                rows.append({**row, "attack": attack, "mean": float(np.mean(acc)) if acc else math.nan,
+                             "std": float(np.std(acc, ddof=1)) if len(acc) > 1 else math.nan, "n_seeds": len(acc),
+                             "n_examples": min(n) if n else 0, "diff": est.mean if est else math.nan,
+                             "diff_low": low, "diff_high": high, "verdict": said, "to_decide": decide})
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def _cell(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
+
+
+def markdown(table: pd.DataFrame, main: str, confidence: float) -> str:
+    """Per dataset, one row per variant: each checkpoint's natural and PGD-20 accuracy, then each compared
+    checkpoint's PGD-20 difference to ``main`` with its interval and verdict."""
+    checkpoints = list(dict.fromkeys(table["checkpoint"]))
+    compared = [c for c in checkpoints if c != main]
+    level = f"{100 * confidence:g} %"
+    out = [f"# Checkpoints: {', '.join(checkpoints)} (the tables read {main!r})", "",
+           "Accuracy (%) on the test set, mean ± std over seeds; Δ = compared − main checkpoint on PGD-20, "
+           f"paired by seed and test example, with its {level} interval over seeds and test examples.", ""]
+    for (dataset, arch), frame in table.groupby(["dataset", "arch"], sort=False):
+        out += [f"## {dataset_name(dataset, arch)}", ""]
+        head = ["Method", *(f"{c} {COLUMNS[a]}" for c in checkpoints for a in COMPARE_ATTACKS),
+                *(f"Δ {COLUMNS['pgd20']} {c} − {main}" for c in compared), "best epoch"]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for variant, rows in frame.groupby("variant", sort=False):
+            at = rows.set_index(["checkpoint", "attack"])
+            cells = [rows["label"].iloc[0]]
+            cells += [_cell(at.loc[(c, a), "mean"], at.loc[(c, a), "std"]) if (c, a) in at.index else "—"
+                      for c in checkpoints for a in COMPARE_ATTACKS]
+            for c in compared:
+                if (c, "pgd20") not in at.index:
+                    cells.append("—")
+                    continue
+                r = at.loc[(c, "pgd20")]
+                interval = "" if math.isnan(r["diff_low"]) else f" [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
+                decide = f" ({r['to_decide']})" if r["verdict"] == "inconclusive" and r["to_decide"] else ""
+                cells.append(f"{r['diff']:+.2f}{interval} {r['verdict']}{decide}" if not math.isnan(r["diff"]) else "—")
+            epoch = rows["best_epoch"].iloc[0]
+            cells.append("—" if math.isnan(epoch) else f"{epoch:.1f} of {int(rows['epochs'].iloc[0])}")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_checkpoint_table(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """``checkpoints.{csv,md}`` below ``out_dir`` (the tables directory) from the main runs' metrics files
+    of the main and every compared checkpoint."""
+    table = checkpoint_table(grid, paths)
+    outputs = {key: Path(out_dir) / name for key, name in CHECKPOINT_TABLE_FILES.items()}
+    confidence, _ = statistics_settings(grid.cfg)
+    files.write_text(outputs["csv"], table.to_csv(index=False, float_format="%.4f"))
+    files.write_text(outputs["md"], markdown(table, grid.checkpoint, confidence))
+    return outputs
+

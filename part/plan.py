@@ -1,0 +1,382 @@
+"""A grid's cost before it is submitted: jobs and GPU-hours per dataset and stage (``part plan``).
+
+Every GPU job of the workflow is one run's training or one evaluation job (an attack with the tables'
+weights; natural + PGD-20 with each compared checkpoint's). Each job is costed from the best
+measurement there is, in this order, and every number says where it came from:
+
+1. the run's own files, where the grid has already (partly) run: the epochs of ``log.jsonl``, the
+   epochs still to come at the mean of the measured ones; ``eval*/<attack>.json``'s ``seconds``;
+2. a throughput file measured on the user's hardware, the first given that covers the job:
+   ``benchmarks/device_check.py``'s JSON (its ``cost_basis`` and AutoAttack rate),
+   ``benchmarks/train_throughput.py``'s or ``benchmarks/eval_throughput.py``'s;
+3. within a row, the mean of its costed jobs for the jobs nothing measured; a row with none has no number.
+
+Training is scaled from the measured setting by training images and input pixels, evaluation by test
+images (``evaluation.n_examples`` / ``aa_n_examples``) and pixels. A throughput file times one device,
+so its seconds are GPU-seconds however many GPUs a job asks for (perfect scaling assumed); a run's own
+log times the job's wall clock, so it counts ``max(gpu, 1)`` GPUs (a CPU job counts as one device).
+Attack timings are the attacks alone: job start-up, model loading and the natural pass each job makes
+before its attack are not in them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from part import vocabulary
+from part.config import RunConfig
+from part.data import SHAPES
+from part.grid import Grid, Run, job_resources
+from part.rundir import RunPaths, eval_dir_name, read_log
+
+TRAIN_IMAGES = {"cifar10": 50_000, "svhn": 73_257, "tinyimagenet200": 100_000, "fashion_mnist": 60_000,
+                "digits": 1_437}
+"""Training-set sizes of the datasets (the prepared files hold exactly these)."""
+TEST_IMAGES = {"cifar10": 10_000, "svhn": 26_032, "tinyimagenet200": 10_000, "fashion_mnist": 10_000, "digits": 360}
+"""Test-set sizes: what an evaluation job attacks unless ``evaluation.n_examples`` says fewer."""
+BASIS_IMAGES, BASIS_SIDE = 50_000, 32
+"""The epoch every training measurement is scaled to: 50 k images of 32×32 (CIFAR-10's)."""
+ASSUMED_FAMILY_RATIO = 1.1
+"""A TRADES / MART epoch over an AT epoch where nothing measured it."""
+RATIO_MODEL = "resnet18"
+"""The model whose PART / TRADES / MART ratios a device check measures (and applies to every model)."""
+RUNS = "runs"
+"""The source key of the grid's own measurements."""
+NO_MEASUREMENT = "no measurement"
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Seconds of one 50 k-image 32×32 AT epoch per model, and the per-epoch ratios to it."""
+    at_epoch: dict[str, float]
+    settings: dict[str, str]
+    part_train: float
+    refresh: float
+    family: dict[str, float]
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Basis:
+        """The basis of a ``benchmarks/device_check.py`` report (its ``cost_basis``)."""
+        basis = report.get("cost_basis")
+        if not basis or RATIO_MODEL not in basis:
+            why = "it was written with --tiny" if report.get("tiny") else "its speed stage measured no AT + PART pair"
+            raise ValueError(f"the device check has no cost basis ({why}); run it on a GPU without --tiny")
+        ratios = basis[RATIO_MODEL]
+        return cls({m: b["at_epoch_seconds_50k"] for m, b in basis.items()}, {m: b["setting"] for m, b in basis.items()},
+                   ratios["part_train_over_at"], ratios["refresh_over_at"], _families(ratios))
+
+    @classmethod
+    def from_train_throughput(cls, report: dict[str, Any]) -> Basis:
+        """The basis of ``benchmarks/train_throughput.py``'s JSON: its AT and PART (s = 1) epochs of ``n``
+        images of ``size``², scaled to 50 k 32×32 images; TRADES / MART at the assumed ratio."""
+        args, at = report["args"], report["at_epoch_seconds"]
+        scale = BASIS_IMAGES / args["n"] * (BASIS_SIDE / args["size"]) ** 2
+        setting = f"batch {args['batch_size']}, {args['precision']}, compile {args['compile']}"
+        return cls({args["model"]: at * scale}, {args["model"]: setting},
+                   (report["part_epoch_seconds"] - report["refresh_seconds"]) / at, report["refresh_seconds"] / at,
+                   _families({}))
+
+
+def _families(ratios: dict[str, Any]) -> dict[str, float]:
+    """Each base method's epoch over an AT epoch: measured where ``ratios`` has it, else assumed."""
+    return {"at": 1.0, "natural": 1.0,
+            **{f: ratios.get(f"{f}_over_at") or ASSUMED_FAMILY_RATIO for f in ("trades", "mart")}}
+
+
+def run_seconds(cfg: RunConfig, basis: Basis) -> float:
+    """GPU seconds of one training run (natural training is costed as AT: an upper bound)."""
+    if cfg.model not in basis.at_epoch:
+        raise ValueError(f"no measured epoch for model {cfg.model!r} (the device check measured {sorted(basis.at_epoch)})")
+    side = SHAPES[cfg.dataset][1]
+    epoch = basis.at_epoch[cfg.model] * TRAIN_IMAGES[cfg.dataset] / BASIS_IMAGES * (side / BASIS_SIDE) ** 2
+    base = epoch * basis.family[cfg.base_method]
+    part_epochs = sum(cfg.is_part_epoch(e) for e in range(cfg.epochs))
+    refreshes = (0 if cfg.mask.recipe in vocabulary.QUADRANT_RECIPES
+                 else sum(cfg.refreshes_at(e) for e in range(cfg.epochs)))
+    return (cfg.epochs - part_epochs) * base + part_epochs * base * basis.part_train + refreshes * epoch * basis.refresh
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput files
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What one throughput file measured: a training basis and attack rates (images/s at 32×32, by
+    (model, attack)); ``source`` names the file, ``what`` says which benchmark wrote it and where."""
+    source: str
+    what: str
+    basis: Basis | None = None
+    attack_rates: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def train_seconds(self, cfg: RunConfig) -> float | None:
+        if self.basis is None or cfg.model not in self.basis.at_epoch:
+            return None
+        return run_seconds(cfg, self.basis)
+
+    def attack_seconds(self, cfg: RunConfig, attack: str, n: int) -> float | None:
+        rate = self.attack_rates.get((cfg.model, attack))
+        return None if rate is None else n / rate * (SHAPES[cfg.dataset][1] / BASIS_SIDE) ** 2
+
+
+def load_throughput(path: str | Path) -> Throughput:
+    """A throughput file, whichever benchmark wrote it (told apart by its keys)."""
+    source = str(path)
+    try:
+        report = json.loads(Path(path).read_text())
+        if "cost_basis" in report:
+            return _from_device_check(report, source)
+        if report.get("benchmark") == "train_throughput":
+            return Throughput(source, f"train_throughput {report['args']['model']} on {report['device']}",
+                              basis=Basis.from_train_throughput(report))
+        if "results" in report:
+            return _from_eval_throughput(report, source)
+    except KeyError as err:
+        raise ValueError(f"{source}: key {err} missing from the throughput file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: not JSON ({err})") from None
+    raise ValueError(f"{source}: not a throughput file (expected device_check.json's 'cost_basis', train_throughput's "
+                     "'benchmark': 'train_throughput' or eval_throughput's 'results')")
+
+
+def _rate_at_basis(rate: float, side: int) -> float:
+    """Images/s measured at ``side``² as images/s at 32×32 (an attack's cost grows with the pixels)."""
+    return rate * (side / BASIS_SIDE) ** 2
+
+
+def _from_device_check(report: dict[str, Any], source: str) -> Throughput:
+    """The device check's cost basis (if it has one) and its AutoAttack rates: each model it attacked,
+    on the first batch size it measured (the largest)."""
+    basis = Basis.from_report(report) if report["cost_basis"] else None
+    rates = {}
+    stage = report.get("stages", {}).get("autoattack", {})
+    for entry in (stage.get("result") or {}).values() if stage.get("status") == "ok" else ():
+        result = entry.get("result") if entry.get("status") == "ok" else None
+        timed = [b for b in (result or {}).get("per_batch_size", ()) if b["status"] == "ok"]
+        if timed:
+            side = SHAPES[result["dataset"].split()[0]][1]
+            rates[(result["model"], "aa")] = _rate_at_basis(timed[0]["images_per_second"], side)
+    if basis is None and not rates:
+        raise ValueError(f"{source}: key 'cost_basis' is null and 'stages.autoattack' timed nothing: the device "
+                         "check measured no cost (it was run with --tiny or its stages failed)")
+    return Throughput(source, f"device_check on {report['device_name']}", basis=basis, attack_rates=rates)
+
+
+def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
+    """Each attack's images/s of ``benchmarks/eval_throughput.py``, on a run's dataset or synthetic images."""
+    dataset = report["dataset"]
+    synthetic = re.fullmatch(r"synthetic \d+x(\d+)x\d+", dataset)
+    if synthetic is None and dataset not in SHAPES:
+        raise ValueError(f"{source}: key 'dataset' is {dataset!r}; expected a dataset name or 'synthetic CxHxW'")
+    side = int(synthetic[1]) if synthetic else SHAPES[dataset][1]
+    rates = {(report["model"], attack): _rate_at_basis(r["images_per_second"], side)
+             for attack, r in report["results"].items()}
+    return Throughput(source, f"eval_throughput {report['model']} on {report['device']}", attack_rates=rates)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid's jobs, and what each one costs
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A kind of job: training (no attacks) or evaluating ``checkpoint``'s weights with ``attacks``."""
+    name: str
+    attacks: tuple[str, ...] = ()
+    checkpoint: str = "last"
+
+    @property
+    def resource(self) -> str:
+        """The ``resources`` key its jobs ask the scheduler by."""
+        return "evaluate" if self.attacks else "train"
+
+
+def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
+    """The GPU stages of ``dataset`` with the runs each has one job for, as the workflow's rules do:
+    training every run, one job per attack of each run (``Grid.attacks``), one job per compared
+    checkpoint of each main-table run (``rules/evaluate.smk``)."""
+    runs = [run for run in g.runs.values() if run.dataset == dataset]
+    out = [(Stage("train"), runs)]
+    for attack in g.cfg["evaluation"]["attacks"]:
+        out.append((Stage(attack, (attack,), g.checkpoint), [r for r in runs if attack in g.attacks[r.path]]))
+    for checkpoint in g.compared_checkpoints:
+        out.append((Stage(f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({checkpoint})", vocabulary.COMPARE_ATTACKS,
+                          checkpoint), g.main_runs(dataset)))
+    return [(stage, jobs) for stage, jobs in out if jobs]
+
+
+def examples(cfg: dict[str, Any], dataset: str, attack: str) -> int:
+    """Test images an evaluation job attacks: ``aa_n_examples`` for AutoAttack where set, else ``n_examples``
+    (None: the whole test split), never more than the split (``rules/common.smk``'s ``n_examples``)."""
+    evaluation = cfg["evaluation"]
+    n = (attack == "aa" and evaluation.get("aa_n_examples")) or evaluation.get("n_examples")
+    return min(n or TEST_IMAGES[dataset], TEST_IMAGES[dataset])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def logged_seconds(cfg: RunConfig, records: list[dict[str, Any]]) -> float:
+    """A run's training seconds from its log: the epochs it logged, then each epoch still to come at the
+    mean of the logged ones of its phase (warm-up / PART, or all where it logged none), plus the mean
+    refresh and validation where that epoch refreshes or validates (none while the log has none: a run
+    still in its warm-up is underestimated by its refreshes)."""
+    def train(r: dict[str, Any]) -> float:
+        return r["seconds"] - r.get("refresh_seconds", 0.0)
+
+    done = sum(r["seconds"] + r.get("val_seconds", 0.0) for r in records)
+    refresh = _mean([r["refresh_seconds"] for r in records if r.get("refreshed")])
+    validate = _mean([r["val_seconds"] for r in records if "val_seconds" in r])
+    phases = {part: [train(r) for r in records if (r.get("phase") == "part") == part] for part in (False, True)}
+    rest = 0.0
+    for epoch in range(len(records), cfg.epochs):
+        rest += _mean(phases[cfg.is_part_epoch(epoch)] or [train(r) for r in records])
+        rest += refresh * cfg.refreshes_at(epoch) + validate * cfg.validates_at(epoch)
+    return done + rest
+
+
+def _eval_file_seconds(path: Path, n: int) -> float:
+    """An evaluation result's attack seconds, scaled to ``n`` examples if it attacked another number."""
+    entry = json.loads(path.read_text())
+    try:
+        return entry["seconds"] * n / entry["n_examples"]
+    except KeyError as err:
+        raise ValueError(f"{path}: key {err} missing from the evaluation result") from None
+
+
+def measured_seconds(g: Grid, run: Run, stage: Stage) -> float | None:
+    """Wall-clock seconds of one job from the run's own files, or None where they hold no measurement."""
+    root = g.run_dir(run)
+    if not stage.attacks:
+        if not RunPaths(root).log.is_file():
+            return None
+        records = read_log(root)
+        try:
+            return logged_seconds(run.config, records) if records else None
+        except KeyError as err:
+            raise ValueError(f"{RunPaths(root).log}: key {err} missing from an epoch record") from None
+    paths = [root / eval_dir_name(stage.checkpoint) / f"{a}.json" for a in stage.attacks]
+    if not all(p.is_file() for p in paths):
+        return None
+    return sum(_eval_file_seconds(p, examples(g.cfg, run.dataset, a)) for p, a in zip(paths, stage.attacks))
+
+
+def throughput_seconds(g: Grid, run: Run, stage: Stage, t: Throughput) -> float | None:
+    """Device-seconds of one job from a throughput file, or None where it measured nothing for it."""
+    if not stage.attacks:
+        return t.train_seconds(run.config)
+    seconds = [t.attack_seconds(run.config, a, examples(g.cfg, run.dataset, a)) for a in stage.attacks]
+    return None if None in seconds else sum(seconds)
+
+
+def job_cost(g: Grid, run: Run, stage: Stage, throughput: Iterable[Throughput]) -> tuple[float, str] | None:
+    """GPU-seconds of one job and their source (``RUNS`` or a throughput file), in the order of precedence."""
+    measured = measured_seconds(g, run, stage)
+    if measured is not None:
+        return measured * max(job_resources(g.cfg, stage.resource, run.dataset)["gpu"], 1), RUNS
+    for t in throughput:
+        seconds = throughput_seconds(g, run, stage, t)
+        if seconds is not None:
+            return seconds, t.source
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One dataset's stage (or the ``total``): its jobs, their GPU-hours (None: nothing measured) and
+    where the number came from."""
+    dataset: str
+    stage: str
+    jobs: int
+    gpu_hours: float | None
+    source: str
+
+
+def _source(counts: Counter[str], filled: int) -> str:
+    """A row's sources: the grid's runs first, then each file, with job counts where they are mixed."""
+    if not counts:
+        return NO_MEASUREMENT
+    keys = sorted(counts, key=lambda k: k != RUNS)
+    parts = [f"runs ({counts[k]} measured)" if k == RUNS else (k if len(counts) == 1 else f"{k} ({counts[k]} jobs)")
+             for k in keys]
+    return ", ".join(parts) + (f"; their mean for {filled} unmeasured" if filled else "")
+
+
+def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: Iterable[Throughput]) -> PlanRow:
+    """One stage's jobs summed; jobs nothing measured take the mean of those something did."""
+    costs = [c for run in runs if (c := job_cost(g, run, stage, throughput)) is not None]
+    if not costs:
+        return PlanRow(dataset, stage.name, len(runs), None, NO_MEASUREMENT)
+    seconds = [s for s, _ in costs]
+    filled = len(runs) - len(costs)
+    total = sum(seconds) + filled * _mean(seconds)
+    return PlanRow(dataset, stage.name, len(runs), total / 3600, _source(Counter(k for _, k in costs), filled))
+
+
+def total_row(rows: list[PlanRow]) -> PlanRow:
+    """Every job; the GPU-hours of the rows that have a number, a lower bound where some have none."""
+    known = [r.gpu_hours for r in rows if r.gpu_hours is not None]
+    missing = len(rows) - len(known)
+    source = (f"sum of all {len(rows)} rows" if not missing else
+              f"lower bound: {missing} of {len(rows)} rows have no measurement" if known else NO_MEASUREMENT)
+    return PlanRow("total", "all", sum(r.jobs for r in rows), sum(known) if known else None, source)
+
+
+def plan(g: Grid, throughput: Iterable[Throughput] = ()) -> list[PlanRow]:
+    """Per dataset and stage the jobs and GPU-hours of ``g``, then the total row."""
+    throughput = list(throughput)
+    rows = [plan_row(g, dataset, stage, runs, throughput)
+            for dataset in g.datasets for stage, runs in stages(g, dataset)]
+    return [*rows, total_row(rows)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+HEADER = ("dataset", "stage", "jobs", "GPU-h", "source")
+
+
+def hours(h: float) -> str:
+    """GPU-hours to two decimals, or two significant digits below 0.1 (a demo's stages are seconds)."""
+    return f"{h:.2f}" if h >= 0.1 else f"{h:.2g}"
+
+
+def _cells(row: PlanRow) -> tuple[str, ...]:
+    return row.dataset, row.stage, str(row.jobs), "—" if row.gpu_hours is None else hours(row.gpu_hours), row.source
+
+
+def markdown(rows: list[PlanRow]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---|"]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def text(rows: list[PlanRow]) -> str:
+    """Aligned columns (numbers right-aligned), a rule above the total."""
+    cells = [HEADER, *map(_cells, rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+
+    def line(c: tuple[str, ...]) -> str:
+        return "  ".join(v.rjust(w) if i in (2, 3) else v.ljust(w) for i, (v, w) in enumerate(zip(c, widths))).rstrip()
+
+    body = [line(c) for c in cells]
+    return "\n".join([body[0], *body[1:-1], "-" * len(max(body, key=len)), body[-1]]) + "\n"
+
+
+def legend(throughput: Iterable[Throughput]) -> str:
+    """One line saying what each source means."""
+    files = "; ".join(f"{t.source} = {t.what}" for t in throughput)
+    return (f"sources: runs = the grid's own log.jsonl / eval JSON timings; {files + '; ' if files else ''}"
+            "— = no measurement (pass --throughput FILE)")
