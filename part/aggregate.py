@@ -149,15 +149,22 @@ def estimates(flags: Flags, dataset: str, variant: str, base: str | None,
     where = f"{dataset}/{variant}, attack {attack!r}"
     cell = stats.accuracy(_stacked(runs, sorted(runs), where)[1])
     base_runs = flags.get((dataset, base, attack)) if base is not None and base != variant else None
+    return cell, paired(runs, base_runs, where, f"its base {dataset}/{base}, attack {attack!r}")
+
+
+def paired(runs: dict[int, tuple[np.ndarray, np.ndarray]], base_runs: dict[int, tuple[np.ndarray, np.ndarray]] | None,
+           where: str, base_where: str) -> stats.Crossed | None:
+    """The paired difference runs − base_runs over the seeds both have (None if none), refusing flags of
+    different test examples: a PART row against its base, or one checkpoint of a row against another."""
     common = sorted(set(runs) & set(base_runs or {}))
     if not common:
-        return cell, None
+        return None
     index, ours = _stacked(runs, common, where)
-    base_index, theirs = _stacked(base_runs, common, f"{dataset}/{base}, attack {attack!r}")
+    base_index, theirs = _stacked(base_runs, common, base_where)
     if not np.array_equal(index, base_index):
-        raise MismatchError(f"{where} and its base {base!r} were evaluated on different test examples; their "
+        raise MismatchError(f"{where} and {base_where} were evaluated on different test examples; their "
                             "difference pairs examples: re-evaluate the stale one")
-    return cell, stats.paired_difference(ours, theirs)
+    return stats.paired_difference(ours, theirs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from part import files, stats
-from part.aggregate import MismatchError, Record, check_consistent, read_metrics, statistics_settings
+from part.aggregate import Record, check_consistent, correct_flags, paired, read_metrics, statistics_settings
 from part.grid import CHECKPOINT_TABLE_FILES, Grid
-from part.results import load_correct
 from part.tablefmt import COLUMNS, dataset_name
 from part.vocabulary import COMPARE_ATTACKS
 
@@ -38,29 +37,6 @@ def by_checkpoint(records: list[Record]) -> dict[str, list[Record]]:
     for group in groups.values():
         check_consistent(group)
     return groups
-
-
-def _flags(recs: list[Record], attack: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """seed -> (test indices, correct flags) of ``attack`` for one row's records of one checkpoint."""
-    flags = {}
-    for r in recs:
-        if attack in r.metrics["attacks"]:
-            correct, index = load_correct(r.path.parent, attack, r.metrics["checkpoint"])
-            flags[r.run.seed] = (index, correct)
-    return flags
-
-
-def _paired(ours: dict[int, tuple[np.ndarray, np.ndarray]], main: dict[int, tuple[np.ndarray, np.ndarray]],
-            where: str) -> stats.Crossed | None:
-    """Paired difference (ours − main) over the seeds both have and the test examples both saw."""
-    seeds = sorted(set(ours) & set(main))
-    if not seeds:
-        return None
-    for s in seeds:
-        if not np.array_equal(ours[s][0], main[s][0]):
-            raise MismatchError(f"{where}, seed {s}: the two checkpoints were evaluated on different test examples; "
-                                "their difference pairs examples (re-evaluate with the same evaluation.n_examples)")
-    return stats.paired_difference(np.stack([ours[s][1] for s in seeds]), np.stack([main[s][1] for s in seeds]))
 
 
 def verdict(est: stats.Crossed | None, confidence: float) -> tuple[float, float, str, str]:
@@ -94,13 +70,14 @@ def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
     if grid.checkpoint not in groups:
         raise ValueError(f"{grid.results_dir}: no {grid.metrics_name} among the files given; the comparison is "
                          f"to the main checkpoint ({grid.checkpoint!r})")
+    main_flags = correct_flags(groups[grid.checkpoint])
     rows = []
     for checkpoint in (grid.checkpoint, *grid.compared_checkpoints):
+        flags = main_flags if checkpoint == grid.checkpoint else correct_flags(groups.get(checkpoint, []))
         cells: dict[tuple[str, str, str], list[Record]] = {}
         for rec in groups.get(checkpoint, []):
             cells.setdefault((rec.run.dataset, rec.run.arch, rec.run.variant), []).append(rec)
         for (dataset, arch, variant), recs in cells.items():
-            main = [r for r in groups[grid.checkpoint] if (r.run.dataset, r.run.variant) == (dataset, variant)]
             best_epoch, epochs = _best_epochs(recs)
             row = {"dataset": dataset, "arch": arch, "variant": variant, "label": grid.variants[variant].label,
                    "family": grid.variants[variant].family, "checkpoint": checkpoint, "best_epoch": best_epoch,
@@ -108,8 +85,10 @@ def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
             for attack in COMPARE_ATTACKS:
                 acc = [r.metrics["attacks"][attack]["accuracy"] for r in recs if attack in r.metrics["attacks"]]
                 n = [r.metrics["attacks"][attack]["n_examples"] for r in recs if attack in r.metrics["attacks"]]
-                est = None if checkpoint == grid.checkpoint else _paired(
-                    _flags(recs, attack), _flags(main, attack), f"{dataset}/{variant} {checkpoint} vs {grid.checkpoint}")
+                key = (dataset, variant, attack)
+                est = None if checkpoint == grid.checkpoint else paired(
+                    flags.get(key, {}), main_flags.get(key), f"{dataset}/{variant} {checkpoint}, attack {attack!r}",
+                    f"its {grid.checkpoint} weights, attack {attack!r}")
                 low, high, said, decide = verdict(est, confidence) if checkpoint != grid.checkpoint else (
                     math.nan, math.nan, "", "")
                 rows.append({**row, "attack": attack, "mean": float(np.mean(acc)) if acc else math.nan,

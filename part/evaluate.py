@@ -71,7 +71,8 @@ def attack_specs(eps: float, alpha: float, seed: int = 0) -> dict[str, dict[str,
     }
 
 
-def _build(spec: dict[str, Any]) -> Attack | None:
+def build_attack(spec: dict[str, Any]) -> Attack | None:
+    """The per-batch attack of a spec of :func:`attack_specs` (None for ``natural``)."""
     kind = spec["kind"]
     if kind == "natural":
         return None
@@ -207,7 +208,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
         else:
             settings = dict(spec)
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
-            correct = _batched_correct(model, x, y, _build(spec), batch_size, generator)
+            correct = _batched_correct(model, x, y, build_attack(spec), batch_size, generator)
         synchronize(device)
         seconds = time.perf_counter() - t0
     check_accuracies(name, natural, correct, logits.shape[1])

@@ -35,12 +35,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from part import distributed, files, provenance, torchfiles
-from part.attacks import PGD, Attack, RowsOf
+from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import ConfigError, RunConfig, release_behaviours
 from part.data import Batch, DeviceLoader, Split, hold_out, load_prepared, make_generator, split_sha256
 from part.epsmap import EpsMapStore
-from part.evaluate import BATCH_SIZE, correct_per_example, evaluation_budget
+from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
@@ -124,7 +124,7 @@ def _averaged(cfg: RunConfig, model: nn.Module) -> AveragedModel | None:
 class Validation:
     """The held-out split, resident on the device, and the cheap PGD it is attacked with."""
     split: Split
-    attack: PGD
+    attack: Attack
     record: dict[str, Any]
 
     def __call__(self, model: nn.Module, seed: int, epoch: int) -> dict[str, Any]:
@@ -135,8 +135,8 @@ class Validation:
         robust = correct_per_example(model, self.split, self.attack, batch_size=BATCH_SIZE,
                                      generator=make_generator(self.split.labels.device, seed, epoch, VALIDATION_STREAM))
         n = len(self.split)
-        val_natural, val_robust = 100.0 * int(natural.sum()) / n, 100.0 * int(robust.sum()) / n
-        return {"val_natural": val_natural, "val_robust": val_robust, "val_seconds": time.perf_counter() - t0}
+        return {"val_natural": 100.0 * int(natural.sum()) / n, "val_robust": 100.0 * int(robust.sum()) / n,
+                "val_seconds": time.perf_counter() - t0}
 
 
 def split_for_training(cfg: RunConfig, train_split: Split, device: torch.device) -> tuple[Split, Validation | None]:
@@ -147,12 +147,13 @@ def split_for_training(cfg: RunConfig, train_split: Split, device: torch.device)
         rest, held = hold_out(train_split, cfg.validation.size, cfg.validation.seed)
     except ValueError as err:
         raise ConfigError(f"{cfg.source}: {err}") from None
-    eps, alpha = evaluation_budget(cfg.dataset)
+    # PGD-20 of the evaluation with fewer steps; its starts come from the run's VALIDATION_STREAM, not a seed
+    spec = {k: v for k, v in attack_specs(*evaluation_budget(cfg.dataset))["pgd20"].items() if k != "seed"}
+    spec["steps"] = cfg.validation.steps
     record = {**dataclasses.asdict(cfg.validation), "train_images": len(rest), "held_out_sha256": split_sha256(held),
-              "attack": {"kind": "pgd", "eps": eps, "alpha": alpha, "steps": cfg.validation.steps, "loss": "ce",
-                         "start": "uniform"}}
+              "attack": spec}
     on_device = Split(held.images.to(device), held.labels.to(device))
-    return rest, Validation(on_device, PGD(eps, alpha, cfg.validation.steps, loss="ce", start="uniform"), record)
+    return rest, Validation(on_device, build_attack(spec), record)
 
 
 def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
@@ -194,7 +195,8 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
                                   f"checkpoint ({paths.checkpoint}) is kept. Lower optim.lr or check the data.")
         if validation is not None and cfg.validates_at(epoch):
             record.update(validation(engine.model, cfg.seed, epoch))
-        improved = "val_robust" in record and record["val_robust"] > max(_validated(history), default=-1.0)
+        best = best_epoch(history)
+        improved = "val_robust" in record and (best is None or record["val_robust"] > best["val_robust"])
         history.append(record)
         if writes:
             if improved:  # before the checkpoint: a kill in between replays this epoch and rewrites it
@@ -215,10 +217,6 @@ def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = prin
         files.write_json(paths.run, info)
         paths.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it; keeps finished runs small
     return info
-
-
-def _validated(history: list[dict[str, Any]]) -> list[float]:
-    return [r["val_robust"] for r in history if "val_robust" in r]
 
 
 def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
