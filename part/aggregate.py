@@ -308,16 +308,21 @@ def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], see
              for d, v, b, a, part in zip(out["dataset"], out["variant"], out["base_variant"], out["attack"],
                                          out["part"])]
     out["estimate"], out["diff_estimate"] = [p[0] for p in pairs], [p[1] for p in pairs]
+    out["estimate"], out["diff_estimate"] = pooled(out, "estimate"), pooled(out, "diff_estimate")
     out["n_examples"] = pd.array([e.n_examples if e is not None else pd.NA for e in out["estimate"]], dtype="Int64")
-    out[["ci_low", "ci_high"]] = _bounds(out["estimate"], confidence)
-    out[["diff_low", "diff_high"]] = _bounds(out["diff_estimate"], confidence)
+    out[["ci_low", "ci_high"]] = stats.intervals(out["estimate"], confidence)
+    out[["diff_low", "diff_high"]] = stats.intervals(out["diff_estimate"], confidence)
     return out
 
 
-def _bounds(column: pd.Series, confidence: float) -> np.ndarray:
-    """(low, high) of each estimate's interval, nan where there is none."""
-    return np.array([stats.interval(e, confidence) if e is not None else (np.nan, np.nan) for e in column],
-                    dtype=float).reshape(-1, 2)
+def pooled(frame: pd.DataFrame, column: str, keys: tuple[str, ...] = ("dataset", "attack")) -> list[Any]:
+    """The estimates of ``column`` with each table column's rows (same ``keys``) sharing one seed ratio, where
+    their spreads are homogeneous (``part.stats.pool``; docs/statistics.md)."""
+    out = list(frame[column])
+    for rows in frame.groupby(list(keys), sort=False).indices.values():
+        for i, est in zip(rows, stats.pool([out[i] for i in rows])):
+            out[i] = est
+    return out
 
 
 def main_csv(table: pd.DataFrame) -> pd.DataFrame:
@@ -439,11 +444,12 @@ def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: 
 # All tables of the grid
 
 
-def statistics_settings(cfg: dict[str, Any]) -> tuple[float, int]:
-    """(confidence level, runs assumed behind each of the paper's mean ± std): the workflow's
-    ``statistics`` section, with ``part.stats`` / ``part.compare``'s defaults."""
+def statistics_settings(cfg: dict[str, Any]) -> compare.Settings:
+    """The workflow's ``statistics`` section, with ``part.stats`` / ``part.compare``'s defaults."""
     settings = cfg.get("statistics") or {}
-    return settings.get("confidence", stats.CONFIDENCE), settings.get("paper_runs", compare.PAPER_RUNS)
+    return compare.Settings(settings.get("confidence", stats.CONFIDENCE),
+                            settings.get("paper_runs", compare.PAPER_RUNS),
+                            settings.get("reproduction_tolerance", compare.REPRODUCTION_TOLERANCE))
 
 
 def whole_test_sets(cfg: dict[str, Any], per_seed: pd.DataFrame) -> dict[str, int | None]:
@@ -463,13 +469,14 @@ def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -
     if per_seed.empty:
         raise ValueError(f"{grid.results_dir}: no metrics.json to tabulate (none of the grid's runs is evaluated)")
     seeds = cfg["seeds"]
-    confidence, paper_runs = statistics_settings(cfg)
+    settings = statistics_settings(cfg)
     summary = summarise(per_seed, seeds)
-    table = cells(summary, variant_table(grid), table_columns(cfg, summary), seeds, correct_flags(records), confidence)
+    table = cells(summary, variant_table(grid), table_columns(cfg, summary), seeds, correct_flags(records),
+                  settings.confidence)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
     test_sets = whole_test_sets(cfg, per_seed)
-    versus = compare.paper_vs_reproduction(table, paper, confidence, test_sets)
-    verdicts = compare.claim_verdicts(table, paper, confidence, paper_runs, test_sets)
+    versus = compare.paper_vs_reproduction(table, paper, settings, test_sets)
+    verdicts = compare.claim_verdicts(table, paper, settings, test_sets)
     evaluation = budget(per_seed, seeds)
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     files.write_text(paths["per_seed"], per_seed.to_csv(index=False))
@@ -478,7 +485,7 @@ def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -
     files.write_text(paths["main_md"], markdown(table, per_seed, seeds))
     files.write_text(paths["main_tex"], latex(table, per_seed, seeds))
     files.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
-    files.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, confidence))
+    files.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, settings))
     files.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
-    files.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, confidence))
+    files.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, settings.confidence))
     return paths

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from part import files, stats
-from part.aggregate import Record, check_consistent, correct_flags, paired, read_metrics, statistics_settings
+from part.aggregate import (Record, check_consistent, correct_flags, paired, pooled, read_metrics,
+                            statistics_settings)
 from part.grid import CHECKPOINT_TABLE_FILES, Grid
 from part.tablefmt import COLUMNS, dataset_name
 from part.vocabulary import COMPARE_ATTACKS
@@ -51,8 +52,8 @@ def verdict(est: stats.Crossed | None, confidence: float) -> tuple[float, float,
     if abs(est.mean) < 1e-9:
         return low, high, "inconclusive", "no difference observed: more data at this spread cannot sign it"
     seeds = stats.to_decide(est, est.mean, "n_seeds", confidence)
-    return low, high, "inconclusive", (f"≈ {seeds} seeds at the observed difference and spread" if seeds
-                                       else "not within 1000 seeds at the observed spread")
+    return low, high, "inconclusive", (f"≈ {seeds} seeds ({100 * stats.POWER:g} % power at the observed difference "
+                                       "and spread)" if seeds else "not within 1000 seeds at the observed spread")
 
 
 def _best_epochs(recs: list[Record]) -> tuple[float, int | None]:
@@ -65,7 +66,7 @@ def _best_epochs(recs: list[Record]) -> tuple[float, int | None]:
 def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
     """Long table (``CSV_COLUMNS``): per main-table row, checkpoint and attack of ``COMPARE_ATTACKS``, the
     mean ± std over seeds and, for the compared checkpoints, the paired difference to the main one."""
-    confidence, _ = statistics_settings(grid.cfg)
+    confidence = statistics_settings(grid.cfg).confidence
     groups = by_checkpoint(read_metrics(grid, paths, grid.variants))
     if grid.checkpoint not in groups:
         raise ValueError(f"{grid.results_dir}: no {grid.metrics_name} among the files given; the comparison is "
@@ -89,13 +90,16 @@ def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
                 est = None if checkpoint == grid.checkpoint else paired(
                     flags.get(key, {}), main_flags.get(key), f"{dataset}/{variant} {checkpoint}, attack {attack!r}",
                     f"its {grid.checkpoint} weights, attack {attack!r}")
-                low, high, said, decide = verdict(est, confidence) if checkpoint != grid.checkpoint else (
-                    math.nan, math.nan, "", "")
                 rows.append({**row, "attack": attack, "mean": float(np.mean(acc)) if acc else math.nan,
                              "std": float(np.std(acc, ddof=1)) if len(acc) > 1 else math.nan, "n_seeds": len(acc),
-                             "n_examples": min(n) if n else 0, "diff": est.mean if est else math.nan,
-                             "diff_low": low, "diff_high": high, "verdict": said, "to_decide": decide})
-    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+                             "n_examples": min(n) if n else 0, "estimate": est})
+    table = pd.DataFrame(rows)
+    table["estimate"] = pooled(table, "estimate", ("dataset", "checkpoint", "attack"))
+    judged = [verdict(e, confidence) if c != grid.checkpoint else (math.nan, math.nan, "", "")
+              for e, c in zip(table["estimate"], table["checkpoint"])]
+    table["diff"] = [e.mean if e is not None else math.nan for e in table["estimate"]]
+    table[["diff_low", "diff_high", "verdict", "to_decide"]] = pd.DataFrame(judged, index=table.index)
+    return table.reindex(columns=CSV_COLUMNS)
 
 
 def _cell(mean: float, std: float) -> str:
@@ -143,7 +147,7 @@ def write_checkpoint_table(grid: Grid, paths: Iterable[str | Path], out_dir: str
     of the main and every compared checkpoint."""
     table = checkpoint_table(grid, paths)
     outputs = {key: Path(out_dir) / name for key, name in CHECKPOINT_TABLE_FILES.items()}
-    confidence, _ = statistics_settings(grid.cfg)
+    confidence = statistics_settings(grid.cfg).confidence
     files.write_text(outputs["csv"], table.to_csv(index=False, float_format="%.4f"))
     files.write_text(outputs["md"], markdown(table, grid.checkpoint, confidence))
     return outputs

@@ -31,6 +31,8 @@ AA_TOLERANCE = 0.5
 """Points of AA accuracy the claim allows PART to lose against its base method."""
 PAPER_RUNS = 3
 """Runs behind each of the paper's mean ± std (not stated in the paper; the workflow's ``statistics.paper_runs``)."""
+REPRODUCTION_TOLERANCE = 1.0
+"""Points within which a cell counts as reproduced (the workflow's ``statistics.reproduction_tolerance``)."""
 MATCH_KEYS = ["dataset", "arch", "base_method", "part", "s_key"]
 
 
@@ -70,25 +72,35 @@ def _variants(table: pd.DataFrame) -> pd.DataFrame:
     return _keyed(table.drop_duplicates(["dataset", "arch", "variant"])[keys])
 
 
-def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, confidence: float,
-                          test_sets: dict[str, int | None]) -> pd.DataFrame:
-    """Every cell the paper reports for a (dataset, arch) of this grid, beside ours.
+@dataclass(frozen=True)
+class Settings:
+    """The workflow's ``statistics`` section: interval level, runs assumed behind each of the paper's
+    mean ± std, and the tolerance (points) within which a cell counts as reproduced."""
+    confidence: float = stats.CONFIDENCE
+    paper_runs: int = PAPER_RUNS
+    tolerance: float = REPRODUCTION_TOLERANCE
 
-    ``table`` is the main table's cells (``part.aggregate.cells``). Per cell: the paper's mean and std,
-    ours (mean, sample std, n_seeds, missing seeds, the ``confidence`` interval and the test examples it
-    rests on), the difference ours − paper, whether the paper's mean lies inside our interval, the
-    minimum difference our design would detect (``part.stats.min_detectable``), the combined std
-    √(std_paper² + std_ours²) and whether |diff| ≤ it (empty below 2 seeds), and a status: compared /
-    no such variant in this grid / attack not evaluated / no results yet.
+
+def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Settings,
+                          test_sets: dict[str, int | None]) -> pd.DataFrame:
+    """Every cell the paper reports for a (dataset, arch) of this grid, beside ours, as a two-sample question.
+
+    ``table`` is the main table's cells (``part.aggregate.cells``). Per cell: the paper's mean and std (and the
+    std used: pooled over its column where homogeneous, ``part.stats.pool_stds``), ours (mean, sample std,
+    n_seeds, missing seeds, our own interval and the test examples it rests on), the difference ours − paper
+    with its interval — our seed noise plus the paper's over ``settings.paper_runs`` runs — the equivalence
+    verdict at ``settings.tolerance`` (``reproduction``), the difference a design like ours detects with 80 %
+    power at the observed spreads, and a status: compared / no such variant in this grid / attack not
+    evaluated / no results yet.
 
     The paper evaluated the whole test set; where ours did too (``test_sets`` gives the dataset's test-set
-    size), the interval is that of the accuracy on this test set (``part.stats.on_test_set``): the luck
-    of the test sample is common to both and only seeds and an evaluated subset's share remain. Where the
-    size is unknown (None), the interval is the wider one on the data distribution.
+    size), the test sample's luck is common to both and only seeds and an evaluated subset's share remain
+    (``part.stats.on_test_set``). Where the size is unknown (None), ours is on the data distribution (wider).
     """
     variants = _variants(table)
     grid = set(zip(variants["dataset"], variants["arch"]))
-    ours = paper[[(d, a) in grid for d, a in zip(paper["dataset"], paper["arch"])]]
+    ours = _pooled_paper(paper, settings.paper_runs)
+    ours = ours[[(d, a) in grid for d, a in zip(ours["dataset"], ours["arch"])]]
     matched = ours.merge(variants[[*MATCH_KEYS, "variant", "label"]], on=MATCH_KEYS, how="left")
     stats_cols = ["mean", "std", "n_seeds", "missing_seeds", "n_examples", "estimate"]
     out = matched.merge(table[["dataset", "arch", "variant", "attack", *stats_cols]],
@@ -96,24 +108,65 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, confidence: 
     out = out.rename(columns={c: f"ours_{c}" for c in stats_cols} | {"label": "ours_label", "variant": "ours_variant"})
     out["ours_n_seeds"] = out["ours_n_seeds"].astype("Int64")
     out["ours_estimate"] = [_on_test_set(e, test_sets.get(d)) for e, d in zip(out["ours_estimate"], out["dataset"])]
-    bounds = [stats.interval(e, confidence) if e is not None else (math.nan, math.nan) for e in out["ours_estimate"]]
-    out["ours_ci_low"], out["ours_ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    out[["ours_ci_low", "ours_ci_high"]] = stats.intervals(out["ours_estimate"], settings.confidence)
     out["interval_on"] = ["" if e is None else ("this test set" if e.population else "the data distribution")
                           for e in out["ours_estimate"]]
+    versus = [None if e is None else stats.Versus(e, m, sd, settings.paper_runs, df) for e, m, sd, df in
+              zip(out["ours_estimate"], out["paper_mean"], out["paper_pooled_std"], out["paper_df"])]
     out["diff"] = out["ours_mean"] - out["paper_mean"]
-    inside = (out["ours_ci_low"] <= out["paper_mean"]) & (out["paper_mean"] <= out["ours_ci_high"])
-    out["paper_in_interval"] = inside.astype("boolean").mask(out["ours_ci_low"].isna())
-    out["seeds_known"] = [pd.NA if e is None else e.seeds_known for e in out["ours_estimate"]]
-    out["min_detectable"] = [np.nan if e is None else stats.min_detectable(e, confidence) for e in out["ours_estimate"]]
-    out["combined_std"] = np.sqrt(out["paper_std"] ** 2 + out["ours_std"] ** 2)
-    within = (out["diff"].abs() <= out["combined_std"] + 1e-9).astype("boolean")
-    out["within_combined_std"] = within.mask(out["ours_n_seeds"].fillna(0) < 2)
+    out[["diff_low", "diff_high"]] = stats.intervals(versus, settings.confidence)
+    judged = [reproduction(v, settings, test_sets.get(d)) if v is not None else ("", "")
+              for v, d in zip(versus, out["dataset"])]
+    out["reproduction"], out["reproduction_detail"] = [j[0] for j in judged], [j[1] for j in judged]
+    out["min_detectable"] = [np.nan if v is None else stats.min_detectable(v, settings.confidence) for v in versus]
     out["status"] = [_status(v, n) for v, n in zip(out["ours_variant"], out["ours_n_seeds"])]
     return out[["dataset", "arch", "paper_method", "base_method", "s", "attack", "paper_mean", "paper_std",
-                "ours_variant", "ours_label", "ours_mean", "ours_std", "ours_n_seeds", "ours_missing_seeds",
-                "ours_n_examples", "ours_ci_low", "ours_ci_high", "interval_on", "diff", "paper_in_interval",
-                "seeds_known",
-                "min_detectable", "combined_std", "within_combined_std", "status"]]
+                "paper_pooled_std", "paper_df", "ours_variant", "ours_label", "ours_mean", "ours_std", "ours_n_seeds",
+                "ours_missing_seeds", "ours_n_examples", "ours_ci_low", "ours_ci_high", "interval_on", "diff",
+                "diff_low", "diff_high", "reproduction", "reproduction_detail", "min_detectable", "status"]]
+
+
+def _pooled_paper(paper: pd.DataFrame, runs: int) -> pd.DataFrame:
+    """The paper's cells with ``paper_pooled_std`` and ``paper_df``: each column's (dataset, arch, attack) stds
+    pooled where Bartlett's test finds them homogeneous, each row's own otherwise (``part.stats.pool_stds``)."""
+    frames = []
+    for _, column in paper.groupby(["dataset", "arch", "attack"], sort=False):
+        pooled, df = stats.pool_stds(column["paper_std"].to_numpy(), runs)
+        frames.append(column.assign(paper_pooled_std=pooled, paper_df=df))
+    return pd.concat(frames).sort_index()
+
+
+def reproduction(est: stats.Versus, settings: Settings, test_size: int | None) -> tuple[str, str]:
+    """(verdict, detail) of ours − paper at ``settings.tolerance``: *reproduced* when its interval lies within
+    ± tolerance (two one-sided tests, Schuirmann 1987), *differs* when it lies wholly beyond, else
+    *inconclusive* with what would decide it at 80 % power."""
+    if not est.seeds_known:
+        return "inconclusive", "one seed: seed-to-seed variation unknown (run ≥ 2 seeds)"
+    tolerance = settings.tolerance
+    low, high = stats.interval(est, settings.confidence)
+    if -tolerance <= low and high <= tolerance:
+        return "reproduced", ""
+    if low > tolerance or high < -tolerance:
+        return "differs", f"beyond ± {tolerance:g}"
+    gap = tolerance - abs(est.mean)
+    goal = f"within ± {tolerance:g}" if gap > 0 else f"beyond ± {tolerance:g}"
+    return "inconclusive", f"to show it {goal}: {_more_data(est, gap, 'the attack', settings.confidence, test_size)}"
+
+
+def _more_data(est: stats.Crossed | stats.Versus, gap: float, attack: str, confidence: float,
+               test_size: int | None) -> str:
+    """What would decide a question whose answer lies ``gap`` away from the estimate, with 80 % power if the
+    observed difference and spread are the true ones: more seeds, or more test examples (never more than the
+    test set has, ``test_size``; none when the estimate already covers it)."""
+    if abs(gap) < 1e-9:
+        return "the difference sits on the threshold: more data at the observed difference cannot decide"
+    seeds = stats.to_decide(est, gap, "n_seeds", confidence)
+    examples = stats.to_decide(est, gap, "n_examples", confidence, limit=test_size)
+    ways = ([f"≈ {seeds - est.n_seeds} more seed{'s' if seeds - est.n_seeds > 1 else ''}"] if seeds else []) + (
+        [f"≈ {examples} {attack} examples (now {est.n_examples})"] if examples else [])
+    if ways:
+        return " or ".join(ways) + f", for {_percent(stats.POWER)} power if the observed difference and spread hold"
+    return "not within 1000 seeds" + (" or the test set" if test_size else "") + " at the observed spread"
 
 
 def _on_test_set(est: object, size: int | None) -> stats.Crossed | None:
@@ -137,7 +190,7 @@ def _dataset_list(paper: pd.DataFrame) -> str:
 
 
 def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFrame, budget: str,
-                    confidence: float) -> str:
+                    settings: Settings) -> str:
     """The comparison as Markdown; says plainly when no cell of the paper matches this grid.
 
     ``budget`` is the grid's evaluation budget in words (``part.aggregate.budget``).
@@ -147,32 +200,37 @@ def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFra
         return (head + f"No cell of the paper matches this grid: the paper reports {_dataset_list(paper)}; this grid "
                 f"has {_dataset_list(table)}. Only the same dataset trained with the same architecture is compared."
                 f"\n\n{budget}\n")
-    level = _percent(confidence)
+    level, tolerance = _percent(settings.confidence), f"{settings.tolerance:g}"
     shown = pd.DataFrame({
         "Dataset": [dataset_name(d, a) for d, a in zip(versus["dataset"], versus["arch"])],
         "Paper row": versus["paper_method"], "Attack": versus["attack"].map(COLUMNS),
         "Paper": [f"{m:.2f} ± {s:.2f}" for m, s in zip(versus["paper_mean"], versus["paper_std"])],
         "Ours": [_ours(r) for r in versus.itertuples()], "Our row": versus["ours_label"].fillna(""),
-        f"Ours: {level} interval": [_range(lo, hi) for lo, hi in zip(versus["ours_ci_low"], versus["ours_ci_high"])],
-        "Ours − paper": ["" if math.isnan(d) else signed(d) for d in versus["diff"]],
-        "Paper inside": [_inside(r) for r in versus.itertuples()],
+        f"Ours − paper ({level} interval)": [format_interval(d, lo, hi) if pd.notna(d) else "" for d, lo, hi in
+                                             zip(versus["diff"], versus["diff_low"], versus["diff_high"])],
+        f"Within ± {tolerance}?": [f"{v} ({d})" if d else v for v, d in
+                                   zip(versus["reproduction"], versus["reproduction_detail"])],
         "Detectable": ["" if math.isnan(m) else f"{m:.2f}" for m in versus["min_detectable"]],
-        "Within combined std": [_within(w, n) for w, n in zip(versus["within_combined_std"], versus["ours_n_seeds"])],
     })
-    inside = versus["paper_in_interval"].dropna()
-    compared = versus["within_combined_std"].dropna()
+    judged = versus.loc[versus["reproduction"] != "", "reproduction"]
+    counts = ", ".join(f"{int((judged == v).sum())} {v}" for v in ("reproduced", "differs", "inconclusive"))
     compared_sets = versus.set_index(["dataset", "arch"]).index
     not_here = paper[~paper.set_index(["dataset", "arch"]).index.isin(compared_sets)]
     not_there = table[~table.set_index(["dataset", "arch"]).index.isin(compared_sets)]
-    note = (f"\n\n{budget}\n\n{int(inside.sum())} of {len(inside)} compared cells have the paper's mean inside our "
-            f"{level} interval (on this test set where we evaluated all of it, as the paper did: seed-to-seed noise "
-            "and an evaluated subset's share of the test sample; docs/statistics.md); one seed gives no interval. "
-            "*Detectable*: the smallest true difference from the paper's mean our design would detect at "
-            f"{level} with {_percent(stats.POWER)} power. "
-            f"{int(compared.sum())} of {len(compared)} cells with ≥ 2 seeds differ from the paper by at most the "
-            "combined std √(std_paper² + std_ours²). Ours: mean ± sample std (ddof = 1) over seeds, † = fewer seeds "
-            "than the grid's; the paper's: mean ± std as printed. Rows are matched by dataset, architecture, base "
-            "method, PART or not and s (from the run configs).")
+    pooled = versus["paper_df"] > settings.paper_runs - 1
+    note = (f"\n\n{budget}\n\nOf {len(judged)} compared cells: {counts} (tolerance ± {tolerance} points, "
+            f"`statistics.reproduction_tolerance`). *Ours − paper*: the difference of means with its {level} interval, "
+            "which holds our seed-to-seed noise (on this test set where we evaluated all of it, as the paper did; "
+            "an evaluated subset adds its share of the test sample) and the paper's own, its std over "
+            f"{settings.paper_runs} assumed runs (`statistics.paper_runs`; pooled over the paper's column where its stds "
+            f"are homogeneous — {int(pooled.sum())} of {len(versus)} cells). *Reproduced*: the interval lies within "
+            f"± {tolerance} (two one-sided tests; wrongly said of a true gap beyond ± {tolerance} at most "
+            f"{_percent((1 - settings.confidence) / 2)} of the time); *differs*: it lies wholly beyond ± {tolerance} "
+            f"(as rare when the truth is within); otherwise *inconclusive*, with what would decide it. *Detectable*: "
+            f"the gap to the paper a design like ours finds with {_percent(stats.POWER)} power if the observed "
+            "spreads are the true ones. Ours: mean ± sample std (ddof = 1) over seeds, † = fewer seeds than the "
+            "grid's; the paper's: mean ± std as printed. Rows are matched by dataset, architecture, base method, PART "
+            "or not and s (from the run configs). Method: docs/statistics.md.")
     if not not_here.empty:
         note += f" Not in this grid: {_dataset_list(not_here)}."
     if not not_there.empty:
@@ -184,22 +242,6 @@ def _ours(r: object) -> str:
     if r.status != "compared":
         return r.status
     return format_cell(r.ours_mean, r.ours_std, int(r.ours_n_seeds), r.ours_missing_seeds, math.nan, False, MARKDOWN)
-
-
-def _range(low: float, high: float) -> str:
-    return "" if math.isnan(low) else f"[{low:.2f}, {high:.2f}]"
-
-
-def _inside(r: object) -> str:
-    if pd.isna(r.paper_in_interval):
-        return "n/a (1 seed)" if r.seeds_known is False else ""
-    return "yes" if r.paper_in_interval else "no"
-
-
-def _within(within: object, n_seeds: float) -> str:
-    if pd.isna(within):
-        return "n/a (1 seed)" if pd.notna(n_seeds) and n_seeds == 1 else ""
-    return "yes" if within else "no"
 
 
 def _percent(level: float) -> str:
@@ -263,42 +305,51 @@ def _our_advice(test_size: int | None) -> Callable[[Criterion, Any, float], str]
     """What would settle an open criterion of ours: more seeds (both rows), or more test examples for
     its attack (``test_size`` caps it when the natural column already sees the whole test set)."""
     def advice(c: Criterion, est: stats.Crossed, confidence: float) -> str:
-        gap = est.mean - c.threshold
-        if abs(gap) < 1e-9:
-            return "Δ sits on the threshold: more data at the observed difference cannot decide"
-        seeds = stats.to_decide(est, gap, "n_seeds", confidence)
-        examples = stats.to_decide(est, gap, "n_examples", confidence)
-        if examples is not None and test_size is not None and examples > test_size:
-            examples = None
-        ways = ([f"≈ {seeds - est.n_seeds} more seed{'s' if seeds - est.n_seeds > 1 else ''}"] if seeds else []) + (
-            [f"≈ {examples} {COLUMNS[c.attack]} examples (now {est.n_examples})"] if examples else [])
-        return " or ".join(ways) if ways else "not within 1000 seeds or the test set at the observed spread"
+        return _more_data(est, est.mean - c.threshold, COLUMNS[c.attack], confidence, test_size)
     return advice
 
 
 def _paper_advice(c: Criterion, est: stats.Welch, confidence: float) -> str:
     gap = est.mean - c.threshold
     runs = stats.to_decide(est, gap, "n_runs", confidence) if abs(gap) >= 1e-9 else None
-    return f"≈ {runs} runs a setting (assumed {est.n_runs})" if runs else "not within 1000 runs at the printed stds"
+    return (f"≈ {runs} runs a setting (assumed {est.n_runs}; {_percent(stats.POWER)} power at the printed "
+            "difference and stds)" if runs else "not within 1000 runs at the printed stds")
+
+
+def _pooled_df(df: float, runs: int) -> float | None:
+    """A column's degrees of freedom where its stds were pooled (one estimate behind both rows), else None."""
+    return df if df > runs - 1 else None
+
+
+def holds_p(estimates: dict[str, stats.Estimate | None]) -> float:
+    """The p-value of the claim's intersection-union test: the larger of its criteria's one-sided p-values
+    (nan where a criterion is unmeasured or from one seed). *holds* ⇔ p ≤ (1 − confidence)/2."""
+    if any(estimates.get(c.attack) is None or not estimates[c.attack].seeds_known for c in CLAIM):
+        return math.nan
+    return max(stats.p_above(estimates[c.attack], c.threshold) for c in CLAIM)
 
 
 VERDICT_COLUMNS = ["dataset", "arch", "family", "base_variant", "variant", "label", "s",
                    *(f"{a}_{k}" for a in ("natural", "aa") for k in ("diff", "low", "high", "n_examples")),
-                   "n_seeds", "complete", "verdict", "detail",
+                   "n_seeds", "complete", "verdict", "detail", "p_holds", "p_holds_holm",
                    *(f"paper_{a}_{k}" for a in ("natural", "aa") for k in ("diff", "low", "high")),
-                   "paper_runs", "paper_verdict", "paper_detail", "confidence"]
+                   "paper_runs", "paper_verdict", "paper_detail", "paper_p_holds", "paper_p_holds_holm", "confidence"]
 
 
-def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, confidence: float, paper_runs: int,
+def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, settings: Settings,
                    test_sizes: dict[str, int | None]) -> pd.DataFrame:
     """Per PART variant of the grid (dataset, family, s): the claim on our intervals and on the paper's.
 
-    Ours: Δ natural and Δ AA with their ``confidence`` intervals, paired by seed and test example
-    (``diff_estimate`` of ``table``), the paired seeds and the test examples behind each. The paper's:
-    the Welch interval of its difference, assuming ``paper_runs`` runs a row. ``test_sizes`` gives, per
-    dataset, the size of its test set when the natural column evaluates all of it (caps the advice).
+    Ours: Δ natural and Δ AA with their intervals, paired by seed and test example (``diff_estimate`` of
+    ``table``), the paired seeds and the test examples behind each. The paper's: the Welch interval of its
+    difference, assuming ``settings.paper_runs`` runs a row, with its stds pooled over each column where they
+    are homogeneous. ``test_sizes`` gives, per dataset, the size of its test set when the natural column
+    evaluates all of it (caps the advice). ``p_holds`` is each row's p-value for *holds* and ``p_holds_holm``
+    it Holm-adjusted over the rows of the table (the family-wise reading of many rows).
     """
+    confidence = settings.confidence
     cells = table.set_index(["dataset", "variant", "attack"])
+    paper = _pooled_paper(paper, settings.paper_runs)
     rows = []
     for v in _variants(table).itertuples():
         if not v.part:
@@ -306,7 +357,7 @@ def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, confidence: float, 
         ours = {c.attack: cells["diff_estimate"].get((v.dataset, v.variant, c.attack)) for c in CLAIM}
         ours = {a: None if e is None or pd.isna(e) else e for a, e in ours.items()}
         verdict, detail = _our_verdict(v, cells, ours, confidence, test_sizes.get(v.dataset))
-        paper_est, paper_verdict, paper_detail = _paper_claim(paper, v, paper_runs, confidence)
+        paper_est, paper_verdict, paper_detail = _paper_claim(paper, v, settings.paper_runs, confidence)
         row = {"dataset": v.dataset, "arch": v.arch, "family": v.family, "base_variant": v.base_variant,
                "variant": v.variant, "label": v.label, "s": v.s}
         for c in CLAIM:
@@ -314,12 +365,17 @@ def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, confidence: float, 
         involved = cells.loc[[(v.dataset, name, a) for name in (v.variant, v.base_variant) if pd.notna(name)
                               for a in ("natural", "aa") if (v.dataset, name, a) in cells.index]]
         row |= {"n_seeds": min((ours[c.attack].n_seeds for c in CLAIM if ours[c.attack] is not None), default=0),
-                "complete": bool((involved["missing_seeds"] == "").all()), "verdict": verdict, "detail": detail}
+                "complete": bool((involved["missing_seeds"] == "").all()), "verdict": verdict, "detail": detail,
+                "p_holds": holds_p(ours) if verdict != "not measured" else math.nan}
         for c in CLAIM:
             row |= _interval_columns(f"paper_{c.attack}", paper_est.get(c.attack), confidence)
-        rows.append(row | {"paper_runs": paper_runs, "paper_verdict": paper_verdict, "paper_detail": paper_detail,
+        rows.append(row | {"paper_runs": settings.paper_runs, "paper_verdict": paper_verdict,
+                           "paper_detail": paper_detail, "paper_p_holds": holds_p(paper_est),
                            "confidence": confidence})
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    for prefix in ("", "paper_"):
+        frame[f"{prefix}p_holds_holm"] = stats.holm(frame[f"{prefix}p_holds"].astype(float))
+    return frame
 
 
 def _interval_columns(prefix: str, est: stats.Estimate | None, confidence: float) -> dict[str, float]:
@@ -355,7 +411,8 @@ def _paper_claim(paper: pd.DataFrame, v: object, runs: int,
         return {}, "not in the paper", f"no {'base' if base.empty else f's = {v.s}'} row"
     part, base = (rows.set_index("attack") for rows in (part, base))
     est = {c.attack: stats.Welch(part.loc[c.attack, "paper_mean"] - base.loc[c.attack, "paper_mean"],
-                                 part.loc[c.attack, "paper_std"], base.loc[c.attack, "paper_std"], runs)
+                                 part.loc[c.attack, "paper_pooled_std"], base.loc[c.attack, "paper_pooled_std"],
+                                 runs, _pooled_df(part.loc[c.attack, "paper_df"], runs))
            for c in CLAIM}
     return (est, *judge(est, confidence, _paper_advice))
 
@@ -376,14 +433,32 @@ def verdicts_markdown(verdicts: pd.DataFrame, budget: str, confidence: float) ->
         **{f"Paper: {c.name}": _intervals(verdicts, f"paper_{c.attack}") for c in CLAIM},
         "Paper": [_verdict_text(v, d, True) for v, d in zip(verdicts["paper_verdict"], verdicts["paper_detail"])]})
     runs = int(verdicts["paper_runs"].iloc[0])
+    alpha = (1 - confidence) / 2
     note = (f"\n\n{budget}\n\nΔ = PART row − its family's base method (accuracy points) with its {level} confidence "
             "interval. Ours: paired by seed (same initialisation and data order) and by test example, covering "
-            "seed-to-seed and test-sample noise; the paper's: Welch intervals from its means and stds, assuming "
+            "seed-to-seed and test-sample noise, the seed-level spread pooled over the column's rows where "
+            "homogeneous; the paper's: Welch intervals from its means and stds (pooled likewise), assuming "
             f"{runs} runs a row (seed noise only). The claim *holds* when the interval of Δ natural lies above 0 "
-            f"and that of Δ AA at or above −{AA_TOLERANCE}; it *does not hold* when one interval lies wholly on the "
-            "wrong side; otherwise it is *inconclusive*, with what would settle it at the observed spread. "
-            "† = computed from fewer seeds than the grid's (see the main table). Method: docs/statistics.md.\n")
+            f"and that of Δ AA at or above −{AA_TOLERANCE} (an intersection-union test: said of a false claim at most "
+            f"{_percent(alpha)} of the time); it *does not hold* when one interval lies wholly on the wrong side (said "
+            f"of a true claim at most {_percent(2 * alpha)} of the time); otherwise it is *inconclusive*, with what "
+            f"would settle it at {_percent(stats.POWER)} power if the observed difference and spread are the true "
+            "ones. † = computed from fewer seeds than the grid's (see the main table). Method: docs/statistics.md.\n"
+            f"\n{_table_reading(verdicts, '', 'ours', alpha)}\n{_table_reading(verdicts, 'paper_', 'the paper', alpha)}\n")
     return head + shown.to_markdown(index=False, disable_numparse=True) + note
+
+
+def _table_reading(verdicts: pd.DataFrame, prefix: str, whose: str, alpha: float) -> str:
+    """One line reading all rows at once: the rows whose claim holds after Holm's adjustment over the table,
+    so that many rows are not read as many independent wins."""
+    judged = verdicts[verdicts[f"{prefix}p_holds"].notna()]
+    if judged.empty:
+        return f"Table-wide ({whose}): no row with a verdict to read."
+    holding = judged[judged[f"{prefix}p_holds_holm"] <= alpha]
+    names = "; ".join(f"{dataset_name(d, a)} {label}" for d, a, label in
+                      zip(holding["dataset"], holding["arch"], holding["label"]))
+    return (f"Table-wide ({whose}, Holm over {len(judged)} rows, family-wise error ≤ {_percent(alpha)}): the claim "
+            f"holds in {len(holding)} of {len(judged)}" + (f": {names}." if names else "."))
 
 
 def _intervals(verdicts: pd.DataFrame, prefix: str) -> list[str]:

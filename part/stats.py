@@ -1,31 +1,31 @@
 """Confidence intervals for accuracies that vary with the seed and with the test sample, and for
-PART − base differences, with what more data would settle a question the interval leaves open.
+PART − base differences, calibrated by borrowing the seed-level variance across a table's rows.
 
 An accuracy here is the mean of a seeds × test-examples table of outcomes (100 = correct, 0 = not;
 for a paired difference of two runs +100 / 0 / −100). Two sources of noise are crossed: every seed
-sees the same test examples, so the test sample's luck is shared by all seeds and is *not* visible
-in the seed-to-seed spread (nor is seed luck visible in a binomial error). The model is the two-way
-random-effects one, x[k, i] = μ + a_k + b_i + e_ki (seed, example, interaction), and the variance of
-the grand mean over K seeds and N examples is
+sees the same test examples. The model is the two-way random-effects one,
+x[k, i] = μ + a_k + b_i + e_ki (seed, example, interaction), and the variance of the grand mean over
+K seeds and N examples is
 
-    Var = σ_a²/K + σ_b²/N + σ_e²/(KN) = s²(seed means)/K + (s²(example means) − σ_e²/K)/N,
+    Var = (σ_a² + σ_e²/N)/K + σ_b²/N.
 
-whose two pieces are estimated by mean squares without bias (σ_e² by the interaction mean square).
-The interval is mean ± t·√Var with Welch–Satterthwaite degrees of freedom: the seed piece has only
-K − 1 of them, so two or three seeds give the wide interval they deserve, where a bootstrap over
-seeds would pretend to know the seed variance from two values (see docs/statistics.md). Two guards
-keep a small table from looking certain: the seed piece is never below the run-to-run noise the
-interaction term alone implies (σ_e²/N per seed), and the example piece never below that of a test
-sample with one example at each extreme (so 20/20 correct, or two runs that agree on every example,
-still leave an interval).
+The interaction σ_e² — examples flipping between runs — is estimated with (K − 1)(N − 1) degrees of
+freedom; the seed-level excess σ_a² only with K − 1. With three seeds a t quantile on 2 degrees of
+freedom (4.30) made intervals twice as wide as 95 % needs. But the *ratio* φ = (N σ_a² + σ_e²)/σ_e²
+(the seed means' spread relative to what flips alone give) is much the same for the rows of one table
+column — the paper's own stds pass a homogeneity test in 10 of its 12 (dataset, attack) columns — so
+:func:`pool` estimates it once per column from every row (Σ (K − 1) degrees of freedom), after a
+Bartlett test of homogeneity; a column that fails keeps each row's own estimate. Details, references and
+the simulation that shows the coverage: docs/statistics.md.
 
-Everything is closed-form and numpy-vectorised over examples; no resampling, so no seed is needed
-and the result is the same on every machine.
+Everything is closed-form and numpy-vectorised; no resampling, so the result is the same on every
+machine.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,29 +34,36 @@ from scipy import stats as st
 CONFIDENCE = 0.95
 """Default two-sided confidence level of every interval (the workflow's ``statistics.confidence``)."""
 POWER = 0.8
-"""Power at which the minimum detectable difference is quoted (the usual 80 %)."""
+"""Power at which "what would decide it" and the detectable difference are quoted (the usual 80 %)."""
+HOMOGENEITY_LEVEL = 0.05
+"""Bartlett's test below this p-value: the rows' seed spreads differ, and each keeps its own."""
 MAX_SEEDS = 1000
 MAX_EXAMPLES = 10_000_000
 """Largest design the "what would decide it" search considers; beyond it, more data of that kind cannot."""
+UNIT = 100.0
+"""One example changing its outcome in one run moves a table entry by this much: the floors' unit."""
 
 
 @dataclass(frozen=True)
 class Crossed:
     """Mean and variance components of a seeds × examples table (see the module docstring).
 
-    ``seed_var`` is σ_a² (nan with one seed: not estimable), ``example_var`` σ_b² (floored),
-    ``residual_var`` σ_e² (0 with one seed, where it cannot be told from σ_b²); ``span`` is the range
-    the outcomes can take (100 for accuracies, 200 for differences), which sets the example floor.
-    ``population`` is None for the interval of the accuracy on the data distribution; a test-set size
-    makes it the interval of the accuracy on that test set (``on_test_set``).
+    ``seed_ratio`` is φ, the seed means' variance over what flips alone give, N·s²(seed means)/σ_e² (nan with one
+    seed), from this table or shared by the ``pooled`` rows of its column (:func:`pool`); ``seed_df`` its degrees of
+    freedom: K − 1 alone, Σ (K − 1) pooled, with ``homogeneity_p`` the rows' Bartlett test. ``example_var`` is σ_b²
+    and ``residual_var`` σ_e² (never below one example changing, so agreeing runs still leave an interval).
+    ``population`` is None for the accuracy on the data distribution; a test-set size makes it the accuracy on
+    that test set (:func:`on_test_set`).
     """
     mean: float
     n_seeds: int
     n_examples: int
-    seed_var: float
+    seed_ratio: float
     example_var: float
     residual_var: float
-    span: float
+    seed_df: float
+    pooled: int = 1
+    homogeneity_p: float = math.nan
     population: int | None = None
 
     @property
@@ -64,20 +71,30 @@ class Crossed:
         """Whether the seed-to-seed variation could be estimated (two seeds or more)."""
         return self.n_seeds > 1
 
+    @property
+    def seed_var(self) -> float:
+        """σ_a², the seed-level variance beyond flips: (φ − 1)·σ_e²/N. Unbiased, so it may be negative: clipping
+        it at 0 would make every interval wider than 95 % needs (φ is near 1 in most real grids)."""
+        return (self.seed_ratio - 1) * self.residual_var / self.n_examples
+
     def pieces(self, n_seeds: np.ndarray | int | None = None,
                n_examples: np.ndarray | int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(variance, degrees of freedom) of each piece of Var(mean), at this design or a larger one.
 
-        A design with more seeds or examples keeps the estimated components (the "observed spread").
-        With one seed only the example piece is known.
+        A larger design keeps the estimated components (the "observed spread"); every pooled row is assumed
+        to grow alike, so more seeds add ``pooled`` degrees of freedom each. With one seed only the example
+        piece is known.
         """
         k = np.asarray(self.n_seeds if n_seeds is None else n_seeds, dtype=float)
         n = np.asarray(self.n_examples if n_examples is None else n_examples, dtype=float)
         sampled = np.maximum(1 - n / self.population, 0.0) if self.population else 1.0  # finite-population correction
-        example = (np.maximum(self.example_var, _example_floor(self.span, self.mean, n)) / n * sampled, n - 1)
+        example = (np.maximum(self.example_var, UNIT ** 2 / n) / n * sampled, n - 1)
         if not self.seeds_known:
             return [example]
-        return [((self.seed_var + self.residual_var / n) / k, k - 1), example]
+        # at the observed design the piece is φ·σ_e²/(NK) > 0; a projection keeps only a non-negative σ_a²
+        seed_var = np.where(n == self.n_examples, self.seed_var, max(self.seed_var, 0.0))
+        seed = ((seed_var + self.residual_var / n) / k, self.seed_df + self.pooled * (k - self.n_seeds))
+        return [seed, example]
 
 
 def on_test_set(est: Crossed, size: int) -> Crossed:
@@ -90,25 +107,26 @@ def on_test_set(est: Crossed, size: int) -> Crossed:
     return replace(est, population=size)
 
 
-def crossed(x: np.ndarray, span: float) -> Crossed:
-    """The variance components of a (K seeds, N examples) table of outcomes whose values span ``span``."""
+def crossed(x: np.ndarray) -> Crossed:
+    """The variance components of a (K seeds, N examples) table of outcomes, from this table alone."""
     x = np.asarray(x, dtype=float)
     k, n = x.shape
     if n < 2:
         raise ValueError(f"an interval needs at least 2 test examples, got {n}")
     seed_means, example_means, grand = x.mean(1), x.mean(0), x.mean()
     if k == 1:
-        return Crossed(grand, 1, n, np.nan, example_means.var(ddof=1), 0.0, span)
+        return Crossed(grand, 1, n, math.nan, example_means.var(ddof=1), 0.0, 0.0)
     residual = x - seed_means[:, None] - example_means[None, :] + grand
-    residual_var = float((residual ** 2).sum() / ((k - 1) * (n - 1)))
-    seed_var = max(seed_means.var(ddof=1) - residual_var / n, 0.0)
-    example_var = max(example_means.var(ddof=1) - residual_var / k, 0.0)
-    return Crossed(grand, k, n, seed_var, example_var, residual_var, span)
+    residual_var = max(float((residual ** 2).sum() / ((k - 1) * (n - 1))), UNIT ** 2 / (k * n))
+    example_var = max(float(example_means.var(ddof=1)) - residual_var / k, 0.0)
+    # seed means equal to the last digit (small tables) count as one example's difference between the seeds
+    ratio = max(float(seed_means.var(ddof=1)), UNIT ** 2 / (k * n * n)) * n / residual_var
+    return Crossed(grand, k, n, ratio, example_var, residual_var, k - 1)
 
 
 def accuracy(correct: np.ndarray) -> Crossed:
     """Components of an accuracy (%) from bool correct flags (K seeds, N examples)."""
-    return crossed(100.0 * np.asarray(correct, dtype=float), span=100.0)
+    return crossed(100.0 * np.asarray(correct, dtype=float))
 
 
 def paired_difference(correct: np.ndarray, base: np.ndarray) -> Crossed:
@@ -117,15 +135,42 @@ def paired_difference(correct: np.ndarray, base: np.ndarray) -> Crossed:
     Row k of both tables must be runs of the same seed (shared initialisation and data order) and
     column i the same test example; pairing removes what the two runs share from the noise.
     """
-    diff = np.asarray(correct, dtype=float) - np.asarray(base, dtype=float)
-    return crossed(100.0 * diff, span=200.0)
+    return crossed(100.0 * (np.asarray(correct, dtype=float) - np.asarray(base, dtype=float)))
 
 
-def _example_floor(span: float, mean: float, n: np.ndarray) -> np.ndarray:
-    """The example-mean variance of a sample with one example at each end of the range, the others at
-    the mean (the range is [0, span] for accuracies, [−span/2, span/2] for differences)."""
-    low = 0.0 if span == 100.0 else -span / 2
-    return ((low - mean) ** 2 + (low + span - mean) ** 2) / (n - 1)
+def bartlett(variances: np.ndarray, dfs: np.ndarray) -> tuple[float, float]:
+    """(pooled variance, p-value of Bartlett's test that all are estimates of it) from variance estimates
+    with the given degrees of freedom (Bartlett 1937; Snedecor & Cochran, *Statistical Methods*, §13.10)."""
+    variances, dfs = np.asarray(variances, dtype=float), np.asarray(dfs, dtype=float)
+    total = dfs.sum()
+    pooled = float((dfs * variances).sum() / total)
+    if len(variances) < 2:
+        return pooled, math.nan
+    statistic = total * math.log(pooled) - float((dfs * np.log(variances)).sum())
+    correction = 1 + ((1 / dfs).sum() - 1 / total) / (3 * (len(variances) - 1))
+    return pooled, float(st.chi2.sf(statistic / correction, len(variances) - 1))
+
+
+def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL) -> list[Crossed | None]:
+    """The estimates of one table column (same dataset and attack, same kind: accuracies, or PART − base
+    differences) with one seed ratio φ estimated from all of them, if Bartlett's test finds their ratios
+    homogeneous at ``level``; else (or with fewer than two rows of ≥ 2 seeds) unchanged.
+
+    Each row's ratio r = N·s²(seed means)/σ_e² is ≈ φ·χ²_{K−1}/(K − 1): the df-weighted mean estimates the
+    common φ with Σ (K − 1) degrees of freedom.
+    """
+    rows = [i for i, e in enumerate(estimates) if e is not None and e.seeds_known]
+    if len(rows) < 2:
+        return list(estimates)
+    used = [estimates[i] for i in rows]
+    dfs = np.array([e.seed_df for e in used])
+    phi, p = bartlett(np.array([e.seed_ratio for e in used]), dfs)
+    out = list(estimates)
+    for i, e in zip(rows, used):
+        out[i] = replace(e, homogeneity_p=p) if p < level else replace(
+            e, seed_ratio=phi, seed_df=float(dfs.sum()), pooled=len(used),
+            homogeneity_p=p)
+    return out
 
 
 @dataclass(frozen=True)
@@ -133,12 +178,15 @@ class Welch:
     """The difference of two published means, each over ``n_runs`` runs with the given stds.
 
     A table gives no pairing and no per-example flags, so this is the unpaired Welch interval and it
-    covers seed-to-seed variation only (what a std over runs on one test set measures).
+    covers seed-to-seed variation only (what a std over runs on one test set measures). ``df`` is given where
+    both stds are one estimate pooled over a column (:func:`pool_stds`), with its degrees of freedom; then the
+    two pieces are one, not two independent ones.
     """
     mean: float
     std: float
     base_std: float
     n_runs: int
+    df: float | None = None
 
     @property
     def seeds_known(self) -> bool:
@@ -146,18 +194,69 @@ class Welch:
 
     def pieces(self, n_runs: np.ndarray | int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         n = np.asarray(self.n_runs if n_runs is None else n_runs, dtype=float)
-        return [(self.std ** 2 / n, n - 1), (self.base_std ** 2 / n, n - 1)]
+        if self.df is None:
+            return [(self.std ** 2 / n, n - 1), (self.base_std ** 2 / n, n - 1)]
+        return [((self.std ** 2 + self.base_std ** 2) / n, self.df + (n - self.n_runs) * self.df / (self.n_runs - 1))]
 
 
-Estimate = Crossed | Welch
+def pool_stds(stds: np.ndarray, runs: int, level: float = HOMOGENEITY_LEVEL) -> tuple[np.ndarray, float]:
+    """(stds, degrees of freedom of each) of a published column's rows, each a std over ``runs`` runs: one
+    pooled std for all if Bartlett's test finds them homogeneous at ``level``, else their own."""
+    stds = np.asarray(stds, dtype=float)
+    if runs < 2 or len(stds) < 2 or (stds <= 0).any():
+        return stds, float(runs - 1)
+    pooled, p = bartlett(stds ** 2, np.full(len(stds), runs - 1.0))
+    if p < level:
+        return stds, float(runs - 1)
+    return np.full(len(stds), math.sqrt(pooled)), float(len(stds) * (runs - 1))
+
+
+@dataclass(frozen=True)
+class Versus:
+    """Ours − a published mean over ``paper_runs`` runs on the same test set: our estimate on that test set
+    plus the paper's own seed noise (its variance over runs, with ``paper_df`` degrees of freedom)."""
+    ours: Crossed
+    paper_mean: float
+    paper_std: float
+    paper_runs: int
+    paper_df: float
+
+    @property
+    def mean(self) -> float:
+        return self.ours.mean - self.paper_mean
+
+    @property
+    def seeds_known(self) -> bool:
+        return self.ours.seeds_known and self.paper_runs > 1
+
+    @property
+    def n_seeds(self) -> int:
+        return self.ours.n_seeds
+
+    @property
+    def n_examples(self) -> int:
+        return self.ours.n_examples
+
+    def pieces(self, n_seeds: np.ndarray | int | None = None,
+               n_examples: np.ndarray | int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        paper = (np.asarray(self.paper_std ** 2 / self.paper_runs, dtype=float), np.asarray(self.paper_df, dtype=float))
+        return [*self.ours.pieces(n_seeds, n_examples), paper]
+
+
+Estimate = Crossed | Welch | Versus
+
+
+def _se_df(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(√Var, Welch–Satterthwaite degrees of freedom) of a sum of independent variance pieces."""
+    var = sum(v for v, _ in pieces)
+    denom = sum(np.divide(v ** 2, d, out=np.zeros_like(v * d), where=d > 0) for v, d in pieces)
+    return np.sqrt(var), np.divide(var ** 2, denom, out=np.full_like(var * denom, np.inf), where=denom > 0)
 
 
 def _quantile(pieces: list[tuple[np.ndarray, np.ndarray]], level: float) -> tuple[np.ndarray, np.ndarray]:
     """(√Var, t quantile at ``level``) with Welch–Satterthwaite degrees of freedom."""
-    var = sum(v for v, _ in pieces)
-    denom = sum(np.divide(v ** 2, d, out=np.zeros_like(v * d), where=d > 0) for v, d in pieces)
-    df = np.divide(var ** 2, denom, out=np.full_like(var * denom, np.inf), where=denom > 0)
-    return np.sqrt(var), st.t.ppf(level, df)
+    se, df = _se_df(pieces)
+    return se, st.t.ppf(level, df)
 
 
 def half_width(est: Estimate, confidence: float = CONFIDENCE, **design: np.ndarray | int) -> np.ndarray:
@@ -176,30 +275,63 @@ def interval(est: Estimate, confidence: float = CONFIDENCE) -> tuple[float, floa
     return est.mean - h, est.mean + h
 
 
-def min_detectable(est: Estimate, confidence: float = CONFIDENCE, power: float = POWER) -> float:
-    """The smallest true difference from a fixed value that this design would detect at ``confidence``
-    with probability ``power``: (t_(1+c)/2 + t_power) · SE; nan from one seed."""
+def intervals(estimates: Sequence[Estimate | None], confidence: float = CONFIDENCE) -> np.ndarray:
+    """(n, 2) array of each estimate's interval; nan where there is no estimate or only one seed."""
+    return np.array([interval(e, confidence) if e is not None else (math.nan, math.nan) for e in estimates],
+                    dtype=float).reshape(-1, 2)
+
+
+def p_above(est: Estimate, threshold: float) -> float:
+    """One-sided p-value of "the mean is at most ``threshold``" against "above it" (nan from one seed): the
+    test whose rejection at (1 − confidence)/2 is the interval lying above the threshold."""
     if not est.seeds_known:
         return math.nan
-    pieces = est.pieces()
+    se, df = _se_df(est.pieces())
+    return float(st.t.sf((est.mean - threshold) / se, df))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979): reject the i-th smallest p while each adjusted p ≤ α keeps the
+    family-wise error ≤ α for any dependence between the tests. nan stays nan and counts in no family."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    known = np.flatnonzero(~np.isnan(p))
+    order = known[np.argsort(p[known], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
+    return out
+
+
+def min_detectable(est: Estimate, confidence: float = CONFIDENCE, power: float = POWER) -> float:
+    """The true difference from a fixed value that this design detects at ``confidence`` with probability
+    ``power`` *if the observed spread is the true one*: (t_(1+c)/2 + t_power) · SE; nan from one seed."""
+    if not est.seeds_known:
+        return math.nan
+    return float(_detectable(est.pieces(), confidence, power))
+
+
+def _detectable(pieces: list[tuple[np.ndarray, np.ndarray]], confidence: float, power: float) -> np.ndarray:
     se, t_alpha = _quantile(pieces, (1 + confidence) / 2)
-    return float(se * (t_alpha + _quantile(pieces, power)[1]))
+    return se * (t_alpha + _quantile(pieces, power)[1])
 
 
-def to_decide(est: Estimate, gap: float, grow: str, confidence: float = CONFIDENCE) -> int | None:
-    """The smallest value of ``grow`` (``n_seeds``, ``n_examples`` or ``n_runs``) at which the interval's
-    half-width drops below ``|gap|`` (the distance from the estimate to a threshold), the other sizes
-    and the observed spread kept; None if no design up to ``MAX_SEEDS`` / ``MAX_EXAMPLES`` does, or if
-    the estimate is from one seed and ``grow`` counts seeds (the seed spread to project is unknown).
+def to_decide(est: Estimate, gap: float, grow: str, confidence: float = CONFIDENCE, power: float = POWER,
+              limit: int | None = None) -> int | None:
+    """The smallest value of ``grow`` (``n_seeds``, ``n_examples`` or ``n_runs``) at which a true difference of
+    ``|gap|`` from the threshold (the observed one) is decided with probability ``power``, the other sizes and
+    the observed spread kept; None if no design up to ``limit`` (examples: the test set's size),
+    ``MAX_SEEDS`` or ``MAX_EXAMPLES`` does, or if the estimate is from one seed and ``grow`` counts seeds
+    (the seed spread to project is unknown).
     """
     if grow != "n_examples" and not est.seeds_known:
         return None
-    current = est.n_examples if grow == "n_examples" else (est.n_runs if grow == "n_runs" else est.n_seeds)
+    current = getattr(est, grow)
     if grow == "n_examples":
         sizes = np.unique(np.ceil(current * 1.05 ** np.arange(1, 400)).astype(np.int64))
-        sizes = sizes[sizes <= MAX_EXAMPLES]
+        sizes = sizes[sizes <= min(MAX_EXAMPLES, limit or MAX_EXAMPLES)]
     else:
         sizes = np.arange(max(current + 1, 2), MAX_SEEDS + 1)
-    enough = half_width(est, confidence, **{grow: sizes}) < abs(gap)
+    if not len(sizes):
+        return None
+    enough = _detectable(est.pieces(**{grow: sizes}), confidence, power) <= abs(gap)
     return int(sizes[np.argmax(enough)]) if enough.any() else None
-

@@ -180,8 +180,9 @@ def test_a_row_without_results_and_a_missing_seed_are_marked(tmp_path):
     assert set(summary.loc[summary["variant"] == "part_s1", "n_seeds"]) == {2}
     versus = pd.read_csv(paths["paper_csv"], keep_default_na=False)
     assert set(versus.loc[versus["ours_variant"] == "part_s1", "ours_missing_seeds"].astype(str)) == {"2"}
-    assert set(versus.loc[versus["ours_variant"] == "part_s10", "within_combined_std"]) == {""}  # 1 seed: no std
-    assert "| 83.90† | PART (s = 10) | | +0.13 | n/a (1 seed) | | n/a (1 seed) |" in text(paths["paper_md"])
+    assert set(versus.loc[versus["ours_variant"] == "part_s10", "reproduction"]) == {"inconclusive"}  # 1 seed
+    assert ("| 83.90† | PART (s = 10) | +0.13 | inconclusive (one seed: seed-to-seed variation unknown (run ≥ 2 "
+            "seeds)) | |") in text(paths["paper_md"])
     verdicts = pd.read_csv(paths["verdicts_csv"], keep_default_na=False).set_index("variant")
     assert verdicts.loc["part_s1", "n_seeds"] == 2 and not verdicts.loc["part_s1", "complete"]
     # one seed: no interval, so no verdict either way, whatever the means say
@@ -291,28 +292,46 @@ def test_a_family_with_two_base_variants_is_ambiguous(tmp_path):
 
 # --- the paper beside ours, and its claim ------------------------------------------------------------------------
 
-def test_paper_cells_are_matched_by_run_config_and_flagged_within_combined_std(full):
+def column_estimates(attack: str) -> dict[str, stats.Crossed]:
+    """Our cells of one column as the tables must estimate them: flags rebuilt from ACCURACY (the first n correct,
+    as ``write_run`` writes them), every row of the column pooled together."""
+    rows = {v: stats.accuracy(np.stack([np.arange(N) < round(a * N / 100) for a in acc[attack]]))
+            for v, acc in ACCURACY.items()}
+    return dict(zip(rows, stats.pool(list(rows.values()))))
+
+
+def test_paper_cells_are_matched_by_run_config_and_judged_as_a_two_sample_question(full):
     _, paths = full
     versus = pd.read_csv(paths["paper_csv"], keep_default_na=False, na_values=[""])
     assert len(versus) == 27 * 4 // 3  # every cell of the paper's CIFAR-10 block (9 rows x 4 attacks)
     v = versus.set_index(["paper_method", "attack"])
     row = v.loc[("AT", "natural")]  # ours 82.60 ± 0.20 vs 82.58 ± 0.14
-    assert row["ours_variant"] == "at" and row["diff"] == pytest.approx(0.02)
-    assert row["combined_std"] == pytest.approx(np.hypot(0.14, 0.2), abs=1e-4) and row["within_combined_std"]
-    row = v.loc[("PART (s = 10)", "aa")]  # ours 41.00 ± 0.10 vs 41.41 ± 0.14: −0.41 > 0.17
-    assert row["ours_variant"] == "part_s10" and row["diff"] == pytest.approx(-0.41) and not row["within_combined_std"]
+    assert row["ours_variant"] == "at" and row["diff"] == pytest.approx(0.02) and row["reproduction"] == "reproduced"
     assert v.loc[("PART-T (s = 1)", "natural"), "ours_variant"] == "part_trades_s1"
     assert v.loc[("MART", "aa"), "status"] == "no such variant in this grid"
     assert v.loc[("PART-T (s = 10)", "aa"), "status"] == "no such variant in this grid"
     assert set(versus.loc[versus["status"] == "compared", "ours_variant"]) == set(ACCURACY)
-    # our interval on this test set (all 1000 examples evaluated): seeds only, mean ± t(2) · 0.10 / √3
-    half = 4.302653 * 0.1 / np.sqrt(3)
-    assert row["ours_ci_low"] == pytest.approx(41.0 - half, abs=1e-3) and row["interval_on"] == "this test set"
-    assert not row["paper_in_interval"] and v.loc[("AT", "aa"), "paper_in_interval"]
-    assert row["min_detectable"] == pytest.approx((4.302653 + 1.060660) * 0.1 / np.sqrt(3), abs=1e-3)
+    # the paper's CIFAR-10 natural stds are homogeneous (Bartlett p = 0.87): one pooled std, 9 × 2 df
+    natural_stds = [0.14, 0.26, 0.15, 0.15, 0.31, 0.16, 0.28, 0.10, 0.15]
+    assert row["paper_pooled_std"] == pytest.approx(np.sqrt(np.mean(np.square(natural_stds))), abs=1e-4)
+    assert row["paper_df"] == 18
+    # PART (s = 10), AA: ours 41.00 ± 0.10 vs 41.41 ± 0.14 — on this test set (all 1000 examples evaluated)
+    row = v.loc[("PART (s = 10)", "aa")]
+    ours = stats.on_test_set(column_estimates("aa")["part_s10"], N)
+    assert ours.pooled == 5 and ours.seed_df == 10  # five rows of three seeds in the AA column
+    assert (row["ours_ci_low"], row["ours_ci_high"]) == pytest.approx(stats.interval(ours), abs=1e-4)
+    assert row["interval_on"] == "this test set"
+    paper_aa = stats.Versus(ours, 41.41, row["paper_pooled_std"], 3, row["paper_df"])
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx(stats.interval(paper_aa), abs=1e-4)
+    assert row["diff_low"] > -1 and row["diff_high"] < 0 and row["reproduction"] == "reproduced"
+    assert row["min_detectable"] == pytest.approx(stats.min_detectable(paper_aa), abs=1e-4)
+    row = v.loc[("TRADES", "pgd20")]  # 47.00 vs 48.28 ± 0.05: 1.28 points off, beyond ± 1 with confidence
+    assert row["diff_high"] < -1 and row["reproduction"] == "differs"
+    assert v.loc[("PART-T (s = 1)", "pgd20"), "reproduction"] == "inconclusive"  # −0.90, interval across −1
     md = text(paths["paper_md"])
-    assert ("| CIFAR-10 (ResNet-18) | PART (s = 10) | AA | 41.41 ± 0.14 | 41.00 ± 0.10 | PART (s = 10) | "
-            "[40.75, 41.25] | −0.41 | no | 0.31 | no |") in md
+    assert ("| CIFAR-10 (ResNet-18) | TRADES | PGD-20 | 48.28 ± 0.05 | 47.00 ± 0.00 | TRADES | −1.28 [−1.53, −1.03] "
+            "| differs (beyond ± 1) |") in md
+    assert "Of 20 compared cells: 17 reproduced, 2 differs, 1 inconclusive (tolerance ± 1 points" in md
     assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
     assert "Evaluation budget: 3 seeds per cell (0, 1, 2); test examples per attack (the first N of the test " \
            "split): Natural 1000, PGD-20 1000, MMA 1000, AA 1000; AutoAttack seed 0." in md
@@ -325,8 +344,8 @@ def test_matching_reads_the_run_config_not_the_labels(tmp_path):
     table = aggregate.cells(pd.DataFrame(columns=["dataset", "arch", "variant", "attack", "mean", "std", "n_seeds",
                                                   "missing_seeds"]),
                             aggregate.variant_table(grid.load(cfg)), ["natural", "aa", "worst_case"], cfg["seeds"], {}, 0.95)
-    versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")), 0.95,
-                                           {"cifar10": None})
+    versus = compare.paper_vs_reproduction(table, compare.paper_cells(compare.load_reference("paper_table1")),
+                                           compare.Settings(), {"cifar10": None})
     matched = versus.dropna(subset=["ours_variant"]).drop_duplicates("paper_method")
     assert dict(zip(matched["paper_method"], matched["ours_variant"])) == {"AT": "baseline", "PART (s = 10)": "ours"}
     assert set(versus.loc[versus["attack"].isin(["pgd20", "mma"]) & versus["ours_variant"].notna(), "status"]) == {
@@ -358,8 +377,8 @@ def test_the_papers_own_numbers_judged_by_welch_intervals():
     two_runs = {"natural": stats.Welch(0.84, 0.26, 0.14, 2), "aa": stats.Welch(0.11, 0.04, 0.22, 2)}
     verdict, detail = compare.judge(two_runs, 0.95, compare._paper_advice)
     assert verdict == "inconclusive"
-    assert re.fullmatch(r"Δ natural: ≈ \d runs a setting \(assumed 2\); Δ AA: ≈ \d runs a setting \(assumed 2\)",
-                        detail)
+    runs = r"≈ \d runs a setting \(assumed 2; 80 % power at the printed difference and stds\)"
+    assert re.fullmatch(f"Δ natural: {runs}; Δ AA: {runs}", detail)
     assert compare.judge({"natural": stats.Welch(-0.5, 0.01, 0.01, 3), "aa": aa}, 0.95, compare._paper_advice) == (
         "does not hold", "Δ natural ≤ +0.00")
 
@@ -378,16 +397,30 @@ def test_claim_verdicts_for_ours_and_the_papers(full):
     assert verdicts.loc["part_s5", "verdict"] == "not measured"
     assert verdicts.loc["part_s5", "detail"] == "no results yet: PART (s = 5)"
     assert verdicts.loc["part_s1", "paper_verdict"] == "holds"  # +0.84 natural, +0.11 AA
-    assert verdicts.loc["part_s10", "paper_verdict"] == "inconclusive"  # AA −0.22 ± 0.45 reaches below −0.5
+    # AA −0.22 ± t(18) · 0.130 · √(2/3) = ± 0.22 with the column's pooled std (Bartlett p = 0.10): above −0.5
+    assert verdicts.loc["part_s10", "paper_verdict"] == "holds"
+    assert float(verdicts.loc["part_s10", "paper_aa_low"]) == pytest.approx(
+        -0.22 - scipy_stats.t.ppf(0.975, 18) * np.sqrt(np.mean(np.square(
+            [0.22, 0.04, 0.14, 0.12, 0.06, 0.04, 0.06, 0.04, 0.24])) * 2 / 3), abs=1e-4)
     assert float(verdicts.loc["part_s10", "paper_aa_diff"]) == pytest.approx(41.41 - 41.63)
     assert verdicts.loc["part_s5", "paper_verdict"] == "not in the paper"
     assert verdicts.loc["part_s5", "paper_detail"] == "no s = 5 row"
     assert float(verdicts.loc["part_s1", "natural_diff"]) == pytest.approx(0.8)
     assert int(verdicts.loc["part_s1", "aa_n_examples"]) == 1000 and int(verdicts.loc["part_s1", "n_seeds"]) == 3
     md = text(paths["verdicts_md"])
-    assert ("| CIFAR-10 (ResNet-18) | AT | PART (s = 1) | +0.80 [+0.28, +1.32] | +0.10 [−0.30, +0.50] | holds "
-            "| +0.84 [+0.30, +1.38] | +0.11 [−0.41, +0.63] | holds |") in md
+    # ours: paired flags, the natural and AA columns' three PART − base rows pooled (Bartlett); the paper's: its
+    # pooled CIFAR-10 natural std 0.2013 (18 df), Δ = +0.84 ± t(18) · 0.2013 · √(2/3) = ± 0.345
+    assert ("| CIFAR-10 (ResNet-18) | AT | PART (s = 1) | +0.80 [+0.27, +1.33] | +0.10 [−0.21, +0.41] | holds "
+            "| +0.84 [+0.49, +1.19] | +0.11 [−0.11, +0.33] | holds |") in md
     assert "Evaluation budget: 3 seeds per cell (0, 1, 2)" in md and "assuming 3 runs a row" in md
+    # Holm over the table's rows: ours hold in one of three, the paper's in all three
+    assert float(verdicts.loc["part_s1", "p_holds"]) < 0.025 and verdicts.loc["part_s5", "p_holds"] == ""
+    p_values = pd.to_numeric(verdicts["p_holds"])
+    assert np.allclose(pd.to_numeric(verdicts["p_holds_holm"]), stats.holm(p_values), atol=2e-4, equal_nan=True)
+    assert float(verdicts.loc["part_s1", "p_holds_holm"]) >= float(verdicts.loc["part_s1", "p_holds"])
+    assert "Table-wide (ours, Holm over 3 rows, family-wise error ≤ 2.5 %): the claim holds in 1 of 3: " \
+           "CIFAR-10 (ResNet-18) PART (s = 1)." in md
+    assert "Table-wide (the paper, Holm over 3 rows, family-wise error ≤ 2.5 %): the claim holds in 3 of 3" in md
 
 
 def test_a_grid_the_paper_does_not_have_still_gets_both_tables(tmp_path):
@@ -421,9 +454,9 @@ def test_a_grid_with_a_dataset_of_the_paper_and_one_without(tmp_path):
     table = aggregate.cells(empty, aggregate.variant_table(grid.load(cfg)), ["natural", "aa", "worst_case"], cfg["seeds"], {},
                             0.95)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
-    versus = compare.paper_vs_reproduction(table, paper, 0.95, {})
+    versus = compare.paper_vs_reproduction(table, paper, compare.Settings(), {})
     assert set(versus["dataset"]) == {"cifar10"}  # SVHN with another architecture is not the paper's SVHN
-    md = text_of(compare.versus_markdown(versus, table, paper, "Evaluation budget: none yet.", 0.95))
+    md = text_of(compare.versus_markdown(versus, table, paper, "Evaluation budget: none yet.", compare.Settings()))
     assert "Not in the paper: digits (small CNN), SVHN (small CNN)." in md
     assert "Not in this grid: SVHN (ResNet-18), TinyImageNet-200 (WRN-34-10)." in md
     tex = aggregate.latex(table, pd.DataFrame(columns=["attack", "n_examples", "attack_seed"]), cfg["seeds"])
