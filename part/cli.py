@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from part.config import ConfigError
+from part.lock import Locked
 from part.vocabulary import CHECKPOINTS, PRECISIONS
 from part.train import DivergenceError
 
@@ -50,10 +51,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from part import distributed
     from part.evaluate import evaluate
     from part.results import merge_metrics
     from part.rundir import metrics_name
 
+    distributed.exit_on_sigterm()  # a stopped evaluation removes its locks
     if args.merge_only:
         metrics = merge_metrics(args.run, args.checkpoint)
     else:
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, ValueError, OSError) as err:  # OSError: missing files, permissions, a full disk
+    # OSError: missing files, permissions, a full disk; Locked: another process writes the same files
+    except (ConfigError, ValueError, OSError, Locked) as err:
         print(f"part {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except DivergenceError as err:

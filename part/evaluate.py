@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from part import provenance, results, torchfiles
+from part import lock, provenance, results, torchfiles
 from part.attacks import MMA, PGD, Attack
 from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
@@ -302,6 +302,8 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result;
     ``batch_size`` None is :data:`BATCH_SIZE`. ``checkpoint`` names the weights (``last``, the paper's, or
     ``best`` / ``ema`` where the run kept them), whose results go to ``eval_<name>/`` and ``metrics_<name>.json``.
+    While it runs it holds the lock of each of its attacks' results (``part.lock``): a second evaluation of one
+    of them is refused.
     """
     attacks = list(dict.fromkeys(attacks))
     unknown = [a for a in attacks if a not in ATTACKS]
@@ -310,6 +312,10 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir,
                    checkpoint=checkpoint)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
-    entries = {name: _evaluate_one(run, name, specs[name], batch_size or BATCH_SIZE, log) for name in attacks}
-    return (results.merge_metrics(run_dir, checkpoint) if merge
-            else results.build_metrics(run_dir, entries, checkpoint))
+    with contextlib.ExitStack() as held:
+        for name in attacks:  # one writer per attack's files; another attack's job may run beside this one
+            held.enter_context(lock.held(run.paths.eval_lock(checkpoint, name),
+                                         f"part evaluate of {name} ({checkpoint} weights)"))
+        entries = {name: _evaluate_one(run, name, specs[name], batch_size or BATCH_SIZE, log) for name in attacks}
+        return (results.merge_metrics(run_dir, checkpoint) if merge
+                else results.build_metrics(run_dir, entries, checkpoint))

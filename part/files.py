@@ -30,20 +30,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp)`` and move ``tmp`` onto ``path`` only once it has succeeded.
 
     A process killed by SIGKILL cannot remove its temporary: :func:`sweep_temporaries` does that when
-    the directory's owner starts again. Running out of space raises :class:`DiskFullError`.
+    the directory's owner starts again. Running out of space raises :class:`DiskFullError`. The file gets
+    the mode a plain ``open`` would give it (0666 less the umask), not the temporary's 0600.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"{path.parent}: exists and is not a directory; cannot write {path.name} "
-                                 "there (choose another output directory)") from None
-    except PermissionError:
-        raise PermissionError(f"{path.parent}: no permission to create this directory for {path.name}") from None
+    ensure_directory(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except PermissionError:
-        raise PermissionError(f"{path.parent}: not writable; cannot write {path.name} there") from None
+        raise not_writable(path) from None
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the owner's group
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -58,6 +54,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
                                               "(the previous version, if any, is kept): free space and rerun") from err
         raise
     return path
+
+
+def ensure_directory(path: Path) -> None:
+    """Create the directory of the file ``path`` (and its parents), with errors that name both."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{path.parent}: exists and is not a directory; cannot write {path.name} "
+                                 "there (choose another output directory)") from None
+    except PermissionError:
+        raise PermissionError(f"{path.parent}: no permission to create this directory for {path.name}") from None
+
+
+def not_writable(path: Path) -> PermissionError:
+    """The error for a file that cannot be created in its (existing) directory."""
+    return PermissionError(f"{path.parent}: not writable; cannot write {path.name} there")
+
+
+def _umask() -> int:
+    """The process's umask. ``os.umask`` reads it only by setting another: the most restrictive one is set for
+    that instant, so a file another thread creates meanwhile is never more open than its owner asked."""
+    current = os.umask(0o777)
+    os.umask(current)
+    return current
 
 
 def _out_of_space(err: BaseException) -> bool:

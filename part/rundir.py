@@ -66,6 +66,16 @@ class RunPaths:
         return self.root / "config.json"
 
     @property
+    def lock(self) -> Path:
+        """Held by the run's one writer (``part.lock``) while it lives; not a result."""
+        return self.root / ".lock"
+
+    def eval_lock(self, checkpoint: str, attack: str) -> Path:
+        """Held by the one evaluation of ``attack`` on ``checkpoint``'s weights; jobs of other attacks of the
+        run write beside it (the workflow runs one per attack)."""
+        return self.root / eval_dir_name(checkpoint) / f".{attack}.lock"
+
+    @property
     def written(self) -> tuple[Path, ...]:
         """Every file the training loop writes into the run directory (atomically)."""
         return self.checkpoint, self.log, self.model, self.best, self.ema, self.run, self.config

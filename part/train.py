@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from part import distributed, files, provenance, torchfiles
+from part import distributed, files, lock, provenance, torchfiles
 from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import ConfigError, RunConfig, release_behaviours
@@ -171,10 +171,20 @@ def _check_finished(paths: RunPaths, cfg: RunConfig) -> dict[str, Any] | None:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or resume, or return the finished) run in ``out_dir``; returns the ``run.json`` content."""
+    """Train (or resume, or return the finished) run in ``out_dir``; returns the ``run.json`` content.
+
+    The writing process holds the run directory's lock (:mod:`part.lock`) throughout, the check for a
+    finished run included: a second writer is refused instead of resuming, or restarting, beside it.
+    """
     paths = RunPaths(Path(out_dir))
+    if not distributed.is_main():
+        return _train(cfg, paths, lambda _: None)
+    with lock.held(paths.lock, "part train"):
+        return _train(cfg, paths, log)
+
+
+def _train(cfg: RunConfig, paths: RunPaths, log: Callable[[str], None]) -> dict[str, Any]:
     writes = distributed.is_main()
-    log = log if writes else (lambda _: None)
     if (done := _check_finished(paths, cfg)) is not None:
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
@@ -230,9 +240,6 @@ def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _prepare_directory(paths: RunPaths, cfg: RunConfig, log: Callable[[str], None]) -> None:
     """The run directory, cleared of a killed writer's temporaries, with the config written first."""
-    if paths.root.exists() and not paths.root.is_dir():
-        raise NotADirectoryError(f"{paths.root}: exists and is not a directory; expected a run directory "
-                                 "(choose another --out)")
     for stale in files.sweep_temporaries(paths.root, [p.name for p in paths.written]):
         log(f"[part] removed {stale}, left by a writer that was killed mid-write")
     files.write_json(paths.config, cfg.to_dict())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from part import config
+from part import config, files
 from part.cli import main
 from part.data import load_prepared
 from part.evaluate import evaluate
-from part.results import merge_metrics
+from part.models import build_model
+from part.results import file_sha256, merge_metrics
 from part.torchfiles import load_torch, save_torch
 from part.train import train
 
@@ -105,6 +107,31 @@ def test_an_evaluation_killed_between_its_two_files_is_consistent_on_rerun(digit
     (eval_dir / "pgd20.correct.npz").write_bytes((eval_dir / "natural.correct.npz").read_bytes())
     with pytest.raises(ValueError, match=r"flags of \['pgd20'\] are not the ones"):
         merge_metrics(run_dir)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022], ids=lambda umask: f"umask{umask:03o}")
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    """Not the 0600 of the temporary they are written through: results stay readable by the owner's group."""
+    previous = os.umask(umask)
+    try:
+        files.write_text(tmp_path / "a.json", "{}")
+        save_torch(tmp_path / "b.pt", {"w": torch.zeros(2)})
+        open(tmp_path / "plain", "w").close()
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.json", "b.pt", "plain"], 0o666 & ~umask)
+
+
+def test_equal_weights_are_saved_as_equal_bytes(tmp_path):
+    """A checkpoint's SHA-256 (recorded with every evaluation) changes only with its tensors."""
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10, 1)
+    save_torch(tmp_path / "a.pt", model.state_dict())
+    save_torch(tmp_path / "b.pt", model.state_dict())
+    assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt")
+    loaded = load_torch(tmp_path / "b.pt")  # weights_only=True
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
 def test_corrupted_prepared_dataset_is_refused_with_how_to_re_prepare(digits_dir, tmp_path, capsys):

@@ -18,6 +18,7 @@ from part.data import load_prepared
 from part.evaluate import correct_per_example
 from part.torchfiles import load_torch
 from part.models import build_model
+from part.results import file_sha256
 from part.train import DivergenceError, train
 
 METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
@@ -113,6 +114,7 @@ def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
               log=lambda _: None)
         runs[name] = load_torch(tmp_path / name / "model.pt")
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert file_sha256(tmp_path / "a" / "model.pt") == file_sha256(tmp_path / "b" / "model.pt")  # equal bytes too
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 

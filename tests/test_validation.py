@@ -15,6 +15,7 @@ from part.config import ConfigError
 from part.data import hold_out, load_prepared, split_sha256
 from part.evaluate import evaluate
 from part.models import build_model, load_weights
+from part.results import file_sha256
 from part.rundir import RunPaths, read_log
 from part.torchfiles import load_torch
 from part.train import Validation, _averaged, build_for, split_for_training, train
@@ -139,15 +140,18 @@ def test_resume_with_validation_and_ema_is_bit_identical(digits_dir, tmp_path):
 
 
 def test_each_checkpoint_is_evaluated_into_its_own_files(validated_run):
-    _, out, _ = validated_run
+    cfg, out, info = validated_run
     weights = {}
     for checkpoint in ("last", "best", "ema"):
         metrics = evaluate(out, ["natural", "pgd20"], n_examples=100, checkpoint=checkpoint, log=None)
         assert metrics["checkpoint"] == checkpoint
         assert metrics["attacks"]["pgd20"]["correct_file"].startswith("eval/" if checkpoint == "last"
                                                                        else f"eval_{checkpoint}/")
+        assert metrics["checkpoint_sha256"] == file_sha256(RunPaths(out).weights(checkpoint))
         weights[checkpoint] = metrics["checkpoint_sha256"]
-    assert len(set(weights.values())) == 3  # three different weights files
+    # equal weights are saved as equal bytes: best.pt is model.pt's twin exactly when the best epoch was the last
+    assert (weights["best"] == weights["last"]) == (info["best"]["epoch"] == cfg.epochs)
+    assert weights["ema"] not in (weights["last"], weights["best"])
     assert {p.name for p in out.glob("metrics*.json")} == {"metrics.json", "metrics_best.json", "metrics_ema.json"}
 
 
