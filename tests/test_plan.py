@@ -171,7 +171,7 @@ def test_a_partial_log_costs_the_epochs_to_come_at_the_mean_of_their_phase(g):
 
 
 def test_compared_checkpoints_are_one_job_per_main_run(tmp_path, files):
-    cfg = copy.deepcopy(CONFIG)
+    cfg = {**copy.deepcopy(CONFIG), "results_dir": str(tmp_path / "results")}  # no runs: the files' rates alone
     cfg["run"]["validation"] = {"size": 100, "every": 1, "steps": 2}
     cfg["evaluation"]["compare_checkpoints"] = ["best"]
     rows = rows_by_key(plan.plan(grid.load(cfg), files))
