@@ -99,9 +99,9 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
     """
     variants = _variants(table)
     grid = set(zip(variants["dataset"], variants["arch"]))
-    ours = _pooled_paper(paper, settings.paper_runs)
-    ours = ours[[(d, a) in grid for d, a in zip(ours["dataset"], ours["arch"])]]
-    matched = ours.merge(variants[[*MATCH_KEYS, "variant", "label"]], on=MATCH_KEYS, how="left")
+    published = _pooled_paper(paper, settings.paper_runs)
+    published = published[[(d, a) in grid for d, a in zip(published["dataset"], published["arch"])]]
+    matched = published.merge(variants[[*MATCH_KEYS, "variant", "label"]], on=MATCH_KEYS, how="left")
     stats_cols = ["mean", "std", "n_seeds", "missing_seeds", "n_examples", "estimate"]
     out = matched.merge(table[["dataset", "arch", "variant", "attack", *stats_cols]],
                         on=["dataset", "arch", "variant", "attack"], how="left")

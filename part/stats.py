@@ -165,11 +165,10 @@ def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL) 
     used = [estimates[i] for i in rows]
     dfs = np.array([e.seed_df for e in used])
     phi, p = bartlett(np.array([e.seed_ratio for e in used]), dfs)
+    shared = {} if p < level else {"seed_ratio": phi, "seed_df": float(dfs.sum()), "pooled": len(used)}
     out = list(estimates)
     for i, e in zip(rows, used):
-        out[i] = replace(e, homogeneity_p=p) if p < level else replace(
-            e, seed_ratio=phi, seed_df=float(dfs.sum()), pooled=len(used),
-            homogeneity_p=p)
+        out[i] = replace(e, homogeneity_p=p, **shared)
     return out
 
 
