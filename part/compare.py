@@ -330,7 +330,7 @@ def holds_p(estimates: dict[str, stats.Estimate | None]) -> float:
 
 
 VERDICT_COLUMNS = ["dataset", "arch", "family", "base_variant", "variant", "label", "s",
-                   *(f"{a}_{k}" for a in ("natural", "aa") for k in ("diff", "low", "high", "n_examples")),
+                   *(f"{a}_{k}" for a in ("natural", "aa") for k in ("diff", "low", "high", "n_examples", "seed_df")),
                    "n_seeds", "complete", "verdict", "detail", "p_holds", "p_holds_holm",
                    *(f"paper_{a}_{k}" for a in ("natural", "aa") for k in ("diff", "low", "high")),
                    "paper_runs", "paper_verdict", "paper_detail", "paper_p_holds", "paper_p_holds_holm", "confidence"]
@@ -379,11 +379,13 @@ def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, settings: Settings,
 
 
 def _interval_columns(prefix: str, est: stats.Estimate | None, confidence: float) -> dict[str, float]:
-    """``{prefix}_diff``, ``_low``, ``_high`` (and ``_n_examples`` for ours) of one difference."""
+    """``{prefix}_diff``, ``_low``, ``_high`` of one difference, and for ours the test examples and the seed
+    piece's degrees of freedom (more than seeds − 1 where the column's rows were pooled)."""
     low, high = stats.interval(est, confidence) if est is not None else (math.nan, math.nan)
     out = {f"{prefix}_diff": est.mean if est is not None else math.nan, f"{prefix}_low": low, f"{prefix}_high": high}
     if not prefix.startswith("paper_"):
         out[f"{prefix}_n_examples"] = est.n_examples if est is not None else pd.NA
+        out[f"{prefix}_seed_df"] = est.seed_df if est is not None and est.seeds_known else math.nan
     return out
 
 

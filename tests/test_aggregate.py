@@ -407,6 +407,7 @@ def test_claim_verdicts_for_ours_and_the_papers(full):
     assert verdicts.loc["part_s5", "paper_detail"] == "no s = 5 row"
     assert float(verdicts.loc["part_s1", "natural_diff"]) == pytest.approx(0.8)
     assert int(verdicts.loc["part_s1", "aa_n_examples"]) == 1000 and int(verdicts.loc["part_s1", "n_seeds"]) == 3
+    assert float(verdicts.loc["part_s1", "natural_seed_df"]) == 6  # three PART − base rows of 3 seeds, pooled
     md = text(paths["verdicts_md"])
     # ours: paired flags, the natural and AA columns' three PART − base rows pooled (Bartlett); the paper's: its
     # pooled CIFAR-10 natural std 0.2013 (18 df), Δ = +0.84 ± t(18) · 0.2013 · √(2/3) = ± 0.345
