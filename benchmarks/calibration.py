@@ -172,7 +172,7 @@ def _reproduction(flags: dict[str, np.ndarray], cells: dict[str, stats.Crossed],
         ours = stats.on_test_set(cells[row], examples)
         for case, shift in (("same", 0.0), ("gap", PAPER_GAP)):
             verdict, _ = compare.reproduction(stats.Versus(ours, paper.mean() + shift, sd, PAPER_RUNS, df), settings,
-                                              examples)
+                                              examples, "Natural")
             counts[f"{case}_{verdict}"] = counts.get(f"{case}_{verdict}", 0) + 1
     return counts
 

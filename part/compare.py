@@ -115,8 +115,8 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
               zip(out["ours_estimate"], out["paper_mean"], out["paper_pooled_std"], out["paper_df"])]
     out["diff"] = out["ours_mean"] - out["paper_mean"]
     out[["diff_low", "diff_high"]] = stats.intervals(versus, settings.confidence)
-    judged = [reproduction(v, settings, test_sets.get(d)) if v is not None else ("", "")
-              for v, d in zip(versus, out["dataset"])]
+    judged = [reproduction(v, settings, test_sets.get(d), COLUMNS[a]) if v is not None else ("", "")
+              for v, d, a in zip(versus, out["dataset"], out["attack"])]
     out["reproduction"], out["reproduction_detail"] = [j[0] for j in judged], [j[1] for j in judged]
     out["min_detectable"] = [np.nan if v is None else stats.min_detectable(v, settings.confidence) for v in versus]
     out["status"] = [_status(v, n) for v, n in zip(out["ours_variant"], out["ours_n_seeds"])]
@@ -136,10 +136,10 @@ def _pooled_paper(paper: pd.DataFrame, runs: int) -> pd.DataFrame:
     return pd.concat(frames).sort_index()
 
 
-def reproduction(est: stats.Versus, settings: Settings, test_size: int | None) -> tuple[str, str]:
+def reproduction(est: stats.Versus, settings: Settings, test_size: int | None, attack: str) -> tuple[str, str]:
     """(verdict, detail) of ours − paper at ``settings.tolerance``: *reproduced* when its interval lies within
     ± tolerance (two one-sided tests, Schuirmann 1987), *differs* when it lies wholly beyond, else
-    *inconclusive* with what would decide it at 80 % power."""
+    *inconclusive* with what would decide it at 80 % power (``attack``: the column's name, for the advice)."""
     if not est.seeds_known:
         return "inconclusive", "one seed: seed-to-seed variation unknown (run ≥ 2 seeds)"
     tolerance = settings.tolerance
@@ -150,7 +150,7 @@ def reproduction(est: stats.Versus, settings: Settings, test_size: int | None) -
         return "differs", f"beyond ± {tolerance:g}"
     gap = tolerance - abs(est.mean)
     goal = f"within ± {tolerance:g}" if gap > 0 else f"beyond ± {tolerance:g}"
-    return "inconclusive", f"to show it {goal}: {_more_data(est, gap, 'the attack', settings.confidence, test_size)}"
+    return "inconclusive", f"to show it {goal}: {_more_data(est, gap, attack, settings.confidence, test_size)}"
 
 
 def _more_data(est: stats.Crossed | stats.Versus, gap: float, attack: str, confidence: float,

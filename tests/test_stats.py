@@ -194,7 +194,7 @@ def test_a_reproduction_of_the_same_distribution_is_not_said_to_differ():
         stds, df = stats.pool_stds([t.std(ddof=1) for t in theirs], 3)
         for est, t, sd in zip(ours, theirs, stds):
             versus = stats.Versus(stats.on_test_set(est, 10_000), t.mean(), sd, 3, df)
-            verdicts.append(compare.reproduction(versus, settings, 10_000)[0])
+            verdicts.append(compare.reproduction(versus, settings, 10_000, "Natural")[0])
     assert verdicts.count("differs") <= 0.03 * len(verdicts)
     assert verdicts.count("reproduced") >= 0.9 * len(verdicts)
 
