@@ -1,14 +1,15 @@
 # PART reproduction workflow: dataset download -> training -> evaluation -> tables.
 #   snakemake --cores all                                  # the paper's grid (config.yaml)
 #   snakemake --cores 2 --configfile configs/demo.yaml     # the embedded digits demo
-# A --configfile replaces config.yaml entirely (its grid is not merged into the paper's).
+# A --configfile replaces config.yaml entirely (its grid is not merged into the paper's); --config KEY=VALUE
+# (a profile's `config:`) sets keys over either, e.g. --config 'evaluation={jobs: per_attack}'.
 
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-if not config:
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 

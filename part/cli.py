@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from part.config import ConfigError
+from part.errors import DivergenceError
 from part.lock import Locked
 from part.vocabulary import CHECKPOINTS, PRECISIONS
-from part.train import DivergenceError
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:

@@ -21,18 +21,9 @@ import numpy as np
 import torch
 
 from part.torchfiles import load_torch, save_torch
+from part.vocabulary import SHAPES
 
 FORMAT_VERSION = 2  # 2: the tensors' SHA-256 is recorded and verified on load
-
-SHAPES: dict[str, tuple[int, int, int, int]] = {
-    # name: (channels, height, width, classes)
-    "cifar10": (3, 32, 32, 10),
-    "svhn": (3, 32, 32, 10),
-    "tinyimagenet200": (3, 64, 64, 200),
-    "fashion_mnist": (1, 28, 28, 10),
-    "digits": (1, 8, 8, 10),
-}
-
 
 @dataclass(frozen=True)
 class Split:

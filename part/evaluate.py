@@ -16,13 +16,14 @@ PART release (``part.attacks.MMA``); ``mm3`` is Gao et al.'s published attack, o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -233,6 +234,12 @@ class LoadedRun:
     checkpoint_sha256: str
     precision: str
 
+    def first(self, n: int | None) -> LoadedRun:
+        """The same run on its first ``n`` test images (all for None): one load serves attacks of any size."""
+        if n is None or n >= len(self.index):
+            return self
+        return dataclasses.replace(self, x=self.x[:n], y=self.y[:n], index=self.index[:n])
+
 
 def _run_info(cfg: RunConfig) -> dict[str, Any]:
     return {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed}
@@ -289,7 +296,15 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
     return entry
 
 
-def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_examples: int | None = None,
+def _examples_per_attack(n_examples: int | None | Mapping[str, int | None],
+                         attacks: list[str]) -> dict[str, int | None]:
+    if isinstance(n_examples, Mapping):
+        return {name: n_examples.get(name) for name in attacks}
+    return dict.fromkeys(attacks, n_examples)
+
+
+def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
+             n_examples: int | None | Mapping[str, int | None] = None,
              batch_size: int | None = None, device: str | None = None, precision: str = "fp32", seed: int = 0,
              data_dir: str | Path | None = None, merge: bool = True, checkpoint: str = "last",
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
@@ -299,6 +314,8 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     with ``merge`` (default) all evaluated attacks of the run, including earlier jobs', are then merged
     into ``metrics.json``. Without it nothing else is written and the metrics of this call's attacks
     are returned — the shape for one job per attack followed by a ``merge_metrics`` job.
+    ``n_examples`` is one size for every attack or a size per attack (AutoAttack on a subset: the model and
+    the largest set are loaded once, each attack takes the first images it needs; None: the whole test split).
     ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result;
     ``batch_size`` None is :data:`BATCH_SIZE`. ``checkpoint`` names the weights (``last``, the paper's, or
     ``best`` / ``ema`` where the run kept them), whose results go to ``eval_<name>/`` and ``metrics_<name>.json``.
@@ -309,13 +326,16 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
         raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(ATTACKS)}")
-    run = load_run(run_dir, n_examples=n_examples, device=device, precision=precision, data_dir=data_dir,
+    sizes = _examples_per_attack(n_examples, attacks)
+    largest = None if None in sizes.values() else max(sizes.values())
+    run = load_run(run_dir, n_examples=largest, device=device, precision=precision, data_dir=data_dir,
                    checkpoint=checkpoint)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
     with contextlib.ExitStack() as held:
         for name in attacks:  # one writer per attack's files; another attack's job may run beside this one
             held.enter_context(lock.held(run.paths.eval_lock(checkpoint, name),
                                          f"part evaluate of {name} ({checkpoint} weights)"))
-        entries = {name: _evaluate_one(run, name, specs[name], batch_size or BATCH_SIZE, log) for name in attacks}
+        entries = {name: _evaluate_one(run.first(sizes[name]), name, specs[name], batch_size or BATCH_SIZE, log)
+                   for name in attacks}
         return (results.merge_metrics(run_dir, checkpoint) if merge
                 else results.build_metrics(run_dir, entries, checkpoint))

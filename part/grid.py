@@ -266,6 +266,17 @@ class Grid:
         return rundir.metrics_name(self.checkpoint)
 
     @property
+    def eval_jobs(self) -> str:
+        """How each run's evaluation is cut into workflow jobs (``evaluation.jobs``, part.vocabulary.EVAL_JOBS)."""
+        return self.cfg["evaluation"].get("jobs", "per_model")
+
+    def examples(self, attack: str) -> int | None:
+        """Test images an evaluation with ``attack`` uses (None: the whole test split): AutoAttack may run on
+        a subset (``evaluation.aa_n_examples``), every other attack on ``evaluation.n_examples``."""
+        evaluation = self.cfg["evaluation"]
+        return (attack == "aa" and evaluation.get("aa_n_examples")) or evaluation.get("n_examples")
+
+    @property
     def compared_checkpoints(self) -> tuple[str, ...]:
         """The further weights of the main runs that are evaluated and compared with :attr:`checkpoint`."""
         asked = set(self.cfg["evaluation"].get("compare_checkpoints", ())) - {self.checkpoint}

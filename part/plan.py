@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from part import vocabulary
+from part.vocabulary import SHAPES
 from part.config import RunConfig
-from part.data import SHAPES
 from part.grid import Grid, Run, job_resources
 from part.rundir import RunPaths, eval_dir_name, read_log
 
@@ -186,10 +186,10 @@ def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
 
 @dataclass(frozen=True)
 class Stage:
-    """A kind of job: training (no attacks) or evaluating ``checkpoint``'s weights with ``attacks``."""
+    """A kind of job: training (no attacks) or evaluating each of ``checkpoints``' weights with ``attacks``."""
     name: str
     attacks: tuple[str, ...] = ()
-    checkpoint: str = "last"
+    checkpoints: tuple[str, ...] = ("last",)
 
     @property
     def resource(self) -> str:
@@ -197,26 +197,35 @@ class Stage:
         return "evaluate" if self.attacks else "train"
 
 
+def _evaluation_stages(g: Grid, runs: list[Run]) -> list[tuple[Stage, list[Run]]]:
+    """The tables' evaluation as ``evaluation.jobs`` cuts it: one job per attack of each run (per_attack), or
+    one per run for all its attacks (per_model; runs of the experiments may need fewer attacks)."""
+    order = g.cfg["evaluation"]["attacks"]
+    if g.eval_jobs == "per_attack":
+        groups = [(attack,) for attack in order]
+        members = {group: [r for r in runs if group[0] in g.attacks[r.path]] for group in groups}
+    else:
+        members = {}
+        for run in runs:
+            members.setdefault(g.attacks[run.path], []).append(run)
+    return [(Stage("+".join(attacks), attacks, (g.checkpoint,)), jobs) for attacks, jobs in members.items()]
+
+
 def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
-    """The GPU stages of ``dataset`` with the runs each has one job for, as the workflow's rules do:
-    training every run, one job per attack of each run (``Grid.attacks``), one job per compared
-    checkpoint of each main-table run (``rules/evaluate.smk``)."""
+    """The GPU stages of ``dataset`` with the runs each has one job for, as the workflow's rules do
+    (``rules/evaluate.smk``): training every run, the tables' evaluation per ``evaluation.jobs``, and one
+    job of natural + PGD-20 on every compared checkpoint of each main-table run."""
     runs = [run for run in g.runs.values() if run.dataset == dataset]
-    out = [(Stage("train"), runs)]
-    for attack in g.cfg["evaluation"]["attacks"]:
-        out.append((Stage(attack, (attack,), g.checkpoint), [r for r in runs if attack in g.attacks[r.path]]))
-    for checkpoint in g.compared_checkpoints:
-        out.append((Stage(f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({checkpoint})", vocabulary.COMPARE_ATTACKS,
-                          checkpoint), g.main_runs(dataset)))
+    out = [(Stage("train"), runs), *_evaluation_stages(g, runs)]
+    if g.compared_checkpoints:
+        name = f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({', '.join(g.compared_checkpoints)})"
+        out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints), g.main_runs(dataset)))
     return [(stage, jobs) for stage, jobs in out if jobs]
 
 
-def examples(cfg: dict[str, Any], dataset: str, attack: str) -> int:
-    """Test images an evaluation job attacks: ``aa_n_examples`` for AutoAttack where set, else ``n_examples``
-    (None: the whole test split), never more than the split (``rules/common.smk``'s ``n_examples``)."""
-    evaluation = cfg["evaluation"]
-    n = (attack == "aa" and evaluation.get("aa_n_examples")) or evaluation.get("n_examples")
-    return min(n or TEST_IMAGES[dataset], TEST_IMAGES[dataset])
+def examples(g: Grid, dataset: str, attack: str) -> int:
+    """Test images an evaluation with ``attack`` attacks (:meth:`Grid.examples`), never more than the split."""
+    return min(g.examples(attack) or TEST_IMAGES[dataset], TEST_IMAGES[dataset])
 
 
 def _mean(values: list[float]) -> float:
@@ -262,18 +271,18 @@ def measured_seconds(g: Grid, run: Run, stage: Stage) -> float | None:
             return logged_seconds(run.config, records) if records else None
         except KeyError as err:
             raise ValueError(f"{RunPaths(root).log}: key {err} missing from an epoch record") from None
-    paths = [root / eval_dir_name(stage.checkpoint) / f"{a}.json" for a in stage.attacks]
-    if not all(p.is_file() for p in paths):
+    evaluations = [(root / eval_dir_name(c) / f"{a}.json", a) for c in stage.checkpoints for a in stage.attacks]
+    if not all(p.is_file() for p, _ in evaluations):
         return None
-    return sum(_eval_file_seconds(p, examples(g.cfg, run.dataset, a)) for p, a in zip(paths, stage.attacks))
+    return sum(_eval_file_seconds(p, examples(g, run.dataset, a)) for p, a in evaluations)
 
 
 def throughput_seconds(g: Grid, run: Run, stage: Stage, t: Throughput) -> float | None:
     """Device-seconds of one job from a throughput file, or None where it measured nothing for it."""
     if not stage.attacks:
         return t.train_seconds(run.config)
-    seconds = [t.attack_seconds(run.config, a, examples(g.cfg, run.dataset, a)) for a in stage.attacks]
-    return None if None in seconds else sum(seconds)
+    seconds = [t.attack_seconds(run.config, a, examples(g, run.dataset, a)) for a in stage.attacks]
+    return None if None in seconds else sum(seconds) * len(stage.checkpoints)
 
 
 def job_cost(g: Grid, run: Run, stage: Stage, throughput: Iterable[Throughput]) -> tuple[float, str] | None:

@@ -39,6 +39,7 @@ from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import ConfigError, RunConfig, release_behaviours
 from part.data import Batch, DeviceLoader, Split, hold_out, load_prepared, make_generator, split_sha256
+from part.errors import DivergenceError
 from part.epsmap import EpsMapStore
 from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
 from part.methods import OuterLoss, outer_loss, training_attack
@@ -48,10 +49,6 @@ from part.runtime import autocast_factory, resolve_device, synchronize
 
 SHUFFLE_STREAM, ATTACK_STREAM, VALIDATION_STREAM = 1, 2, 4  # 3 is the held-out draw (part.data.HOLD_OUT_STREAM)
 CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history", "ema"})
-
-
-class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.device) -> nn.Module:

@@ -1,12 +1,20 @@
 """The names a config may use, one registry per vocabulary: datasets, models, methods, recipes, CAMs, attacks.
 
-Plain tuples with no imports, so that the Snakefile parse and config validation read them without torch.
+Plain tuples (and the datasets' shapes) with no imports, so that the Snakefile parse and config validation read them without torch.
 The JSON schemas restate them as enums (a schema is data a user reads and an editor completes);
 ``tests/test_vocabulary.py`` checks every enum of every schema against the tuple here, and every code
 registry (model builders, dataset shapes and sources, per-dataset defaults, attack specs) against them.
 """
 
 DATASETS = ("cifar10", "svhn", "tinyimagenet200", "fashion_mnist", "digits")
+SHAPES: dict[str, tuple[int, int, int, int]] = {
+    # name: (channels, height, width, classes) of a prepared dataset's images
+    "cifar10": (3, 32, 32, 10),
+    "svhn": (3, 32, 32, 10),
+    "tinyimagenet200": (3, 64, 64, 200),
+    "fashion_mnist": (1, 28, 28, 10),
+    "digits": (1, 8, 8, 10),
+}
 MODELS = ("resnet18", "preact_resnet18", "wrn34_10", "small_cnn")
 
 BASE_METHOD = {"natural": "natural", "at": "at", "trades": "trades", "mart": "mart",
@@ -36,6 +44,10 @@ CHECKPOINTS = ("last", "best", "ema")
 """The weights a run can keep and be evaluated with (``part.rundir.CHECKPOINT_FILES`` names their files)."""
 COMPARE_ATTACKS = ("natural", "pgd20")
 """What each compared checkpoint is evaluated with (``evaluation.compare_checkpoints``): the cheap pair."""
+EVAL_JOBS = ("per_model", "per_attack")
+"""How the workflow cuts a run's evaluation into jobs (``evaluation.jobs``): one job loads the model and data
+once for all its attacks (per_model: a process start saved per attack), or one job per attack (per_attack: on a
+cluster AutoAttack's long tail runs beside the cheap attacks). The files and their contents are the same."""
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 PRESETS = ("default", "release")
 TRADES_FORWARDS = (2, 3)

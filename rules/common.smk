@@ -36,11 +36,13 @@ def run_eval_results(wildcards):
     return [f"{RESULTS}/{run.path}/{eval_dir}/{attack}.json" for attack in GRID.attacks[run.path]]
 
 
-def n_examples(wildcards):
-    """Test examples an evaluation job uses: AutoAttack may run on a subset (evaluation.aa_n_examples)."""
-    if wildcards.attack == "aa" and config["evaluation"].get("aa_n_examples"):
-        return config["evaluation"]["aa_n_examples"]
-    return config["evaluation"].get("n_examples")
+def metrics_inputs(wildcards):
+    """A `metrics` job's inputs: the model and data it evaluates (per_model), or the per-attack jobs' results
+    it merges (per_attack)."""
+    inputs = {"model": f"{RESULTS}/{run_of(wildcards).path}/model.pt"}
+    if GRID.eval_jobs == "per_model":
+        return {**inputs, "data": f"{PREPARED}/{wildcards.dataset}.pt"}
+    return {**inputs, "results": run_eval_results(wildcards)}
 
 
 def table_files():

@@ -1,8 +1,17 @@
-# One evaluation job per (model, attack), so AutoAttack (the slow one) runs beside the others;
-# a local merge job then builds each run's metrics.json. Both use the weights of evaluation.checkpoint
-# (the final epoch's, model.pt, by default). Each further weights of evaluation.compare_checkpoints gets
-# one job per main-table run: natural + PGD-20, merged into metrics_<name>.json. best.pt and ema.pt are
-# written by the train job before model.pt, so model.pt (its declared output) stands for all three.
+# A run's evaluation, cut into jobs by evaluation.jobs (part.vocabulary.EVAL_JOBS):
+#   per_model (the default, one machine): the `metrics` job of a run loads its model and data once, runs
+#     every attack of the run and writes eval/<attack>.{json,correct.npz} and metrics.json;
+#   per_attack (profiles/slurm): one `evaluate` job per (run, attack) writes that attack's pair of files, so
+#     AutoAttack's long tail runs beside the cheap attacks, and the same `metrics` rule only merges them, locally.
+# The files and their numbers are the same either way (tests/test_workflow.py). Both read the weights of
+# evaluation.checkpoint (model.pt, the final epoch's, by default). The further weights of
+# evaluation.compare_checkpoints are evaluated by one job per main-table run with natural + PGD-20, into
+# metrics_<name>.json. best.pt and ema.pt are written by the train job before model.pt, so model.pt (its
+# declared output) stands for all three.
+
+PER_MODEL = GRID.eval_jobs == "per_model"
+EVAL_DIR = f"{RUN_DIR}/{rundir.eval_dir_name(GRID.checkpoint)}"
+EVAL_THREADS = config["resources"]["evaluate"]["cpus_per_gpu"]
 
 
 rule evaluate:
@@ -10,70 +19,82 @@ rule evaluate:
         model=f"{RUN_DIR}/model.pt",
         data=f"{PREPARED}/{{dataset}}.pt",
     output:
-        result=f"{RUN_DIR}/{rundir.eval_dir_name(GRID.checkpoint)}/{{attack}}.json",
-        correct=f"{RUN_DIR}/{rundir.eval_dir_name(GRID.checkpoint)}/{{attack}}.correct.npz",
+        result=f"{EVAL_DIR}/{{attack}}.json",
+        correct=f"{EVAL_DIR}/{{attack}}.correct.npz",
     params:
         weights=GRID.checkpoint,
-        n_examples=n_examples,
+        attacks=lambda wildcards: [wildcards.attack],
+        n_examples=lambda wildcards: {wildcards.attack: GRID.examples(wildcards.attack)},
         batch_size=config["evaluation"].get("batch_size"),
+        merge=False,
     conda:
         "../envs/part.yaml"
     log:
         "logs/evaluate/{dataset}/{arch}/{variant}/seed{seed}/{attack}.log",
     benchmark:
         "logs/evaluate/{dataset}/{arch}/{variant}/seed{seed}/{attack}.benchmark.tsv"
-    threads: config["resources"]["evaluate"]["cpus_per_gpu"]
+    threads: EVAL_THREADS
     resources:
         **job_resources("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"
 
 
-localrules:
-    metrics,
+if not PER_MODEL:
+
+    localrules:
+        metrics,
 
 
 rule metrics:
     input:
-        run_eval_results,
+        unpack(metrics_inputs),
     output:
         f"{RUN_DIR}/{GRID.metrics_name}",
     params:
         weights=GRID.checkpoint,
+        attacks=lambda wildcards: list(GRID.attacks[run_of(wildcards).path]) if PER_MODEL else [],
+        n_examples=lambda wildcards: {a: GRID.examples(a) for a in GRID.attacks[run_of(wildcards).path]},
+        batch_size=config["evaluation"].get("batch_size"),
+        merge=True,
     conda:
         "../envs/part.yaml"
     log:
         "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.log",
     benchmark:
         "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
+    threads: EVAL_THREADS if PER_MODEL else 1
+    resources:
+        **(job_resources("evaluate") if PER_MODEL else {}),
     script:
-        "../workflow_scripts/metrics.py"
+        "../workflow_scripts/evaluate.py"
 
 
-for weights in GRID.compared_checkpoints:
+if GRID.compared_checkpoints:
 
-    rule:
-        name:
-            f"evaluate_{weights}"
+    rule evaluate_checkpoints:
         input:
             model=f"{RUN_DIR}/model.pt",
             data=f"{PREPARED}/{{dataset}}.pt",
         output:
-            metrics=f"{RUN_DIR}/{rundir.metrics_name(weights)}",
+            metrics=[f"{RUN_DIR}/{rundir.metrics_name(weights)}" for weights in GRID.compared_checkpoints],
             results=[f"{RUN_DIR}/{rundir.eval_dir_name(weights)}/{attack}.{ext}"
-                     for attack in COMPARE_ATTACKS for ext in ("json", "correct.npz")],
+                     for weights in GRID.compared_checkpoints for attack in COMPARE_ATTACKS
+                     for ext in ("json", "correct.npz")],
         params:
-            weights=weights,
-            n_examples=config["evaluation"].get("n_examples"),
+            weights=list(GRID.compared_checkpoints),
+            attacks=list(COMPARE_ATTACKS),
+            n_examples={attack: GRID.examples(attack) for attack in COMPARE_ATTACKS},
             batch_size=config["evaluation"].get("batch_size"),
+            merge=True,
         conda:
             "../envs/part.yaml"
         log:
-            f"logs/evaluate_{weights}/{{dataset}}/{{arch}}/{{variant}}/seed{{seed}}.log",
+            "logs/evaluate_checkpoints/{dataset}/{arch}/{variant}/seed{seed}.log",
         benchmark:
-            f"logs/evaluate_{weights}/{{dataset}}/{{arch}}/{{variant}}/seed{{seed}}.benchmark.tsv"
-        threads: config["resources"]["evaluate"]["cpus_per_gpu"]
+            "logs/evaluate_checkpoints/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
+        threads: EVAL_THREADS
         resources:
             **job_resources("evaluate"),
         script:
-            "../workflow_scripts/evaluate_checkpoint.py"
+            "../workflow_scripts/evaluate.py"

@@ -1,9 +1,16 @@
-"""Shared fixtures: a prepared digits file made once per test session, tiny seeded models."""
+"""Shared fixtures: a prepared digits file made once per test session, tiny seeded models, and one finished
+run of a tiny workflow grid that the workflow tests copy instead of each running their own."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from part.data import prepare_digits, save_prepared
@@ -37,3 +44,33 @@ class TinyNet(nn.Module):
 def tiny_net():
     torch.manual_seed(0)
     return TinyNet().eval()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_grid(workdir: Path) -> list[str]:
+    """A two-variant, two-seed digits grid (4 short runs, natural + PGD-20 + AA on 20 images), no experiments;
+    the Snakemake arguments that run it in ``workdir``."""
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
+    cfg["run"] = {"device": "cpu", "epochs": 5, "warmup_epochs": 2}
+    cfg["evaluation"].update(attacks=["natural", "pgd20", "aa"], n_examples=100, aa_n_examples=20,
+                             compare_checkpoints=[])
+    cfg.pop("experiments", None)
+    workdir.mkdir(parents=True)
+    (workdir / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copytree(ROOT / "profiles", workdir / "profiles")
+    return ["--cores", "2", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "grid.yaml"]
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The tiny grid run once, uninterrupted, with the documented command (``make demo``'s); tests copy the
+    directory (``shutil.copytree``) before changing anything in it."""
+    workdir = tmp_path_factory.mktemp("tiny_workflow") / "run"
+    args = tiny_grid(workdir)
+    proc = subprocess.run([sys.executable, "-m", "part.workflow_lock", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return workdir, args

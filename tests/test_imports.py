@@ -11,7 +11,8 @@ import pytest
 
 ANALYSIS = ["part.aggregate", "part.plots", "part.experiments", "part.report"]
 TORCH_FREE = ["part.grid", "part.config", "part.vocabulary", "part.results", "part.rundir", "part.files",
-              "part.aggregate", "part.plots", "part.experiments", "part.report", "part.compare", "part.stats"]
+              "part.aggregate", "part.plots", "part.experiments", "part.report", "part.compare", "part.stats",
+              "part.cli", "part.plan"]
 
 
 def imported_by(module: str) -> set[str]:

@@ -26,7 +26,7 @@ CONFIG = {
                              "run": {"method": "part", "mask": {"refresh_every": 1}}}},
     "seeds": [0, 1],
     "run": {"device": "cpu", "epochs": 4, "warmup_epochs": 2},
-    "evaluation": {"attacks": ["natural", "pgd20", "aa"], "batch_size": 500, "n_examples": None,
+    "evaluation": {"attacks": ["natural", "pgd20", "aa"], "jobs": "per_attack", "batch_size": 500, "n_examples": None,
                    "aa_n_examples": 100, "checkpoint": "last", "compare_checkpoints": []},
     "statistics": {"confidence": 0.95, "paper_runs": 3},
     "resources": {"train": {"gpu": 1, "cpus_per_gpu": 1, "mem_mb": 1000, "runtime": 10},
@@ -130,6 +130,25 @@ def test_job_counts_are_the_grids(g, files):
     assert by_key["total", "all"].jobs == len(g.runs) + sum(len(a) for a in g.attacks.values()) == 35
 
 
+def test_one_job_per_model_costs_what_its_attacks_cost(tmp_path, files):
+    """evaluation.jobs: per_model joins a run's attacks into one job: fewer jobs, the same device-hours."""
+    cfg = {**copy.deepcopy(CONFIG), "results_dir": str(tmp_path / "results")}
+    per_attack = plan.plan(grid.load(cfg), files)
+    cfg["evaluation"]["jobs"] = "per_model"
+    rows = plan.plan(grid.load(cfg), files)
+    assert [(r.dataset, r.stage, r.jobs) for r in rows[:-1]] == [
+        ("digits", "train", 5), ("digits", "natural+pgd20+aa", 4), ("digits", "natural+pgd20", 1),
+        ("cifar10", "train", 4), ("cifar10", "natural+pgd20+aa", 4)]
+    by_key = rows_by_key(rows)
+    assert by_key["digits", "natural+pgd20+aa"].gpu_hours == pytest.approx(4 * (360 / 1000 + 360 / 100 + 100 / 10) / 3600)
+    assert by_key["digits", "natural+pgd20"].gpu_hours == pytest.approx((360 / 1000 + 360 / 100) / 3600)
+    assert by_key["cifar10", "natural+pgd20+aa"].gpu_hours is None  # no ResNet-18 natural rate: no number for the job
+    assert rows[-1].jobs == 5 + 5 + 4 + 4 < per_attack[-1].jobs == 35
+    digits = [r for r in rows if r.dataset == "digits" and r.stage != "train"]
+    assert sum(r.gpu_hours for r in digits) == pytest.approx(
+        sum(r.gpu_hours for r in per_attack if r.dataset == "digits" and r.stage != "train"))
+
+
 def test_missing_measurements_are_none_and_said_so(g, files):
     rows = plan.plan(g, files)
     by_key = rows_by_key(rows)
@@ -205,4 +224,5 @@ def test_part_plan_prints_the_paper_grid_from_a_device_check(tmp_path, capsys, m
     assert train["svhn"][2:4] == ["27", f"{3 * 9081 * 73_257 / 50_000 / 3600:.2f}"]
     assert train["svhn"][4].endswith("dc.json")
     assert any(line.startswith("total") for line in lines) and lines[-1].startswith("sources: runs = ")
-    assert sum(1 for line in lines if " aa " in line and line.rstrip().endswith("no measurement")) == 3
+    # one job per run for all four attacks (config.yaml's evaluation.jobs): no natural rate, no number
+    assert sum(1 for line in lines if " natural+pgd20+mma+aa " in line and line.rstrip().endswith("no measurement")) == 3

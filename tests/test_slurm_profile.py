@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "profiles" / "slurm" / "config.yaml"
 SLURM_CI = ROOT / "profiles" / "slurm-ci" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-REMOTE_RULES = {"train", "evaluate"}  # the only rules that need a GPU node
+REMOTE_RULES = {"train", "evaluate"}  # the only rules that need a GPU node under profiles/slurm
 
 
 def snakemake(*args):
@@ -94,23 +94,27 @@ def test_ci_profile_only_adds_to_the_cluster_profile(ci_profile):
     assert ci_profile["retries"] >= 1  # the scancel test needs one resubmission
 
 
-def test_only_train_and_evaluate_leave_the_submit_host():
+@pytest.mark.parametrize("jobs, remote", [("per_attack", REMOTE_RULES), ("per_model", REMOTE_RULES | {"metrics"})])
+def test_only_train_and_evaluate_leave_the_submit_host(jobs, remote):
     # Snakemake's own notion (localrules + rules without an action), read through its API in a
     # separate process; `_workflow`/`_localrules` are internal, pinned by snakemake<10 in pyproject.
+    # per_attack (profiles/slurm): the per-run merge stays local; per_model: it is the run's evaluation job.
     probe = (
         "import json, sys\n"
         "from pathlib import Path\n"
         "from snakemake.api import SnakemakeApi\n"
-        "from snakemake.settings.types import ResourceSettings\n"
+        "from snakemake.settings.types import ConfigSettings, ResourceSettings\n"
         "with SnakemakeApi() as api:\n"
-        "    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path(sys.argv[1]),\n"
-        "                      workdir=Path(sys.argv[2]))._workflow\n"
+        "    config = ConfigSettings(config={'evaluation': {'jobs': sys.argv[3]}})\n"
+        "    wf = api.workflow(resource_settings=ResourceSettings(), config_settings=config,\n"
+        "                      snakefile=Path(sys.argv[1]), workdir=Path(sys.argv[2]))._workflow\n"
         "    print(json.dumps({r.name: r.name in wf._localrules or r.norun for r in wf.rules}))\n")
-    proc = subprocess.run([sys.executable, "-c", probe, str(ROOT / "Snakefile"), str(ROOT)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", probe, str(ROOT / "Snakefile"), str(ROOT), jobs], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     local = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {rule for rule, is_local in local.items() if not is_local} == REMOTE_RULES
-    assert {"prepare_dataset", "metrics", "aggregate"} <= {rule for rule, is_local in local.items() if is_local}
+    assert {rule for rule, is_local in local.items() if not is_local} == remote
+    assert {"prepare_dataset", "aggregate"} <= {rule for rule, is_local in local.items() if is_local}
+    assert local["metrics"] == (jobs == "per_attack")
 
 
 PARSE_PROBE = (

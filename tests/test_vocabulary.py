@@ -32,6 +32,7 @@ SCHEMA_ENUMS = {
     ("workflow", "/properties/datasets/propertyNames"): vocabulary.DATASETS,
     ("workflow", "/properties/datasets/additionalProperties/properties/arch"): vocabulary.MODELS,
     ("workflow", "/properties/evaluation/properties/attacks/items"): vocabulary.ATTACKS,
+    ("workflow", "/properties/evaluation/properties/jobs"): vocabulary.EVAL_JOBS,
     ("workflow", "/properties/evaluation/properties/checkpoint"): vocabulary.CHECKPOINTS,
     ("workflow", "/properties/evaluation/properties/compare_checkpoints/items"): vocabulary.CHECKPOINTS,
     ("metrics", "/$defs/checkpoint"): vocabulary.CHECKPOINTS,

@@ -82,3 +82,35 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     snakemake(*args, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text()
     assert all(category in html for category in ("Main table", "Figures", "Experiments", "Summary"))
+
+
+def _without_timing(result: dict) -> dict:
+    """An evaluation result less what differs between two runs of the same evaluation: clocks and the host."""
+    return {k: v for k, v in result.items() if k not in ("seconds", "images_per_second", "created", "environment")}
+
+
+@pytest.mark.slow
+def test_one_job_per_attack_gives_the_files_and_tables_of_one_job_per_model(tiny_workflow, tmp_path):
+    """evaluation.jobs only cuts the same work into other jobs: profiles/slurm's per_attack evaluation of the
+    trained runs gives the per-example flags, results and tables of the default per_model run, byte for byte."""
+    per_model, args = tiny_workflow
+    per_attack = tmp_path / "per_attack"
+    shutil.copytree(per_model, per_attack, symlinks=True)
+    results = per_attack / "results"
+    for evaluated in [*results.rglob("eval"), *results.rglob("metrics*.json"), results / "tables"]:
+        shutil.rmtree(evaluated) if evaluated.is_dir() else evaluated.unlink()
+    shutil.rmtree(per_attack / "logs")
+    snakemake(*args, "--config", "evaluation={jobs: per_attack}", cwd=per_attack)
+    jobs = sorted(p.relative_to(per_attack / "logs").as_posix() for p in (per_attack / "logs").rglob("*.log"))
+    assert sum(j.startswith("evaluate/") for j in jobs) == 4 * 3 and not any(j.startswith("train/") for j in jobs)
+    flags = sorted(p.relative_to(per_model).as_posix() for p in per_model.rglob("eval/*.correct.npz"))
+    assert len(flags) == 4 * 3
+    for name in flags:
+        assert (per_attack / name).read_bytes() == (per_model / name).read_bytes(), name
+        result = Path(name.replace(".correct.npz", ".json"))
+        ours, theirs = (json.loads((d / result).read_text()) for d in (per_attack, per_model))
+        assert _without_timing(ours) == _without_timing(theirs), result
+    tables = sorted(p.name for p in (per_model / "results" / "tables").iterdir())
+    assert {"main.csv", "main.md", "claim_verdicts.csv", "per_seed.csv"} <= set(tables)
+    for name in tables:
+        assert (results / "tables" / name).read_bytes() == (per_model / "results" / "tables" / name).read_bytes(), name

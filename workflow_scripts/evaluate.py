@@ -1,15 +1,34 @@
-"""Snakemake adapter: evaluate one trained run under one attack (eval/<attack>.json + .correct.npz)."""
+"""Snakemake adapter of every evaluation rule (rules/evaluate.smk): run the job's attacks on each of its
+weights and, with ``merge``, write the run's metrics file of those weights. A `metrics` job of
+``evaluation.jobs: per_attack`` has no attacks of its own: it merges the per-attack jobs' results and,
+importing no torch, stays a fraction of a second on the submitting node."""
 
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import torch
+from part.results import merge_metrics
 
-from part import distributed
-from part.evaluate import evaluate
+params = snakemake.params
+run_dir = Path(snakemake.input.model).parent
+checkpoints = [params.weights] if isinstance(params.weights, str) else params.weights
 
-distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks are removed
-torch.set_num_threads(snakemake.threads)
+
+def evaluate_all():
+    import torch
+
+    from part import distributed
+    from part.evaluate import evaluate
+
+    distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks are removed
+    torch.set_num_threads(snakemake.threads)
+    for checkpoint in checkpoints:
+        evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
+                 merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True))
+
+
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-    evaluate(Path(snakemake.input.model).parent, [snakemake.wildcards.attack], n_examples=snakemake.params.n_examples,
-             batch_size=snakemake.params.batch_size, merge=False, checkpoint=snakemake.params.weights, log=lambda line: print(line, flush=True))
+    if params.attacks:
+        evaluate_all()
+    else:
+        for checkpoint in checkpoints:
+            merge_metrics(run_dir, checkpoint)
