@@ -168,11 +168,20 @@ class MMA(Attack):
     attacked for ``steps`` sign steps on the targeted margin loss ``-max(z_y - z_t + confidence, 0)``;
     per example the candidate with the largest final margin ``z_t - z_y`` is kept. The k targets
     run as one batch of B·k images.
+
+    ``map_start`` is how the start treats a per-entry budget (MMA as PART's AE generator):
+    ``"per_pixel"`` draws in the ε-map's ball; ``"scalar"`` is the release's x + U(−ε, ε) with the
+    attack's default (scalar) ε. Both are clipped to [0, 1], as the release's MMA clips its start
+    (unlike its Pixel-AG PGD, :class:`PGD`'s ``"scalar_unclipped"``); the ε-map is enforced from the
+    first projection on. A scalar budget gets the same start either way.
     """
 
-    def __init__(self, eps: Budget, alpha: float, steps: int = 20, k: int = 3, confidence: float = 50.0):
+    def __init__(self, eps: Budget, alpha: float, steps: int = 20, k: int = 3, confidence: float = 50.0,
+                 map_start: str = "per_pixel"):
         super().__init__(eps)
-        self.alpha, self.steps, self.k, self.confidence = alpha, steps, k, confidence
+        if map_start not in ("per_pixel", "scalar"):
+            raise ValueError(f"MMA map_start {map_start!r}: expected 'per_pixel' or 'scalar'")
+        self.alpha, self.steps, self.k, self.confidence, self.map_start = alpha, steps, k, confidence, map_start
 
     def perturb(self, model, x, y, eps, g):
         b, k = x.shape[0], self.k
@@ -182,7 +191,8 @@ class MMA(Attack):
         rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731 — one row per (image, target)
         eps_k = rep(eps.expand_as(x)) if torch.is_tensor(eps) else eps
         x_k, y_k, t_k = rep(x), rep(y), targets.reshape(-1)
-        x_adv = rep(random_start(x, eps, "uniform", g))
+        start_eps = self.eps if torch.is_tensor(eps) and self.map_start == "scalar" else eps
+        x_adv = rep(random_start(x, start_eps, "uniform", g))
 
         def margin(z):
             return z.gather(1, t_k[:, None]).squeeze(1) - z.gather(1, y_k[:, None]).squeeze(1)

@@ -34,7 +34,7 @@ from torch import nn
 
 from part.resize import pil_bicubic_resize
 from part.runtime import eval_mode
-from part.vocabulary import CAM_BACKENDS, RESIZES, TORCH_CAM_METHODS
+from part.vocabulary import CAM_BACKENDS, CAM_NORMALISATIONS, RESIZES, TORCH_CAM_METHODS
 
 
 @functools.cache
@@ -54,7 +54,7 @@ def package_cams() -> dict[str, type]:
             if isinstance(obj, type) and issubclass(obj, BaseCAM) and obj is not BaseCAM}
 
 
-_SCALE_EPS = 1e-7  # grad-cam's scale_cam_image: (cam - min) / (max + 1e-7)
+_SCALE_EPS = 1e-7  # grad-cam's scale_cam_image: (cam - min) / (max + 1e-7); cam.normalise: max_eps
 _XGRADCAM_EPS = 1e-7  # grad-cam's XGradCAM: sum(G * A) / (sum(A) + 1e-7)
 
 
@@ -114,17 +114,33 @@ def class_activation_maps(
     return cam.clamp(min=0), pred
 
 
-def upsample_unit(cam: torch.Tensor, size: Sequence[int], mode: str = "bicubic") -> torch.Tensor:
-    """Scale each CAM to [0, 1] as grad-cam does, then resize (B, h, w) -> (B, *size).
+def unit_scale(cam: torch.Tensor, normalise: str = "max_eps") -> torch.Tensor:
+    """Each map (B, h, w) shifted to minimum 0 and divided by its new maximum: ``cam.normalise``.
+
+    * ``"max_eps"``: divide by max + 1e-7, grad-cam's ``scale_cam_image`` (the oracle's convention);
+      a map whose values are not large against 1e-7 ends below 1 (max 1e-3: at 1 − 1e-4);
+    * ``"max"``: divide by the max alone, as torchcam 0.3.2 (the authors' release) does, so the
+      maximum is exactly 1 at any magnitude. A constant map, where torchcam divides 0 by 0, gives
+      zeros here, as under ``"max_eps"``.
+    """
+    _check_choice("CAM normalisation", normalise, CAM_NORMALISATIONS)
+    unit = cam - cam.amin(dim=(1, 2), keepdim=True)
+    top = unit.amax(dim=(1, 2), keepdim=True)
+    if normalise == "max_eps":
+        return unit / (top + _SCALE_EPS)
+    return unit / torch.where(top > 0, top, torch.ones_like(top))
+
+
+def upsample_unit(cam: torch.Tensor, size: Sequence[int], mode: str = "bicubic",
+                  normalise: str = "max_eps") -> torch.Tensor:
+    """Scale each CAM to [0, 1] (:func:`unit_scale`), then resize (B, h, w) -> (B, *size).
 
     Normalising before resizing is grad-cam's order (scale_cam_image) and the release's, so the
     torch backend can be checked against both. torch's modes are clamped to undo bicubic overshoot,
     which would otherwise put values outside the unit interval the importance recipes assume;
     ``"pil_bicubic"`` (:mod:`part.resize`) keeps its overshoot, as the release standardises it.
     """
-    lo = cam.amin(dim=(1, 2), keepdim=True)
-    unit = cam - lo
-    unit = unit / (unit.amax(dim=(1, 2), keepdim=True) + _SCALE_EPS)
+    unit = unit_scale(cam, normalise)
     if mode == "pil_bicubic":
         return pil_bicubic_resize(unit, tuple(size))
     align = False if mode in ("bilinear", "bicubic") else None
@@ -155,15 +171,17 @@ def gradcam_package_maps(model: nn.Module, x: torch.Tensor, method: str) -> torc
 
 
 def unit_maps(
-    model: nn.Module, x: torch.Tensor, method: str = "gradcam", backend: str = "torch", mode: str = "bicubic"
+    model: nn.Module, x: torch.Tensor, method: str = "gradcam", backend: str = "torch", mode: str = "bicubic",
+    normalise: str = "max_eps",
 ) -> torch.Tensor:
     """Per-image CAMs in [0, 1] at the input's size (B, H, W): what the importance recipes consume.
 
-    ``mode`` is the torch backend's upsampling (one of :data:`RESIZES`, or any other mode of
-    ``F.interpolate``); the grad-cam backend always resizes with OpenCV's bilinear interpolation.
+    ``mode`` and ``normalise`` are the torch backend's upsampling (one of :data:`RESIZES`, or any
+    other mode of ``F.interpolate``) and unit scaling (:func:`unit_scale`); the grad-cam backend
+    always scales with max + 1e-7 and resizes with OpenCV's bilinear interpolation.
     """
     _check_choice("CAM backend", backend, CAM_BACKENDS)
     if backend == "torch":
         cam, _ = class_activation_maps(model, x, method)
-        return upsample_unit(cam, x.shape[-2:], mode)
+        return upsample_unit(cam, x.shape[-2:], mode, normalise)
     return gradcam_package_maps(model, x, method)

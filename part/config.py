@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 2e-4, "lr_milestones": [79], "lr_gamma": 0.1},
     "attack": {"eps": "8/255", "eps_low": "7/255", "alpha": "2/255", "steps": 10, "generator": "pgd",
                "pixel_start": "per_pixel"},
-    "cam": {"method": "gradcam", "backend": "torch", "resize": "bicubic"},
+    "cam": {"method": "gradcam", "backend": "torch", "resize": "bicubic", "normalise": "max_eps"},
     "mask": {"refresh_every": 1, "recipe": "default", "pairing": "own"},
     "batchnorm": {"slices": 1},
     # The reference TRADES loss runs f(x), f(x'), f(x): batch-norm statistics move three times a batch.
@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lr schedule the release executes (``optim.lr_milestones``) and TRADES' three forwards.
     "release": {
         "mask": {"pairing": "batch_index", "recipe": "official_jet"},
-        "cam": {"resize": "pil_bicubic"},
+        "cam": {"resize": "pil_bicubic", "normalise": "max"},
         "attack": {"pixel_start": "scalar_unclipped"},
         "batchnorm": {"slices": 4},
         "trades_forwards": 3,
@@ -122,6 +122,7 @@ class CamConfig:
     method: str
     backend: str
     resize: str
+    normalise: str
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,9 @@ def _check_semantics(cfg: RunConfig) -> None:
     if cfg.cam.backend == "grad-cam" and cfg.cam.resize == "pil_bicubic":
         fail("cam.resize", "pil_bicubic is a resize of the torch backend; the grad-cam backend always resizes "
                            "with OpenCV's bilinear filter (expected cam.backend: torch)")
+    if cfg.cam.backend == "grad-cam" and cfg.cam.normalise != "max_eps":
+        fail("cam.normalise", f"{cfg.cam.normalise} is a normalisation of the torch backend; the grad-cam backend "
+                              "always divides by max + 1e-7 (expected cam.backend: torch, or cam.normalise: max_eps)")
     if cfg.batchnorm.slices > cfg.batch_size:
         fail("batchnorm.slices", f"{cfg.batchnorm.slices} slices of a {cfg.batch_size}-image batch; "
                                  "expected at most batch_size")

@@ -56,7 +56,7 @@ class EpsMapStore:
         for batch in batches:  # in a multi-process run: this process's rows of each batch
             with torch.enable_grad(), autocast():
                 maps = unit_maps(model, batch.x, method=cfg.cam.method, backend=cfg.cam.backend,
-                                 mode=cfg.cam.resize)
+                                 mode=cfg.cam.resize, normalise=cfg.cam.normalise)
             parts.append(importance_mask(maps.float(), cfg.mask.recipe))
             positions.append(batch.position)
         self.masks = distributed.assemble(parts, positions, len(loader.labels))

@@ -76,6 +76,10 @@ INNER = {"at": {"loss": "ce", "start": "uniform"},
          "mart": {"loss": "ce", "start": "normal"}}
 """Each base method's inner maximisation: its loss and its random start."""
 
+MMA_START = {"per_pixel": "per_pixel", "scalar_unclipped": "scalar"}
+"""``attack.pixel_start`` for MMA as the generator: the release starts its MMA at x + U(−ε, ε) with the
+scalar ε like its Pixel-AG, but clipped to [0, 1] (:class:`part.attacks.MMA`)."""
+
 
 def outer_loss(cfg: RunConfig) -> OuterLoss:
     """The outer loss of a run's base method, with the run's TRADES forwards."""
@@ -89,5 +93,5 @@ def training_attack(base: str, cfg: AttackConfig) -> Attack | None:
     if base == "natural":
         return None
     if cfg.generator == "mma":
-        return MMA(cfg.eps, cfg.alpha, steps=cfg.steps)
+        return MMA(cfg.eps, cfg.alpha, steps=cfg.steps, map_start=MMA_START[cfg.pixel_start])
     return PGD(cfg.eps, cfg.alpha, cfg.steps, **INNER[base], map_start=cfg.pixel_start)

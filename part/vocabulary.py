@@ -36,9 +36,14 @@ TORCH_CAM_METHODS = ("gradcam", "xgradcam", "layercam")
 CAM_BACKENDS = ("torch", "grad-cam")
 RESIZES = ("bicubic", "pil_bicubic", "bilinear")
 """The upsamplings of the torch backend (``cam.resize``): torch's bicubic, PIL's (the release's), bilinear."""
+CAM_NORMALISATIONS = ("max_eps", "max")
+"""How the torch backend scales a CAM to [0, 1] (``cam.normalise``): (m − min) / (max + 1e-7) as grad-cam,
+or / max alone as torchcam 0.3.2 (the release's)."""
 
 GENERATORS = ("pgd", "mma")
 PIXEL_STARTS = ("per_pixel", "scalar_unclipped")
+"""Pixel-AG's random start (``attack.pixel_start``): in the ε-map's ball, or the release's x + U(−ε, ε) with the
+scalar ε — unclipped for PGD, clipped to [0, 1] for MMA (``attack.generator: mma``), as the release starts each."""
 PRECISIONS = ("fp32", "bf16")
 CHECKPOINTS = ("last", "best", "ema")
 """The weights a run can keep and be evaluated with (``part.rundir.CHECKPOINT_FILES`` names their files)."""

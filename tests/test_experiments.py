@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -171,13 +172,19 @@ def test_experiment_schema_errors_name_the_key():
 @pytest.mark.parametrize("name", ["config.yaml", "configs/demo.yaml"])
 def test_shipped_experiments_are_valid_and_reuse_main_runs(name):
     g = grid.load(load(name))
-    assert set(g.experiments) == {"quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"}
+    assert set(g.experiments) == {"quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches",
+                                  "ae_generator"}
     quadrant = g.experiment_runs["quadrant"]
     assert sorted(r.config.mask.recipe for r in quadrant) == ["quadrant_bl", "quadrant_br", "quadrant_ul", "quadrant_ur"]
     assert all(r.config.attack.eps_low == r.config.attack.eps / 2 and r.config.warmup_epochs == 0 for r in quadrant)
     main = {r.path for r in g.main}
-    for exp in ("cam_methods", "eps_low_sweep", "s_sweep", "release_switches"):
+    for exp in ("cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"):
         assert any(r.path in main for r in g.experiment_runs[exp]), exp
+    generators = {r.variant: r.config for r in g.experiment_runs["ae_generator"]}
+    assert sorted(generators) == ["part_mma", "part_s1"] and len(g.experiment_runs["ae_generator"]) == 2
+    pgd, mma = generators["part_s1"], generators["part_mma"]
+    assert (pgd.attack.generator, mma.attack.generator) == ("pgd", "mma")
+    assert mma == dataclasses.replace(pgd, attack=dataclasses.replace(pgd.attack, generator="mma"))  # one switch
 
 
 # --- tables and figures from real runs ------------------------------------------------------------------------

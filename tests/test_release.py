@@ -1,8 +1,10 @@
 """The release's behaviours, each against an explicit computation: TRADES' three forwards, the
-DataParallel batch norm, PIL's bicubic resize, Pixel-AG's random start, and the ``release`` preset."""
+DataParallel batch norm, PIL's bicubic resize, torchcam's CAM scaling, Pixel-AG's and MMA's random
+starts, and the ``release`` preset."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -13,12 +15,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from part import config
-from part.attacks import PGD, project
+from part import config, epsmap
+from part.attacks import MMA, PGD, project
 from part.batchnorm import SlicedBatchNorm2d, slice_batchnorm
-from part.cam import upsample_unit
-from part.data import SHAPES
-from part.methods import outer_loss, trades_loss
+from part.cam import unit_scale, upsample_unit
+from part.data import SHAPES, DeviceLoader, load_prepared
+from part.importance import importance_mask
+from part.methods import outer_loss, trades_loss, training_attack
 from part.models import build_model
 from part.resize import pil_bicubic_resize
 from part.train import train
@@ -192,14 +195,132 @@ def test_release_start_is_scalar_and_unclipped_then_projected(tiny_net):
     assert torch.equal(*scalar)  # a scalar budget (warm-up, PGD-20) always starts clipped
 
 
+SCALES = [2.0 ** -10, 2.0 ** -20, 2.0 ** -30]  # ≈ 1e-3 (a barely trained model), 1e-6, 1e-9
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_cam_normalise_on_maps_of_tiny_magnitude(scale):
+    """torchcam's (m − min) / max is exact at any magnitude; grad-cam's / (max + 1e-7) is not."""
+    cam = torch.tensor([[[1.0, 2.0], [3.0, 5.0]], [[7.0, 7.0], [7.0, 7.0]]]) * scale  # powers of two: exact
+    exact = torch.tensor([[0.0, 0.25], [0.5, 1.0]])
+    released = unit_scale(cam, "max")
+    assert torch.equal(released[0], exact)
+    assert torch.equal(released[1], torch.zeros(2, 2))  # a constant map: zeros (torchcam: 0/0 = NaN)
+    grad_cam = unit_scale(cam, "max_eps")
+    by_hand = torch.tensor([[0.0, 1.0], [2.0, 4.0]], dtype=torch.float64) * scale / (4 * scale + 1e-7)
+    torch.testing.assert_close(grad_cam[0].double(), by_hand, rtol=2e-7, atol=0)
+    assert grad_cam[0].max() < 1 - 2.5e-5 and torch.equal(grad_cam[1], torch.zeros(2, 2))
+    # the resize works on the scaled map: the release's PIL bicubic of the exact unit map
+    resized = upsample_unit(cam, (5, 7), mode="pil_bicubic", normalise="max")
+    assert torch.equal(resized, pil_bicubic_resize(torch.stack([exact, torch.zeros(2, 2)]), (5, 7)))
+    nearest = upsample_unit(cam, (4, 4), mode="nearest", normalise="max")
+    assert torch.equal(nearest[0, ::2, ::2], exact)
+
+
+def test_cam_normalise_flips_a_jet_eps_map_entry_at_1e_3():
+    """The issue's finding, on one map: at CAM values ≈ 1e-3 grad-cam's scaling moves squared unit values
+    off jet's bin edges (k / 256) and one entry of the release's ε-map flips; torchcam's scaling keeps it."""
+    levels = torch.tensor([[[16.0, 0, 16, 11], [0, 10, 15, 5], [9, 2, 7, 8], [11, 14, 0, 5]]])
+    release_mask = importance_mask(levels / 16, "official_jet")  # the unit map torchcam gives, exactly
+    for scale in SCALES:
+        assert torch.equal(importance_mask(unit_scale(levels * scale, "max"), "official_jet"), release_mask)
+    flipped = importance_mask(unit_scale(levels * 2.0 ** -10, "max_eps"), "official_jet") != release_mask
+    assert flipped.nonzero().tolist() == [[0, 1, 2, 0]]
+
+
+def test_refresh_scales_cams_as_configured(digits_dir, monkeypatch):
+    seen = []
+    real = epsmap.unit_maps
+    monkeypatch.setattr(epsmap, "unit_maps", lambda *a, **kw: seen.append(kw["normalise"]) or real(*a, **kw))
+    train_split = load_prepared(digits_dir / "digits.pt").train
+    loader = DeviceLoader(train_split, 256, "cpu", shuffle=False)
+    for preset, normalise in (("default", "max_eps"), ("release", "max")):
+        cfg = config.from_dict({"dataset": "digits", "device": "cpu", "preset": preset, "mask": {"pairing": "own"}})
+        assert cfg.cam.normalise == normalise
+        epsmap.EpsMapStore(cfg).refresh(build_model("small_cnn", 10, 1), loader, 0, contextlib.nullcontext)
+        assert set(seen) == {normalise}
+        seen.clear()
+
+
+def _mma_case():
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(8, 1, 8, 8, generator=g)
+    x[:, :, :2] = 0.0  # entries at the box's edge: the scalar draw leaves the box there before clipping
+    eps_map = torch.where(torch.rand(8, 1, 8, 8, generator=g) > 0.7, 0.1, 0.02)
+    return x, torch.arange(8) % 10, eps_map
+
+
+def _mma_run(pixel_start: str, steps: int, preset: str = "default") -> MMA:
+    cfg = config.from_dict({"dataset": "cifar10", "preset": preset, "attack": {
+        "eps": 0.1, "eps_low": 0.02, "alpha": 0.03, "steps": steps, "generator": "mma", "pixel_start": pixel_start}})
+    attack = training_attack("at", cfg.attack)
+    assert isinstance(attack, MMA)
+    return attack
+
+
+@pytest.mark.parametrize("pixel_start, start_budget", [("per_pixel", "map"), ("scalar_unclipped", "scalar")])
+def test_mma_generator_start_by_hand(tiny_net, pixel_start, start_budget):
+    """MMA as PART's generator, one step: the start (per-pixel, or the release's scalar one, both clipped),
+    a targeted-margin sign step for each of the k = 3 wrong classes, the ε-map projection, the best margin."""
+    x, y, eps_map = _mma_case()
+    x_adv = _mma_run(pixel_start, steps=1)(tiny_net, x, y, eps=eps_map, generator=torch.Generator().manual_seed(5))
+
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    start = (x + noise * (0.1 if start_budget == "scalar" else eps_map)).clamp(0, 1)
+    outside = (start - x).abs() > eps_map + 1e-7
+    assert outside.any() == (start_budget == "scalar")  # the scalar start leaves the ε-map's ball...
+    assert start.min() >= 0 and start.max() <= 1  # ...but not the box
+    with torch.no_grad():
+        targets = tiny_net(x).scatter(1, y[:, None], float("-inf")).topk(3, dim=1).indices
+    candidates, margins = [], []
+    for t in targets.T:
+        s = start.clone().requires_grad_(True)
+        z = tiny_net(s)
+        m = z.gather(1, t[:, None]).squeeze(1) - z.gather(1, y[:, None]).squeeze(1)
+        (grad,) = torch.autograd.grad(-(50.0 - m).clamp(min=0).sum(), s)
+        first = project(project(s.detach() + 0.03 * grad.sign(), x, eps_map), x, eps_map)
+        candidates.append(first)
+        with torch.no_grad():
+            z = tiny_net(first)
+        margins.append(z.gather(1, t[:, None]).squeeze(1) - z.gather(1, y[:, None]).squeeze(1))
+    best = torch.stack(margins, 1).argmax(1)
+    expected = torch.stack(candidates, 1)[torch.arange(8), best]
+    torch.testing.assert_close(x_adv, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pixel_start", ["per_pixel", "scalar_unclipped"])
+def test_mma_generator_invariants(tiny_net, pixel_start):
+    x, y, eps_map = _mma_case()
+    for steps in (0, 1, 5):
+        x_adv = _mma_run(pixel_start, steps)(tiny_net, x, y, eps=eps_map, generator=torch.Generator().manual_seed(5))
+        assert ((x_adv - x).abs() <= eps_map + 1e-7).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_mma_generator_start_switch_and_preset(tiny_net):
+    x, y, eps_map = _mma_case()
+    runs = {s: _mma_run(s, 1)(tiny_net, x, y, eps=eps_map, generator=torch.Generator().manual_seed(5))
+            for s in ("per_pixel", "scalar_unclipped")}
+    assert not torch.equal(runs["per_pixel"], runs["scalar_unclipped"])
+    assert _mma_run("scalar_unclipped", 1, preset="release").map_start == "scalar"
+    release = config.from_dict({"dataset": "cifar10", "preset": "release", "attack": {"generator": "mma"}})
+    assert training_attack("at", release.attack).map_start == "scalar"
+    scalar = [MMA(0.1, 0.03, 1, map_start=s)(tiny_net, x, y, generator=torch.Generator().manual_seed(5))
+              for s in ("per_pixel", "scalar")]
+    assert torch.equal(*scalar)  # a scalar budget (warm-up, evaluation) gets the same start either way
+    with pytest.raises(ValueError, match="map_start"):
+        MMA(0.1, 0.03, map_start="scalar_unclipped")
+
+
 def test_release_preset_turns_on_every_switch_and_yields_to_explicit_keys():
     paper = config.from_dict({"dataset": "cifar10"})
     release = config.from_dict({"dataset": "cifar10", "preset": "release"})
     assert not any(v for k, v in config.release_behaviours(paper).items()
                    if k not in ("trades_forwards", "optim.lr_milestones"))
     assert all(config.release_behaviours(release).values())
-    assert (release.mask.pairing, release.mask.recipe, release.cam.resize, release.attack.pixel_start,
-            release.batchnorm.slices) == ("batch_index", "official_jet", "pil_bicubic", "scalar_unclipped", 4)
+    assert (release.mask.pairing, release.mask.recipe, release.cam.resize, release.cam.normalise,
+            release.attack.pixel_start, release.batchnorm.slices) == ("batch_index", "official_jet", "pil_bicubic",
+                                                                     "max", "scalar_unclipped", 4)
+    assert paper.cam.normalise == "max_eps"
     one_off = config.from_dict({"dataset": "cifar10", "preset": "release", "mask": {"recipe": "default"}})
     assert one_off.mask.recipe == "default" and one_off.mask.pairing == "batch_index"
     assert not config.release_behaviours(config.from_dict({"dataset": "digits"}))["optim.lr_milestones"]
@@ -221,6 +342,8 @@ def test_release_run_records_its_behaviours(digits_dir, tmp_path):
     ({"cam": {"backend": "grad-cam", "resize": "pil_bicubic"}}, "cam.resize"),
     ({"batchnorm": {"slices": 256}}, "batchnorm.slices"),
     ({"attack": {"pixel_start": "ball"}}, "attack.pixel_start"),
+    ({"cam": {"normalise": "minmax"}}, "cam.normalise"),
+    ({"cam": {"backend": "grad-cam", "normalise": "max"}}, "cam.normalise"),
     ({"preset": "paper"}, "preset"),
 ])
 def test_bad_release_settings_name_their_key(raw, key):

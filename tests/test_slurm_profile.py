@@ -147,18 +147,18 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
     runs, attacks = 3 * 9 * 3, 4
     # config.yaml's experiments add CIFAR-10 runs (seed 0) evaluated with natural + PGD-20 only:
-    # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 6 release switches (one each, then all: the preset);
-    # the rest reuse main-table runs.
-    experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 6, 2
-    assert counts["train"] == runs + experiment_runs == 99
-    assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks == 360
+    # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 6 release switches (one each, then all: the preset)
+    # + 1 MMA generator; the rest reuse main-table runs.
+    experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 6 + 1, 2
+    assert counts["train"] == runs + experiment_runs == 100
+    assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks == 362
     assert counts["metrics"] == runs + experiment_runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
-    experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]
+    experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]
     assert all(counts[f"experiment_{name}"] == 1 for name in experiments)
     # one trade-off, claim and ε-share figure for the grid; training curves and a gallery per dataset
     assert counts["figure_tradeoff"] == counts["figure_claim"] == counts["figure_eps_share"] == 1
     assert counts["figure_training_curves"] == counts["figure_gallery"] == 3
-    assert len(jobs) == 578
+    assert len(jobs) == 583
     for job in jobs:
         if job["rule"] not in REMOTE_RULES:
             continue

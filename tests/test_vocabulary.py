@@ -21,6 +21,7 @@ SCHEMA_ENUMS = {
     ("run", "/properties/attack/properties/pixel_start"): vocabulary.PIXEL_STARTS,
     ("run", "/properties/cam/properties/backend"): vocabulary.CAM_BACKENDS,
     ("run", "/properties/cam/properties/resize"): vocabulary.RESIZES,
+    ("run", "/properties/cam/properties/normalise"): vocabulary.CAM_NORMALISATIONS,
     ("run", "/properties/mask/properties/recipe"): vocabulary.RECIPES,
     ("run", "/properties/mask/properties/pairing"): vocabulary.PAIRINGS,
     ("run", "/properties/trades_forwards"): vocabulary.TRADES_FORWARDS,

@@ -73,7 +73,7 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert len(compared) == 9 * 3 * 2 and set(compared["checkpoint"]) == {"last", "best", "ema"}
     assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive"}
     assert "Δ PGD-20 best − last" in (tables / "checkpoints.md").read_text()
-    for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches"]:
+    for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
         assert len(exp) >= 2 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name
     readme = (results / "README.md").read_text()
