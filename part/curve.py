@@ -17,8 +17,8 @@ step size scaled with ε and its steps growing beyond the evaluation budget:
 
 so at ε = ε_eval it *is* the table's PGD-20 (same α, steps and seed: the same per-example flags), a small
 ε gets proportionally small steps (20 steps of ε/4 still cross the ball 2.5 times), and a larger ball gets
-more steps to search it (Madry et al. 2018 take α = 2.5 ε / steps; Carlini et al. 2019, §5.2, ask that the
-attack is run until it converges as the budget grows). Each ε restarts the random starts from ``seed`` (a
+more steps to search it (Madry et al. 2018 take α = 2.5 ε / steps; Carlini et al. 2019 ask that an iterative
+attack is run until it converges). Each ε restarts the random starts from ``seed`` (a
 fresh generator), so a point never depends on which other ε were asked for. ε = 0 is the natural
 accuracy, computed without an attack (PGD with ε = 0 projects back onto the input: the same flags).
 
@@ -29,8 +29,8 @@ test indices, ``eps_255`` (P,) — so the table's intervals and paired PART − 
 Accuracy must not rise with ε: the ball of a smaller ε lies inside the larger one, so an adversarial example
 found at ε_k is one at ε_{k+1}. Each ε is attacked on its own, so the curve may rise by noise; the result
 records, per step, how many examples were broken at the smaller ε but not at the larger one (``inversions``):
-each is an attack failure at the larger ε (Carlini et al. 2019, §5.4: accuracy should decrease monotonically
-as the budget grows).
+each is an attack failure at the larger ε (Carlini et al. 2019: accuracy should decrease monotonically as the
+budget grows).
 """
 
 from __future__ import annotations

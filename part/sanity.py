@@ -2,12 +2,12 @@
 
 A robust accuracy is only as good as the attack behind it. These are the checks AutoAttack runs on itself
 (``pyautoattack/checks.py``: Croce & Hein, ICML 2020) and those of Carlini et al., *On Evaluating
-Adversarial Robustness* (arXiv:1902.06705, 2019, §5 "checklist"), on the table's ε (the dataset's
+Adversarial Robustness* (arXiv:1902.06705, 2019, its evaluation checklist; the wording below paraphrases it), on the table's ε (the dataset's
 evaluation budget) and the first ``n_examples`` test images:
 
 * ``convergence`` — more steps and restarts do not help much: PGD-20 against the worst case of PGD-20 and
-  PGD-``steps`` with ``restarts`` random restarts (Carlini et al. §5.2–5.3: "verify that the attack has
-  converged", "apply random restarts"). *warn* if the stronger attack lowers the accuracy by more than
+  PGD-``steps`` with ``restarts`` random restarts (Carlini et al.: verify that the attack has
+  converged, apply random restarts). *warn* if the stronger attack lowers the accuracy by more than
   :data:`CONVERGENCE_TOLERANCE` points beyond the test sample's noise: the one-sided 95 % Clopper–Pearson
   lower bound of the share of examples it breaks beyond PGD-20 lies above the tolerance (on a demo's 100–200
   examples one example is 0.5–1 point). No source gives a number; ours is the reproduction tolerance of the
@@ -18,17 +18,17 @@ evaluation budget) and the first ``n_examples`` test images:
   (natural, PGD-20, PGD-``steps``×``restarts``, APGD-CE, APGD-DLR) on the same examples. *warn* if Square
   breaks more than :data:`SQUARE_TOLERANCE` % of the examples that every white-box attack left correct:
   AutoAttack's ``check_square_sr`` (alpha = 0.002), applied as there to the drop of the running robust
-  accuracy that Square causes; Carlini et al. §5.6 ("gradient-free attacks should not beat gradient-based
-  ones"). The examples with an all-zero input gradient (AutoAttack's ``check_zero_gradients``) are counted
+  accuracy that Square causes; Carlini et al. (gradient-free attacks should not beat gradient-based
+  ones). The examples with an all-zero input gradient (AutoAttack's ``check_zero_gradients``) are counted
   beside it.
 * ``large_eps`` — an unbounded budget breaks everything: PGD at the curve's large ε (``part.curve``'s rule
-  for α and steps). *warn* if more than :data:`LARGE_EPS_MAX_ACCURACY` % stay correct (Carlini et al.
-  §5.4: "verify that unbounded attacks reach 100 % success"; 1 % allows for a finite number of steps).
+  for α and steps). *warn* if more than :data:`LARGE_EPS_MAX_ACCURACY` % stay correct (Carlini et al.:
+  unbounded attacks should reach 100 % success; 1 % allows for a finite number of steps).
 * ``transfer`` — a transfer attack is weaker than the white-box one: PGD-20 adversarial examples of
   another seed's model (``transfer_from``), classified by this one, against the white-box worst case.
   *warn* if the transfer accuracy lies more than :data:`TRANSFER_TOLERANCE` points below it (Carlini et
-  al. §5.5: "if transfer attacks succeed where white-box attacks fail, the white-box attack is flawed"; the
-  tolerance is AutoAttack's 0.2 %). *not run* without a source model.
+  al.: a transfer attack that succeeds where white-box attacks fail means the white-box attack is flawed;
+  the tolerance is AutoAttack's 0.2 %). *not run* without a source model.
 
 A *warn* says the table's numbers for this model may over-state its robustness (gradient masking, an
 attack that has not converged): read its numbers, then evaluate it with stronger or adaptive attacks.
@@ -108,12 +108,12 @@ def sanity_spec(dataset: str, params: dict[str, Any] | None = None, seed: int = 
                        "square_percent": SQUARE_TOLERANCE,
                        "large_eps_max_accuracy": LARGE_EPS_MAX_ACCURACY, "transfer_points": TRANSFER_TOLERANCE},
         "sources": {
-            "convergence": "Carlini et al. 2019 (arXiv:1902.06705) §5.2-5.3; tolerance = part.compare."
+            "convergence": "Carlini et al. 2019 (arXiv:1902.06705), checklist: convergence, restarts; tolerance = part.compare."
                            "REPRODUCTION_TOLERANCE (ours: no source gives a number), on the one-sided "
                            "Clopper-Pearson lower bound of the drop",
-            "black_box": "AutoAttack checks.check_square_sr (alpha = 0.002); Carlini et al. 2019 §5.6",
-            "large_eps": "Carlini et al. 2019 §5.4 (unbounded attacks reach 100 % success)",
-            "transfer": "Carlini et al. 2019 §5.5; tolerance as AutoAttack's check_square_sr",
+            "black_box": "AutoAttack checks.check_square_sr (alpha = 0.002); Carlini et al. 2019, checklist: gradient-free attacks",
+            "large_eps": "Carlini et al. 2019, checklist: unbounded attacks reach 100 % success",
+            "transfer": "Carlini et al. 2019, checklist: transfer attacks; tolerance as AutoAttack's check_square_sr",
         },
     }
 

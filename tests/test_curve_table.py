@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as scipy_stats
 from test_aggregate import ENVIRONMENT, grid_cfg, seed_accuracy, tables, write_grid
 
-from part import compare, curve_table, grid, plots, results, stats
+from part import compare, curve_table, grid, plots, report, results, stats
 from part.aggregate import MismatchError
 
 N = 1000
@@ -169,3 +169,21 @@ def test_difference_verdicts():
     up = stats.paired_difference(np.stack([first(600)] * 3), np.stack([first(500), first(505), first(495)]))
     assert compare.difference_verdict(up, 0.95, "x")[0] == "higher"
     assert compare.difference_verdict(None, 0.95, "x") == ("no pair", "")
+
+
+def test_the_results_readme_shows_the_checks_and_the_curve(curves):
+    g, paths, _ = curves
+    assert report.checks_section(g.results_dir) == []
+    tables = g.results_dir / "tables"
+    curve_table.write_curve_table(g, paths, tables)
+    plots.plot_curve(curve_table.curve_table(g, paths), g.variants,
+                     g.results_dir / "figures" / grid.curve_figure_stem("cifar10"))
+    run = g.main[0]
+    statuses = dict.fromkeys(curve_table.CHECK_COLUMNS, "pass")
+    results.write_result(g.run_dir(run), "sanity", sanity_entry(run, g.run_dir(run), statuses), np.ones((3, N), bool),
+                         np.arange(N), arrays={"rows": np.array(["natural", "pgd20", "square"])})
+    curve_table.write_sanity_table(g, [g.check_result(run, "sanity")], tables)
+    text = "\n".join(report.checks_section(g.results_dir))
+    assert "## Evaluation checks" in text and "| Dataset | Method | Seed |" in text and "0 warning(s)." in text
+    assert "[tables/robustness_curve.md](tables/robustness_curve.md)" in text
+    assert "![robustness_curve_cifar10](figures/robustness_curve_cifar10.png)" in text
