@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from part import compare, files, stats
-from part.aggregate import Flags, MismatchError, Record, _same, estimates, pooled, statistics_settings, variant_table
+from part.aggregate import Flags, Record, _same, estimates, pooled, statistics_settings, variant_table
 from part.grid import CHECK_TABLE_FILES, Grid
 from part.results import load_check
 from part.rundir import eval_dir_name
@@ -77,7 +77,7 @@ def _compared(rec: Record) -> dict[str, Any]:
 
 
 def check_consistent(records: list[Record], check: str) -> None:
-    """Raise ``MismatchError`` naming two files if the runs of a dataset ran ``check`` differently."""
+    """Raise ``part.aggregate.MismatchError`` naming two files if the runs of a dataset ran ``check`` differently."""
     blocks: dict[tuple[str, str], list[Record]] = {}
     for rec in records:
         blocks.setdefault((rec.run.dataset, rec.run.arch), []).append(rec)
@@ -282,22 +282,21 @@ def _check_cell(status: str, measure: float, threshold: float) -> str:
 # Writing
 
 
+def _write(prefix: str, table: pd.DataFrame, markdown: str, out_dir: str | Path) -> dict[str, Path]:
+    """``<prefix>_csv`` and ``<prefix>_md`` of ``CHECK_TABLE_FILES`` below ``out_dir``, each written atomically."""
+    out = {key: Path(out_dir) / CHECK_TABLE_FILES[key] for key in (f"{prefix}_csv", f"{prefix}_md")}
+    files.write_text(out[f"{prefix}_csv"], table.to_csv(index=False, float_format="%.4f"))
+    files.write_text(out[f"{prefix}_md"], markdown)
+    return out
+
+
 def write_curve_table(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """``robustness_curve.{csv,md}`` below ``out_dir`` (the tables directory) from the runs' ``eval/curve.json``."""
     table = curve_table(grid, paths)
-    out = {key: Path(out_dir) / CHECK_TABLE_FILES[key] for key in ("curve_csv", "curve_md")}
-    files.write_text(out["curve_csv"], table.to_csv(index=False, float_format="%.4f"))
-    files.write_text(out["curve_md"], curve_markdown(table))
-    return out
+    return _write("curve", table, curve_markdown(table), out_dir)
 
 
 def write_sanity_table(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """``sanity.{csv,md}`` below ``out_dir`` (the tables directory) from the runs' ``eval/sanity.json``."""
     table = sanity_table(grid, paths)
-    out = {key: Path(out_dir) / CHECK_TABLE_FILES[key] for key in ("sanity_csv", "sanity_md")}
-    files.write_text(out["sanity_csv"], table.to_csv(index=False, float_format="%.4f"))
-    files.write_text(out["sanity_md"], sanity_markdown(table))
-    return out
-
-
-__all__ = ["MismatchError", "curve_table", "sanity_table", "write_curve_table", "write_sanity_table"]
+    return _write("sanity", table, sanity_markdown(table), out_dir)
