@@ -89,7 +89,7 @@ def build_attack(spec: dict[str, Any]) -> Attack | None:
 # Per-example correctness of one model under one attack
 
 
-def batched_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None,
+def _batched_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None,
                      batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
     out = []
     for start in range(0, len(y), batch_size):
@@ -111,7 +111,7 @@ def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = 
     device = next(model.parameters()).device
     with eval_mode(model):
         x = split.images.to(device).float().div_(255)
-        return batched_correct(model, x, split.labels.to(device), attack, batch_size, generator)
+        return _batched_correct(model, x, split.labels.to(device), attack, batch_size, generator)
 
 
 class _Autocast(nn.Module):
@@ -202,18 +202,18 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
         with torch.no_grad():
             logits = model(x[:batch_size]).float()
         _check_outputs(logits)
-        natural = batched_correct(model, x, y, None, batch_size, None)
+        natural = _batched_correct(model, x, y, None, batch_size, None)
         synchronize(device)
         t0 = time.perf_counter()
         if spec["kind"] == "autoattack":
             adapter = StandardAutoAttack(model, spec["eps"], device=device, seed=spec["seed"], batch_size=batch_size,
                                          log=log)
             settings = {**spec, **adapter.settings}
-            correct = batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
+            correct = _batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
         else:
             settings = dict(spec)
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
-            correct = batched_correct(model, x, y, build_attack(spec), batch_size, generator)
+            correct = _batched_correct(model, x, y, build_attack(spec), batch_size, generator)
         synchronize(device)
         seconds = time.perf_counter() - t0
     check_accuracies(name, natural, correct, logits.shape[1])
@@ -332,7 +332,8 @@ def _evaluate_check(run: LoadedRun, name: str, params: dict[str, Any] | None, n_
         c = run.cfg
         what = (", ".join(f"{e:g}: {a:.1f}%" for e, a in zip(entry["eps_255"], entry["accuracy"])) if name == "curve"
                 else ", ".join(f"{k} {v['status']}" for k, v in entry["checks"].items()))
-        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed} {name} ({n} examples, {entry['seconds']:.1f}s): {what}")
+        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed} {name} ({n} examples, {entry['seconds']:.1f}s): "
+            f"{what}")
     return entry
 
 
@@ -393,7 +394,8 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *, n_e
                                          f"part evaluate of {name} ({checkpoint} weights)"))
         attacked = _first(run, n_examples) if attacks else run
         entries = {name: _evaluate_one(attacked, name, specs[name], size, log) for name in attacks}
-        done = {name: _evaluate_check(run, name, params[name], n_examples, seed, size, data_dir, log) for name in checks}
+        done = {name: _evaluate_check(run, name, params[name], n_examples, seed, size, data_dir, log)
+                for name in checks}
         if not attacks:
             return {"checks": done}
         metrics = (results.merge_metrics(run_dir, checkpoint) if merge

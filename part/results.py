@@ -52,7 +52,8 @@ def now() -> str:
 
 
 def write_result(run_dir: str | Path, name: str, entry: dict[str, Any], correct: np.ndarray,
-                 index: np.ndarray, checkpoint: str = "last", arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                 index: np.ndarray, checkpoint: str = "last",
+                 arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Write one attack's pair of files; returns ``entry`` completed with its flags file and their hash.
     ``arrays`` are further arrays of the flags file (a check's row names: ``eps_255``, ``rows``).
 
@@ -75,7 +76,8 @@ def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray, **arrays: np.nd
         np.savez_compressed(f, correct=correct, index=index, **arrays)
 
 
-def load_check(run_dir: str | Path, name: str, checkpoint: str = "last") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load_check(run_dir: str | Path, name: str,
+               checkpoint: str = "last") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(JSON entry, arrays of its flags file) of an evaluation check (``curve``, ``sanity``), verified: the flags
     are the ones the JSON was written with, ``correct`` is (rows, N) over the N test ``index``es, and the entry was
     computed for the run's current weights where those are present (a table may read results without them)."""

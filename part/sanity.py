@@ -2,7 +2,8 @@
 
 A robust accuracy is only as good as the attack behind it. These are the checks AutoAttack runs on itself
 (``pyautoattack/checks.py``: Croce & Hein, ICML 2020) and those of Carlini et al., *On Evaluating
-Adversarial Robustness* (arXiv:1902.06705, 2019, its evaluation checklist; the wording below paraphrases it), on the table's ε (the dataset's
+Adversarial Robustness* (arXiv:1902.06705, 2019, its evaluation checklist; the wording below paraphrases it),
+on the table's ε (the dataset's
 evaluation budget) and the first ``n_examples`` test images:
 
 * ``convergence`` — more steps and restarts do not help much: PGD-20 against the worst case of PGD-20 and
@@ -55,7 +56,7 @@ from part.attacks import PGD
 from part.autoattack_adapter import APGD, Square
 from part.compare import REPRODUCTION_TOLERANCE
 from part.curve import check_parameters, curve_spec
-from part.evaluate import BATCH_SIZE, batched_correct, attack_specs, build_attack, check_inputs, evaluation_budget
+from part.evaluate import BATCH_SIZE, _batched_correct, attack_specs, build_attack, check_inputs, evaluation_budget
 from part.runtime import eval_mode, synchronize
 
 NAME = "sanity"
@@ -108,10 +109,12 @@ def sanity_spec(dataset: str, params: dict[str, Any] | None = None, seed: int = 
                        "square_percent": SQUARE_TOLERANCE,
                        "large_eps_max_accuracy": LARGE_EPS_MAX_ACCURACY, "transfer_points": TRANSFER_TOLERANCE},
         "sources": {
-            "convergence": "Carlini et al. 2019 (arXiv:1902.06705), checklist: convergence, restarts; tolerance = part.compare."
+            "convergence": "Carlini et al. 2019 (arXiv:1902.06705), checklist: convergence, restarts; "
+                           "tolerance = part.compare."
                            "REPRODUCTION_TOLERANCE (ours: no source gives a number), on the one-sided "
                            "Clopper-Pearson lower bound of the drop",
-            "black_box": "AutoAttack checks.check_square_sr (alpha = 0.002); Carlini et al. 2019, checklist: gradient-free attacks",
+            "black_box": "AutoAttack checks.check_square_sr (alpha = 0.002); Carlini et al. 2019, checklist: "
+                         "gradient-free attacks",
             "large_eps": "Carlini et al. 2019, checklist: unbounded attacks reach 100 % success",
             "transfer": "Carlini et al. 2019, checklist: transfer attacks; tolerance as AutoAttack's check_square_sr",
         },
@@ -178,18 +181,18 @@ def run_sanity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict[st
         return torch.Generator(device=device).manual_seed(spec["seed"])
 
     with eval_mode(model):
-        natural = timed("natural", lambda: batched_correct(model, x, y, None, batch_size, None))
-        pgd20 = timed("pgd20", lambda: batched_correct(model, x, y, build_attack(a["pgd20"]), batch_size, gen()))
+        natural = timed("natural", lambda: _batched_correct(model, x, y, None, batch_size, None))
+        pgd20 = timed("pgd20", lambda: _batched_correct(model, x, y, build_attack(a["pgd20"]), batch_size, gen()))
         timed("pgd_strong", lambda: _restarts(model, x, y, a["pgd_strong"], pgd20, batch_size, gen()))
-        timed("apgd_ce", lambda: batched_correct(model, x, y, _apgd(a["apgd_ce"]), batch_size, None))
-        timed("apgd_dlr", lambda: batched_correct(model, x, y, _apgd(a["apgd_dlr"]), batch_size, None))
+        timed("apgd_ce", lambda: _batched_correct(model, x, y, _apgd(a["apgd_ce"]), batch_size, None))
+        timed("apgd_dlr", lambda: _batched_correct(model, x, y, _apgd(a["apgd_dlr"]), batch_size, None))
         whitebox = natural & pgd20 & flags["pgd_strong"] & flags["apgd_ce"] & flags["apgd_dlr"]
         flags["whitebox"] = whitebox
         square = Square(a["square"]["eps"], n_queries=a["square"]["n_queries"], seed=a["square"]["seed"],
                         p_init=a["square"]["p_init"])
-        timed("square", lambda: batched_correct(model, x, y, square, batch_size, None))
+        timed("square", lambda: _batched_correct(model, x, y, square, batch_size, None))
         large = a["large_eps"]
-        timed("large_eps", lambda: batched_correct(
+        timed("large_eps", lambda: _batched_correct(
             model, x, y, PGD(large["eps"], large["alpha"], large["steps"], loss="ce", start="uniform"), batch_size,
             gen()))
         if source_model is not None:
@@ -219,7 +222,7 @@ def _restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict[str
         alive = correct.nonzero().squeeze(1)
         if not len(alive):
             break
-        correct[alive] = batched_correct(model, x[alive], y[alive], attack, batch_size, generator)
+        correct[alive] = _batched_correct(model, x[alive], y[alive], attack, batch_size, generator)
     return correct
 
 
@@ -278,7 +281,8 @@ def _black_box(flags: dict[str, torch.Tensor], zero_gradients: int) -> dict[str,
 def _large_eps(flags: dict[str, torch.Tensor], spec: dict[str, Any]) -> dict[str, Any]:
     acc = _pct(flags["large_eps"])
     ok = acc <= LARGE_EPS_MAX_ACCURACY + 1e-9
-    message = (f"PGD at ε = {spec['eps_255']:g}/255 leaves {acc:.2f}% ({int(flags['large_eps'].sum())} examples) correct "
+    message = (f"PGD at ε = {spec['eps_255']:g}/255 leaves {acc:.2f}% ({int(flags['large_eps'].sum())} examples) "
+               "correct "
                + (f"(≤ {LARGE_EPS_MAX_ACCURACY:g}%)" if ok else
                   f"(> {LARGE_EPS_MAX_ACCURACY:g}%): an attack that cannot break the model with an unbounded budget "
                   "is not finding its adversarial examples (gradient masking?)"))

@@ -106,7 +106,8 @@ def test_one_seed_shows_the_test_sample_interval_and_stays_inconclusive(tmp_path
     d = table.loc[("part_s1", 8.0)]
     diffs = np.where(np.arange(N) < 300, 0, np.where(np.arange(N) < 400, -100.0, 0))
     half = t * math.sqrt(diffs.var(ddof=1) / N)
-    assert d["diff"] == pytest.approx(-10.0) and (d["diff_low"], d["diff_high"]) == pytest.approx((-10 - half, -10 + half))
+    assert d["diff"] == pytest.approx(-10.0)
+    assert (d["diff_low"], d["diff_high"]) == pytest.approx((-10 - half, -10 + half))
     assert d["verdict"] == "inconclusive" and "test sample alone shows lower" in d["detail"]
     assert table.loc[("part_s1", 0.0), "detail"].endswith("shows higher")
 
