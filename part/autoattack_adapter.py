@@ -1,5 +1,6 @@
-"""The two attacks that come from the packaged fra31 AutoAttack code (``pyautoattack``, pinned in
-pyproject): standard AutoAttack, and Gao et al.'s MM3, which is targeted APGD on a margin loss.
+"""The attacks that come from the packaged fra31 AutoAttack code (``pyautoattack``, pinned in
+pyproject): standard AutoAttack, Gao et al.'s MM3, which is targeted APGD on a margin loss, and APGD and
+Square alone (the white-box and black-box halves of ``part.sanity``'s gradient-masking check).
 
 Everything that touches ``pyautoattack`` lives here, so a new release of it is checked in one place
 (``tests/test_evaluate.py`` asserts the standard preset that ``settings`` reads back). Two habits of
@@ -161,3 +162,48 @@ class MM3(Attack):
         apgd.confidence = self.confidence
         with _isolated():
             return apgd.perturb(x, y).to(x.dtype)
+
+
+class APGD(Attack):
+    """Untargeted APGD (Croce & Hein, ICML 2020) from the packaged AutoAttack code, on the cross-entropy
+    (``loss="ce"``, AutoAttack's APGD-CE) or the DLR loss (``"dlr"``); ℓ∞, scalar ε. The ``generator`` is
+    unused: APGD draws its starts from ``seed``, inside an isolated RNG state. ``n_iter`` = 100 and ρ = 0.75
+    are AutoAttack's standard values."""
+
+    def __init__(self, eps: float, n_iter: int = 100, loss: str = "ce", restarts: int = 1, seed: int = 0):
+        super().__init__(eps)
+        if loss not in ("ce", "dlr"):
+            raise ValueError(f"APGD loss {loss!r}: expected 'ce' or 'dlr'")
+        self.n_iter, self.loss, self.restarts, self.seed = n_iter, loss, restarts, seed
+
+    def perturb(self, model, x, y, eps, g):
+        from pyautoattack.autopgd_base import APGDAttack
+
+        if torch.is_tensor(eps):
+            raise ValueError("APGD takes a scalar ε only")
+        apgd = APGDAttack(model, n_iter=self.n_iter, norm="Linf", n_restarts=self.restarts, eps=float(eps),
+                          seed=self.seed, loss=self.loss, eot_iter=1, rho=0.75, device=x.device,
+                          logger=logging.getLogger(_AA_LOGGER))
+        with _isolated():
+            return apgd.perturb(x, y).to(x.dtype)
+
+
+class Square(Attack):
+    """The Square Attack (Andriushchenko et al., ECCV 2020) from the packaged AutoAttack code: score-based,
+    gradient-free, on the margin loss, with AutoAttack's standard settings (p_init = 0.8, one restart, no
+    rescaled schedule) and ``n_queries`` per example (5000 in standard AutoAttack). ℓ∞, scalar ε; the
+    ``generator`` is unused (Square draws from ``seed``, inside an isolated RNG state)."""
+
+    def __init__(self, eps: float, n_queries: int = 5000, seed: int = 0, p_init: float = 0.8):
+        super().__init__(eps)
+        self.n_queries, self.seed, self.p_init = n_queries, seed, p_init
+
+    def perturb(self, model, x, y, eps, g):
+        from pyautoattack.square import SquareAttack
+
+        if torch.is_tensor(eps):
+            raise ValueError("Square takes a scalar ε only")
+        square = SquareAttack(model, p_init=self.p_init, n_queries=self.n_queries, eps=float(eps), norm="Linf",
+                              n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
+        with _isolated():
+            return square.perturb(x, y).to(x.dtype)

@@ -64,6 +64,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         metrics = evaluate(args.run, attacks, n_examples=args.n_examples, batch_size=args.batch_size,
                            device=args.device, precision=args.precision, seed=args.seed, data_dir=args.data_dir,
                            merge=not args.no_merge, checkpoint=args.checkpoint)
+    if "attacks" not in metrics:  # only checks (curve, sanity): evaluate() has logged them
+        return
     cells = [f"{name} {e['accuracy']:.2f}% (n={e['n_examples']}, {e['seconds']:.1f}s)"
              for name, e in metrics["attacks"].items()]
     worst = metrics["worst_case"]
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("evaluate", help="evaluate a trained run (natural, pgd20, mma, mm3, aa) into metrics.json")
     p.add_argument("--run", required=True, help="run directory written by `part train`")
-    p.add_argument("--attacks", default="natural,pgd20,mma,aa", help="comma-separated, from natural,pgd20,mma,mm3,aa")
+    p.add_argument("--attacks", default="natural,pgd20,mma,aa",
+                   help="comma-separated, from natural,pgd20,mma,mm3,aa and the checks curve,sanity (default settings)")
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=None, help="images per attack batch (default 500)")
     p.add_argument("--device", default=None, help="default: the run's device")

@@ -169,6 +169,25 @@ def _more_data(est: stats.Crossed | stats.Versus, gap: float, attack: str, confi
     return "not within 1000 seeds" + (" or the test set" if test_size else "") + " at the observed spread"
 
 
+def difference_verdict(est: stats.Crossed | None, confidence: float, what: str) -> tuple[str, str]:
+    """(verdict, detail) of one paired PART − base difference: *higher* / *lower* when its interval lies
+    wholly above / below 0, else *inconclusive* with what would decide it (``what`` names the measurement, for
+    the advice); *no pair* without an estimate. From one seed the seed-to-seed variation is unknown and the
+    verdict is *inconclusive*, as everywhere in the tables; the detail then says what the interval of the test
+    sample alone (these two trained models) shows."""
+    if est is None:
+        return "no pair", ""
+    if not est.seeds_known:
+        h = float(stats.half_width(est, confidence))
+        sign = "higher" if est.mean - h > 0 else "lower" if est.mean + h < 0 else "no difference"
+        return "inconclusive", (f"one seed: seed-to-seed variation unknown (run ≥ 2 seeds); on these two models the "
+                                f"test sample alone shows {sign}")
+    low, high = stats.interval(est, confidence)
+    if low > 0 or high < 0:
+        return ("higher" if low > 0 else "lower"), ""
+    return "inconclusive", _more_data(est, est.mean, what, confidence, None)
+
+
 def _on_test_set(est: object, size: int | None) -> stats.Crossed | None:
     """Our cell's estimate (None where there is none), on the test set when its size is known."""
     if not isinstance(est, stats.Crossed):

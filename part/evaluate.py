@@ -37,7 +37,7 @@ from part.data import Split, load_prepared
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, eval_mode, resolve_device, synchronize
-from part.vocabulary import ATTACKS, TABLE_ATTACKS
+from part.vocabulary import CHECKS, EVALUATIONS, TABLE_ATTACKS
 
 BATCH_SIZE = 500
 """Images per attack batch when none is given (CLI, workflow and engine alike)."""
@@ -180,6 +180,13 @@ class AttackResult:
         return 100.0 * int(self.natural_correct.sum()) / len(self.natural_correct)
 
 
+def check_inputs(x: torch.Tensor) -> None:
+    """Refuse images outside [0, 1], where the ε-balls and the attacks' clipping are defined."""
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"inputs span [{x.min().item():.3g}, {x.max().item():.3g}]; the ε-balls and the attacks' "
+                         "clipping are defined for images in [0, 1] (normalise inside the model)")
+
+
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, spec: dict[str, Any], *,
                batch_size: int = BATCH_SIZE, log: Callable[[str], None] | None = print) -> AttackResult:
     """Per-example correctness of ``model`` on float images ``x`` in [0, 1] (on the model's device)
@@ -189,9 +196,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
     it was found. ``seconds`` times the attack alone, after a device synchronisation.
     """
     device = x.device
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"inputs span [{x.min().item():.3g}, {x.max().item():.3g}]; the ε-balls and the attacks' "
-                         "clipping are defined for images in [0, 1] (normalise inside the model)")
+    check_inputs(x)
     if model.training:
         _warn("the model is in train mode (batch-norm would use batch statistics); evaluating it in eval mode")
     with eval_mode(model):
@@ -279,13 +284,10 @@ def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: i
     result = run_attack(run.model, run.x, run.y, name, spec, batch_size=batch_size, log=log)
     n = len(run.index)
     entry = results.write_result(run.paths.root, name, {
-        "attack": name, "accuracy": result.accuracy, "n_correct": int(result.correct.sum()), "n_examples": n,
+        "attack": name, "accuracy": result.accuracy, "n_correct": int(result.correct.sum()),
         "natural_accuracy": result.natural_accuracy, "seconds": result.seconds,
         "images_per_second": n / result.seconds if result.seconds > 0 else None,
-        "settings": result.settings, "precision": run.precision, "batch_size": batch_size,
-        "device": str(run.x.device), "split": "test", "subset": f"first {n} of {run.cfg.dataset} test",
-        "run": _run_info(run.cfg), "checkpoint_sha256": run.checkpoint_sha256,
-        "created": results.now(), "environment": provenance.environment(),
+        "settings": result.settings, **_result_fields(run, n, batch_size),
     }, result.correct.numpy(), run.index, run.checkpoint)
     if log is not None:
         c = run.cfg
@@ -303,11 +305,73 @@ def _examples_per_attack(n_examples: int | None | Mapping[str, int | None],
     return dict.fromkeys(attacks, n_examples)
 
 
+def _result_fields(run: LoadedRun, n: int, batch_size: int) -> dict[str, Any]:
+    """The fields every evaluation result records besides its numbers (an attack's, a check's)."""
+    return {"n_examples": n, "precision": run.precision, "batch_size": batch_size, "device": str(run.x.device),
+            "split": "test", "subset": f"first {n} of {run.cfg.dataset} test", "run": _run_info(run.cfg),
+            "checkpoint_sha256": run.checkpoint_sha256, "created": results.now(),
+            "environment": provenance.environment()}
+
+
+def _evaluate_check(run: LoadedRun, name: str, params: dict[str, Any] | None, n_default: int | None, seed: int,
+                    batch_size: int, data_dir: str | Path | None, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """One evaluation check (``curve``, ``sanity``) of ``part.vocabulary.CHECKS``: its own module computes it,
+    on the first ``params["n_examples"]`` examples (else ``n_default``, else all loaded), and it is written
+    like an attack's result (``eval/<name>.json`` + ``.correct.npz``, ``correct`` of shape (rows, N))."""
+    from part import curve, sanity  # their engines import this module
+
+    module = curve if name == "curve" else sanity
+    spec = (curve.curve_spec if name == "curve" else sanity.sanity_spec)(run.cfg.dataset, params, seed)
+    n = spec["n_examples"] or n_default or len(run.index)
+    if n > len(run.index):
+        raise ValueError(f"{name}: n_examples {n}, but only {len(run.index)} test examples were loaded")
+    x, y, index = run.x[:n], run.y[:n], run.index[:n]
+    if name == "curve":
+        result = curve.run_curve(run.model, x, y, spec, batch_size=batch_size, log=log)
+        arrays = {"eps_255": result.eps_255}
+    else:
+        source = _transfer_source(run, spec, n, data_dir)
+        result = sanity.run_sanity(run.model, x, y, spec, source_model=source.model if source else None,
+                                   batch_size=batch_size, log=log)
+        if source is not None:
+            result.settings["attacks"]["transfer"]["source_run"] = {
+                **_run_info(source.cfg), "dir": str(source.paths.root), "checkpoint": source.checkpoint,
+                "checkpoint_sha256": source.checkpoint_sha256}
+        arrays = {"rows": np.array(result.rows)}
+    entry = {"evaluation": name, "settings": result.settings, **_result_fields(run, n, batch_size),
+             **module.entry_fields(result)}
+    entry["images_per_second"] = n / entry["seconds"] if entry["seconds"] > 0 else None
+    entry = results.write_result(run.paths.root, name, entry, result.correct, index, run.checkpoint, arrays)
+    if log is not None:
+        c = run.cfg
+        what = (", ".join(f"{e:g}: {a:.1f}%" for e, a in zip(entry["eps_255"], entry["accuracy"])) if name == "curve"
+                else ", ".join(f"{k} {v['status']}" for k, v in entry["checks"].items()))
+        log(f"[part] {c.dataset}/{c.model}/{c.method}/seed{c.seed} {name} ({n} examples, {entry['seconds']:.1f}s): "
+            f"{what}")
+    return entry
+
+
+def _transfer_source(run: LoadedRun, spec: dict[str, Any], n: int, data_dir: str | Path | None) -> LoadedRun | None:
+    """The sanity check's source model (``transfer_from``): another run of the same dataset, on the same examples."""
+    where = spec["attacks"]["transfer"]["source"]
+    if where is None:
+        return None
+    if Path(where).resolve() == run.paths.root.resolve():
+        raise ValueError(f"sanity: transfer_from {where} is the evaluated run itself; give another seed's run")
+    source = load_run(where, n_examples=n, device=str(run.x.device), precision=run.precision, data_dir=data_dir,
+                      checkpoint=run.checkpoint)
+    if source.cfg.dataset != run.cfg.dataset or not torch.equal(source.y, run.y[:n]):
+        raise ValueError(f"sanity: transfer_from {where} is a run of {source.cfg.dataset}, not of the evaluated "
+                         f"run's {run.cfg.dataset} test examples")
+    return source
+
+
 def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
              n_examples: int | None | Mapping[str, int | None] = None,
              batch_size: int | None = None, device: str | None = None, precision: str = "fp32", seed: int = 0,
              data_dir: str | Path | None = None, merge: bool = True, checkpoint: str = "last",
-             log: Callable[[str], None] | None = print) -> dict[str, Any]:
+             log: Callable[[str], None] | None = print, curve: dict[str, Any] | None = None,
+             sanity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a finished run under ``attacks`` and return the metrics (``metrics.json``'s content).
 
     Each attack writes ``eval/<attack>.json`` and ``eval/<attack>.correct.npz`` as soon as it is done;
@@ -321,21 +385,35 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
     ``best`` / ``ema`` where the run kept them), whose results go to ``eval_<name>/`` and ``metrics_<name>.json``.
     While it runs it holds the lock of each of its attacks' results (``part.lock``): a second evaluation of one
     of them is refused.
+
+    ``attacks`` may also name the checks of ``part.vocabulary.CHECKS``: ``curve`` (``part.curve``) and ``sanity``
+    (``part.sanity``), with their parameters as plain dicts (``curve``, ``sanity``: the workflow's
+    ``evaluation.robustness_curve`` / ``evaluation.sanity`` blocks; their ``n_examples``, else ``n_examples``).
+    They write ``eval/<name>.json`` + ``.correct.npz`` and are never merged; the result holds them under
+    ``"checks"`` (alone when no attack was asked for).
     """
     attacks = list(dict.fromkeys(attacks))
-    unknown = [a for a in attacks if a not in ATTACKS]
+    unknown = [a for a in attacks if a not in EVALUATIONS]
     if unknown or not attacks:
-        raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(ATTACKS)}")
-    sizes = _examples_per_attack(n_examples, attacks)
-    largest = None if None in sizes.values() else max(sizes.values())
-    run = load_run(run_dir, n_examples=largest, device=device, precision=precision, data_dir=data_dir,
-                   checkpoint=checkpoint)
+        raise ValueError(f"attacks {unknown or attacks}: expected a non-empty list from {', '.join(EVALUATIONS)}")
+    checks = [a for a in attacks if a in CHECKS]
+    attacks = [a for a in attacks if a not in CHECKS]
+    params = {"curve": curve, "sanity": sanity}
+    sizes = _examples_per_attack(n_examples, attacks + checks)
+    sizes.update({name: (params[name] or {}).get("n_examples") or sizes[name] for name in checks})
+    run = load_run(run_dir, n_examples=None if None in sizes.values() else max(sizes.values()), device=device,
+                   precision=precision, data_dir=data_dir, checkpoint=checkpoint)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
+    size = batch_size or BATCH_SIZE
     with contextlib.ExitStack() as held:
-        for name in attacks:  # one writer per attack's files; another attack's job may run beside this one
+        for name in attacks + checks:  # one writer per attack's files; another attack's job may run beside this one
             held.enter_context(lock.held(run.paths.eval_lock(checkpoint, name),
                                          f"part evaluate of {name} ({checkpoint} weights)"))
-        entries = {name: _evaluate_one(run.first(sizes[name]), name, specs[name], batch_size or BATCH_SIZE, log)
-                   for name in attacks}
-        return (results.merge_metrics(run_dir, checkpoint) if merge
-                else results.build_metrics(run_dir, entries, checkpoint))
+        entries = {name: _evaluate_one(run.first(sizes[name]), name, specs[name], size, log) for name in attacks}
+        done = {name: _evaluate_check(run, name, params[name], sizes[name], seed, size, data_dir, log)
+                for name in checks}
+        if not attacks:
+            return {"checks": done}
+        metrics = (results.merge_metrics(run_dir, checkpoint) if merge
+                   else results.build_metrics(run_dir, entries, checkpoint))
+        return {**metrics, "checks": done} if done else metrics

@@ -222,6 +222,22 @@ def checkpoint_table_outputs(results_dir: str | Path) -> dict[str, Path]:
     return {key: Path(results_dir) / "tables" / name for key, name in CHECKPOINT_TABLE_FILES.items()}
 
 
+CHECK_TABLE_FILES = {"curve_csv": "robustness_curve.csv", "curve_md": "robustness_curve.md",
+                     "sanity_csv": "sanity.csv", "sanity_md": "sanity.md"}
+"""The robustness curve's and the evaluation checks' tables in the tables directory (``part.curve_table``)."""
+
+
+def check_table_outputs(results_dir: str | Path) -> dict[str, Path]:
+    """The curve and sanity tables below ``results_dir`` (``part.curve_table.write_curve_table`` /
+    ``write_sanity_table``)."""
+    return {key: Path(results_dir) / "tables" / name for key, name in CHECK_TABLE_FILES.items()}
+
+
+def curve_figure_stem(dataset: str) -> str:
+    """The stem (below ``results/figures/``) of a dataset's robustness-curve figure (``part.plots.plot_curve``)."""
+    return f"robustness_curve_{dataset}"
+
+
 def job_resources(cfg: dict[str, Any], stage: str, dataset: str) -> dict[str, Any]:
     """What one job of ``stage`` on ``dataset`` asks the scheduler for: ``resources.<stage>`` with the
     dataset's ``datasets.<name>.resources.<stage>`` over it (e.g. ``gpu: 4`` trains TinyImageNet's
@@ -329,6 +345,10 @@ class Grid:
     def validated(self, dataset: str) -> bool:
         """Whether every main run of ``dataset`` holds out a validation split (``validation.size`` > 0)."""
         return all(run.config.validation.size > 0 for run in self.main_runs(dataset))
+
+    def check_result(self, run: Run, check: str) -> Path:
+        """Where a run's evaluation check (``curve``, ``sanity``) of the tables' checkpoint is written."""
+        return self.run_dir(run) / rundir.eval_dir_name(self.checkpoint) / f"{check}.json"
 
     def existing(self, name: str, runs: Iterable[Run] | None = None) -> list[Path]:
         """The file ``name`` (``metrics.json``, ``log.jsonl``) of those of ``runs`` (default: the main table's)

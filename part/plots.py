@@ -451,3 +451,63 @@ def eps_share_figure(logs: pd.DataFrame, variants: Mapping[str, Variant]) -> Fig
 def plot_eps_share(logs: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
     """:func:`eps_share_figure`, written to ``stem.png`` / ``stem.pdf``."""
     return save_figure(eps_share_figure(logs, variants), stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Robustness curve: accuracy against ε
+
+
+def curve_figure(table: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
+    """One dataset's accuracy against ℓ∞ PGD per ε: a panel per family, a line per variant (the base method and
+    its PART variants) with its interval as a band, the training ε as a dotted vertical line.
+
+    ``table`` is ``robustness_curve.csv`` of one dataset (``part.curve_table.curve_table``); the large ε (the
+    unbounded-budget check) is not drawn — it would squash the axis — but its accuracies are in each panel's title.
+    """
+    datasets = list(dict.fromkeys(table["dataset"]))
+    if len(datasets) != 1:
+        raise ValueError(f"a robustness-curve figure shows one dataset; the table has {datasets}")
+    apply_style()
+    styles = variant_styles(variants)
+    present = set(table["variant"])
+    families = list(dict.fromkeys(styles[v].family for v in styles if v in present))
+    fig = new_figure(figsize=(3.9 * len(families) + 2.0, 3.6))
+    axes = fig.subplots(1, len(families), squeeze=False, sharey=True)[0]
+    drawn = table[~table["large"].astype(bool)]
+    for ax, family in zip(axes, families):
+        shown = [v for v in styles if styles[v].family == family and v in present]
+        for v in shown:
+            rows, s = drawn[drawn["variant"] == v].sort_values("eps_255"), styles[v]
+            ax.plot(rows["eps_255"], rows["mean"], color=s.colour, linestyle=s.linestyle, marker=s.marker,
+                    markersize=4, linewidth=1.6, label=s.label)
+            if rows["ci_low"].notna().any():
+                ax.fill_between(rows["eps_255"], rows["ci_low"], rows["ci_high"], color=s.colour, alpha=0.18,
+                                linewidth=0)
+        here = table[table["variant"].isin(shown)]
+        for i, eps in enumerate(sorted(set(here["train_eps_255"].round(6)))):
+            ax.axvline(eps, color="0.35", linestyle=":", linewidth=1.2)
+            ax.annotate(f"training ε = {eps:g}/255", xy=(eps, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -3 - 10 * i), textcoords="offset points", ha="left", va="top", fontsize=8,
+                        color="0.3")
+        large = here[here["large"].astype(bool)]
+        ax.set_title(family)
+        if len(large):
+            ax.text(0.98, 0.02, f"large ε = {large['eps_255'].iloc[0]:g}/255: at most {large['mean'].max():.1f}%",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3")
+        ax.set_xlabel("ε (×1/255), ℓ∞ PGD")
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("accuracy (%)")
+    _legend_right(fig, [styles[v] for v in styles if v in present], line=True)
+    first = table.iloc[0]
+    over = "seeds × test examples" if (table["interval_over"] == "seeds and test examples").all() else (
+        "test examples only (one seed)" if (table["interval_over"] != "seeds and test examples").all() else "mixed")
+    level = f"{100 * float(first['confidence']):g} %"
+    fig.suptitle(f"Robustness curve on {datasets[0]} ({first['arch']}): mean, {level} band over {over}; "
+                 f"{int(first['n_examples'])} test examples")
+    return fig
+
+
+def plot_curve(table: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:
+    """:func:`curve_figure` of one dataset's rows of ``robustness_curve.csv``, written to ``stem.png`` / ``.pdf``
+    (stem: ``results/figures/`` + ``part.grid.curve_figure_stem(dataset)``)."""
+    return save_figure(curve_figure(table, variants), stem)

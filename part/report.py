@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from part import files, provenance
+from part.grid import CHECK_TABLE_FILES, curve_figure_stem
 
 COMPUTE_STAGES = ("train", "evaluate")
 """The rules that run on a GPU when one is configured; everything else is bookkeeping on the host."""
@@ -96,6 +97,27 @@ def _links(results_dir: Path) -> list[str]:
     return lines
 
 
+def checks_section(results_dir: str | Path) -> list[str]:
+    """The README's Markdown for the evaluation checks and the robustness curve, where they were produced:
+    ``tables/sanity.md`` inline (under this section's title), the curve table linked, each dataset's curve figure
+    (``figures/robustness_curve_<dataset>.png``) shown. Empty when neither exists."""
+    results_dir = Path(results_dir)
+    tables = results_dir / "tables"
+    sanity, curve = tables / CHECK_TABLE_FILES["sanity_md"], tables / CHECK_TABLE_FILES["curve_md"]
+    figures = sorted((results_dir / "figures").glob(f"{curve_figure_stem('*')}.png"))
+    lines = []
+    if sanity.is_file():
+        body = sanity.read_text().strip().partition("\n")[2].strip()  # its own title becomes the section's
+        lines += ["## Evaluation checks: convergence and gradient masking", "", body, ""]
+    if curve.is_file() or figures:
+        lines += ["## Robustness curve", ""]
+        if curve.is_file():
+            lines += [f"Accuracy against ℓ∞ PGD per ε, with intervals and PART − base verdicts: "
+                      f"[{curve.relative_to(results_dir)}]({curve.relative_to(results_dir)}).", ""]
+        lines += [f"![{p.stem}]({p.relative_to(results_dir)})" for p in figures] + ([""] if figures else [])
+    return lines
+
+
 def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
                    gpus: Callable[[str, str], int]) -> str:
     """The Markdown text of ``results/README.md`` (links relative to the results directory)."""
@@ -108,6 +130,7 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
         "The HTML report (`snakemake --report results/report.html`) holds the same tables and figures with captions.",
         "", "## Grid", "", *_grid_lines(cfg), "",
         "## Main table", "", main.read_text().strip() if main.is_file() else "(not produced)", "",
+        *checks_section(results_dir),
         "## Software and hardware recorded by the runs", "",
         recorded_environments(results_dir).to_markdown(index=False), "",
         "## Compute (from the Snakemake benchmark files)", "",

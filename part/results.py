@@ -6,6 +6,10 @@
     metrics.json               ``merge_metrics``: every eval/<attack>.json, plus the worst case over
                                them (an example counts only if it survives every attack)
 
+The evaluation checks (``part.vocabulary.CHECKS``: ``curve``, ``sanity``) write the same pair, with a 2-D
+``correct`` (one row per ε of the curve, per attack of the checks) and the arrays that name the rows; they are
+never merged into ``metrics.json`` and are read back, verified, with :func:`load_check`.
+
 for the final weights (``model.pt``, checkpoint ``last``); the other weights a run may keep (``best``,
 ``ema``: ``part.rundir.CHECKPOINT_FILES``) get the same files in ``eval_<name>/`` and ``metrics_<name>.json``.
 
@@ -29,7 +33,7 @@ import numpy as np
 
 from part import files, provenance
 from part.rundir import RunPaths, eval_dir_name, metrics_name
-from part.vocabulary import ATTACKS, TABLE_ATTACKS
+from part.vocabulary import ATTACKS, CHECKS, TABLE_ATTACKS
 
 FORMAT_VERSION = 1
 
@@ -48,8 +52,10 @@ def now() -> str:
 
 
 def write_result(run_dir: str | Path, name: str, entry: dict[str, Any], correct: np.ndarray,
-                 index: np.ndarray, checkpoint: str = "last") -> dict[str, Any]:
+                 index: np.ndarray, checkpoint: str = "last",
+                 arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Write one attack's pair of files; returns ``entry`` completed with its flags file and their hash.
+    ``arrays`` are further arrays of the flags file (a check's row names: ``eps_255``, ``rows``).
 
     The JSON goes first and comes last: a kill in between leaves flags without a JSON, which counts as
     not evaluated (merges read the JSONs), never a JSON beside another evaluation's flags.
@@ -58,16 +64,43 @@ def write_result(run_dir: str | Path, name: str, entry: dict[str, Any], correct:
     correct_file = f"{name}.correct.npz"
     files.sweep_temporaries(eval_dir, [f"{name}.json", correct_file])  # this attack's job owns these two files
     (eval_dir / f"{name}.json").unlink(missing_ok=True)
-    files.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, correct, index))
+    files.atomic_write(eval_dir / correct_file, lambda tmp: _save_npz(tmp, correct, index, **(arrays or {})))
     entry = {**entry, "checkpoint": checkpoint, "correct_file": f"{eval_dir_name(checkpoint)}/{correct_file}",
              "correct_sha256": file_sha256(eval_dir / correct_file)}
     files.write_json(eval_dir / f"{name}.json", entry)
     return entry
 
 
-def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray) -> None:
+def _save_npz(tmp: Path, correct: np.ndarray, index: np.ndarray, **arrays: np.ndarray) -> None:
     with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
-        np.savez_compressed(f, correct=correct, index=index)
+        np.savez_compressed(f, correct=correct, index=index, **arrays)
+
+
+def load_check(run_dir: str | Path, name: str,
+               checkpoint: str = "last") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(JSON entry, arrays of its flags file) of an evaluation check (``curve``, ``sanity``), verified: the flags
+    are the ones the JSON was written with, ``correct`` is (rows, N) over the N test ``index``es, and the entry was
+    computed for the run's current weights where those are present (a table may read results without them)."""
+    run_dir = Path(run_dir)
+    path = run_dir / eval_dir_name(checkpoint) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {name!r} has not been evaluated for this run's {checkpoint} weights "
+                                f"(`part evaluate --run {run_dir} --attacks {name}`)")
+    entry = json.loads(path.read_text())
+    again = f"re-run `part evaluate --run {run_dir} --checkpoint {checkpoint} --attacks {name}`"
+    if not _flags_match(run_dir, entry):
+        raise ValueError(f"{path}: its per-example flags are missing or not the ones it was written with; {again}")
+    weights = RunPaths(run_dir).weights(checkpoint)
+    if weights.is_file() and file_sha256(weights) != entry["checkpoint_sha256"]:
+        raise ValueError(f"{path}: computed for another {weights.name} than the current one; {again} or delete it")
+    with np.load(run_dir / entry["correct_file"]) as f:
+        arrays = {key: f[key] for key in f.files}
+    correct, index = arrays["correct"], arrays["index"]
+    if correct.ndim != 2 or correct.shape[1] != len(index) or len(index) != entry["n_examples"]:
+        raise ValueError(f"{run_dir / entry['correct_file']}: flags of shape {correct.shape} for {len(index)} indices "
+                         f"and {entry['n_examples']} examples; expected (rows, n_examples); {again}")
+    arrays["correct"] = correct.astype(bool)
+    return entry, arrays
 
 
 def load_correct(run_dir: str | Path, attack: str, checkpoint: str = "last") -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +182,8 @@ def merge_metrics(run_dir: str | Path, checkpoint: str = "last") -> dict[str, An
     eval_dir.mkdir(parents=True, exist_ok=True)
     with open(eval_dir / ".merge.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))}
+        entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))
+                   if p.name.removesuffix(".json") not in CHECKS}  # the checks are read with load_check
         metrics = build_metrics(run_dir, entries, checkpoint)
         jsonschema.validate(metrics, metrics_schema())
         files.write_json(run_dir / metrics_name(checkpoint), metrics)

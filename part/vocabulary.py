@@ -60,6 +60,12 @@ TRADES_FORWARDS = (2, 3)
 TABLE_ATTACKS = ("natural", "pgd20", "mma", "aa")
 """The paper's table columns; its MMA column is the release's variant."""
 ATTACKS = TABLE_ATTACKS + ("mm3",)
+CHECKS = ("curve", "sanity")
+"""Evaluation units that are not table columns: the robustness curve (accuracy vs ε, ``part.curve``) and the
+convergence / gradient-masking checks (``part.sanity``). ``part.evaluate.evaluate`` runs them like an attack,
+each into its own ``eval/<name>.json`` + ``.correct.npz``; they are never merged into ``metrics.json``."""
+EVALUATIONS = ATTACKS + CHECKS
+"""Every name ``part.evaluate.evaluate`` accepts."""
 ATTACK_KINDS = ("natural", "pgd", "mma", "mm3", "autoattack")
 NORMS = ("Linf", "L2", "L1")
 REFERENCES = ("paper_figure1",)

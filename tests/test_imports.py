@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-ANALYSIS = ["part.aggregate", "part.plots", "part.experiments", "part.report"]
+ANALYSIS = ["part.aggregate", "part.plots", "part.experiments", "part.report", "part.curve_table"]
 TORCH_FREE = ["part.grid", "part.config", "part.vocabulary", "part.results", "part.rundir", "part.files",
               "part.aggregate", "part.plots", "part.experiments", "part.report", "part.compare", "part.stats",
-              "part.cli", "part.plan"]
+              "part.cli", "part.plan", "part.curve_table"]
 
 
 def imported_by(module: str) -> set[str]:
