@@ -1,7 +1,7 @@
-"""The README's cost table, recomputed from a device check's measurements instead of estimates.
+"""The cost table of docs/cost.md, recomputed from a device check's measurements instead of estimates.
 
     python benchmarks/cost_table.py --json device_check/device_check.json              # print the table
-    python benchmarks/cost_table.py --json device_check/device_check.json --readme README.md   # and rewrite it
+    python benchmarks/cost_table.py --json device_check/device_check.json --readme docs/cost.md   # and rewrite it
 
 Every training run of the grid (``config.yaml`` through ``part.grid``, experiments included) is costed
 from the JSON's ``cost_basis``: the model's AT epoch on 50 k 32×32 images, scaled by the dataset's training
@@ -9,7 +9,7 @@ images and pixels; TRADES / MART epochs as measured ratios to it (1.1 where not 
 as its measured training part plus one ε-map refresh on each epoch ``cfg.refreshes_at`` names (none for
 the quadrant recipes, which need no CAM). The ratios come from ResNet-18 and are applied to every model.
 The costing itself (``Basis``, ``run_seconds``) lives in ``part.plan``, which ``part plan`` shares.
-``--readme`` replaces what lies between the README's ``cost-table`` markers.
+``--readme FILE`` replaces what lies between FILE's ``cost-table`` markers (the project's table: ``docs/cost.md``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", required=True, help="device_check.json written by benchmarks/device_check.py")
     p.add_argument("--config", default="config.yaml", help="the workflow grid to cost (default config.yaml)")
-    p.add_argument("--readme", help="rewrite this README's cost table between its markers")
+    p.add_argument("--readme", metavar="FILE", help="rewrite the cost table between this Markdown file's cost-table "
+                   "markers (the project's: docs/cost.md)")
     args = p.parse_args(argv)
     report = json.loads(Path(args.json).read_text())
     grid_cfg = yaml.safe_load(Path(args.config).read_text())

@@ -29,7 +29,7 @@ Every epoch time is measured on a few batches after a warm-up epoch and extrapol
 images; the JSON says so. ``--tiny`` shrinks every size (small_cnn on digits-shaped data) so the whole
 check runs on the CPU in seconds; it proves the script, not the speed. On the CPU bf16 (which
 ``part.config`` refuses there) and compiling are skipped. ``benchmarks/cost_table.py`` turns a non-tiny
-JSON into the README's cost table.
+JSON into the cost table of ``docs/cost.md``.
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # Every behaviour of the authors' release that this pipeline does differently by default (the
-    # README's departures table lists each with its reason). Two more are already the defaults: the
-    # lr schedule the release executes (``optim.lr_milestones``) and TRADES' three forwards.
+    # departures table of docs/departures.md lists each with its reason). Two more are already the
+    # defaults: the lr schedule the release executes (``optim.lr_milestones``) and TRADES' three forwards.
     "release": {
         "mask": {"pairing": "batch_index", "recipe": "official_jet"},
         "cam": {"resize": "pil_bicubic", "normalise": "max"},

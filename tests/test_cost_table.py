@@ -72,6 +72,14 @@ def test_the_readme_section_is_rewritten_between_its_markers(tmp_path):
     assert "NVIDIA H200" in text and "27 runs (9 variants × 3 seeds)" in text
 
 
+def test_the_documented_cost_table_has_its_markers():
+    """docs/cost.md holds the project's cost table: the file the documented --readme command rewrites."""
+    text = (ROOT / "docs" / "cost.md").read_text()
+    assert text.count(cost_table.BEGIN) == 1 and text.count(cost_table.END) == 1
+    assert text.index(cost_table.BEGIN) < text.index(cost_table.END)
+    assert "--readme docs/cost.md" in text and "--readme docs/cost.md" in cost_table.__doc__
+
+
 def test_a_tiny_report_has_no_cost_basis():
     with pytest.raises(ValueError, match="--tiny"):
         cost_table.Basis.from_report({"tiny": True, "cost_basis": None})
