@@ -227,10 +227,15 @@ CHECK_TABLE_FILES = {"curve_csv": "robustness_curve.csv", "curve_md": "robustnes
 """The robustness curve's and the evaluation checks' tables in the tables directory (``part.curve_table``)."""
 
 
-def check_table_outputs(results_dir: str | Path) -> dict[str, Path]:
+CHECK_BLOCKS = {"curve": "robustness_curve", "sanity": "sanity"}
+"""Each evaluation check's block under ``evaluation`` in the workflow config (absent or null: off)."""
+
+
+def check_table_outputs(results_dir: str | Path, check: str | None = None) -> dict[str, Path]:
     """The curve and sanity tables below ``results_dir`` (``part.curve_table.write_curve_table`` /
-    ``write_sanity_table``)."""
-    return {key: Path(results_dir) / "tables" / name for key, name in CHECK_TABLE_FILES.items()}
+    ``write_sanity_table``), or only those of ``check``."""
+    return {key: Path(results_dir) / "tables" / name for key, name in CHECK_TABLE_FILES.items()
+            if check is None or key.startswith(check)}
 
 
 def curve_figure_stem(dataset: str) -> str:
@@ -287,10 +292,13 @@ class Grid:
         return self.cfg["evaluation"].get("jobs", "per_model")
 
     def examples(self, attack: str) -> int | None:
-        """Test images an evaluation with ``attack`` uses (None: the whole test split): AutoAttack may run on
-        a subset (``evaluation.aa_n_examples``), every other attack on ``evaluation.n_examples``."""
+        """Test images an evaluation with ``attack`` (or check) uses (None: the whole test split): AutoAttack may
+        run on a subset (``evaluation.aa_n_examples``), a check on its block's ``n_examples``, everything else
+        on ``evaluation.n_examples``."""
         evaluation = self.cfg["evaluation"]
-        return (attack == "aa" and evaluation.get("aa_n_examples")) or evaluation.get("n_examples")
+        own = (evaluation.get("aa_n_examples") if attack == "aa" else
+               self._check_block(attack).get("n_examples") if attack in CHECK_BLOCKS else None)
+        return own or evaluation.get("n_examples")
 
     @property
     def compared_checkpoints(self) -> tuple[str, ...]:
@@ -340,11 +348,47 @@ class Grid:
         stems = ["tradeoff", *(f"training_curves_{d}" for d in self.datasets)]
         stems += [f"validation_{d}" for d in self.datasets if self.validated(d)]
         stems += [f"gallery_{d}" for d in self.datasets if self.gallery_run(d) is not None]
+        stems += [curve_figure_stem(d) for d in self.datasets if self.check_runs("curve", d)]
         return stems + (["eps_share", "claim"] if any(run.config.pixel_reweighted for run in self.main) else [])
 
     def validated(self, dataset: str) -> bool:
         """Whether every main run of ``dataset`` holds out a validation split (``validation.size`` > 0)."""
         return all(run.config.validation.size > 0 for run in self.main_runs(dataset))
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """The evaluation checks (part.vocabulary.CHECKS) whose block the config sets."""
+        return tuple(c for c in vocabulary.CHECKS if self.cfg["evaluation"].get(CHECK_BLOCKS[c]))
+
+    def _check_block(self, check: str) -> dict[str, Any]:
+        return self.cfg["evaluation"].get(CHECK_BLOCKS[check]) or {}
+
+    def check_runs(self, check: str, dataset: str | None = None) -> tuple[Run, ...]:
+        """The main-table runs ``check`` evaluates (of ``dataset`` if given): its block's ``variants`` (default:
+        every one) × ``seeds`` (default: the grid's first), none while the check is off."""
+        if check not in self.checks:
+            return ()
+        block = self._check_block(check)
+        variants, seeds = block.get("variants") or list(self.variants), block.get("seeds") or self.cfg["seeds"][:1]
+        return tuple(r for r in self.main if r.variant in variants and r.seed in seeds
+                     and (dataset is None or r.dataset == dataset))
+
+    def transfer_source(self, run: Run) -> Run | None:
+        """The sanity check's source of transferred examples for ``run``: the same variant's run of the grid's
+        next seed (the first after the last); None with one seed or ``evaluation.sanity.transfer: false``."""
+        seeds = self.cfg["seeds"]
+        if not self._check_block("sanity").get("transfer", True) or len(seeds) < 2:
+            return None
+        seed = seeds[(seeds.index(run.seed) + 1) % len(seeds)]
+        return self.runs[RUN_PATH.format(dataset=run.dataset, arch=run.arch, variant=run.variant, seed=seed)]
+
+    def check_parameters(self, run: Run, check: str) -> dict[str, Any]:
+        """``check``'s parameters for ``run`` as ``part.evaluate.evaluate`` takes them (``curve=`` / ``sanity=``)."""
+        params = {k: v for k, v in self._check_block(check).items() if k not in ("variants", "seeds", "transfer")}
+        if check == "sanity":
+            source = self.transfer_source(run)
+            params["transfer_from"] = None if source is None else str(self.run_dir(source))
+        return params
 
     def check_result(self, run: Run, check: str) -> Path:
         """Where a run's evaluation check (``curve``, ``sanity``) of the tables' checkpoint is written."""
@@ -391,7 +435,18 @@ def load(cfg: dict[str, Any], source: str = "config.yaml") -> Grid:
              {path: tuple(a for a in order if a in needed) for path, needed in attacks.items()},
              _main_variants(cfg, main, source))
     _check_checkpoints(g, source)
+    _check_check_blocks(g, source)
     return g
+
+
+def _check_check_blocks(g: Grid, source: str) -> None:
+    """The variants and seeds an evaluation check names are the main table's."""
+    for check in g.checks:
+        block = g.cfg["evaluation"][CHECK_BLOCKS[check]]
+        for key, known in (("variants", list(g.variants)), ("seeds", g.cfg["seeds"])):
+            if unknown := [v for v in block.get(key) or () if v not in known]:
+                raise ConfigError(f"{source}: key 'evaluation.{CHECK_BLOCKS[check]}.{key}': {unknown} not in the main "
+                                  f"table's {key} ({', '.join(map(str, known))})")
 
 
 KEEPS = {"best": ("validation.size", lambda c: c.validation.size > 0),

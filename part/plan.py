@@ -214,12 +214,14 @@ def _evaluation_stages(g: Grid, runs: list[Run]) -> list[tuple[Stage, list[Run]]
 def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
     """The GPU stages of ``dataset`` with the runs each has one job for, as the workflow's rules do
     (``rules/evaluate.smk``): training every run, the tables' evaluation per ``evaluation.jobs``, and one
-    job of natural + PGD-20 on every compared checkpoint of each main-table run."""
+    job of natural + PGD-20 on every compared checkpoint of each main-table run, one job per evaluation check
+    (robustness curve, sanity) of each run its block names."""
     runs = [run for run in g.runs.values() if run.dataset == dataset]
     out = [(Stage("train"), runs), *_evaluation_stages(g, runs)]
     if g.compared_checkpoints:
         name = f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({', '.join(g.compared_checkpoints)})"
         out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints), g.main_runs(dataset)))
+    out += [(Stage(check, (check,), (g.checkpoint,)), list(g.check_runs(check, dataset))) for check in g.checks]
     return [(stage, jobs) for stage, jobs in out if jobs]
 
 

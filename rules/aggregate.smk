@@ -48,3 +48,33 @@ if GRID.compared_checkpoints:
             "logs/checkpoints_table.benchmark.tsv"
         script:
             "../workflow_scripts/checkpoints_table.py"
+
+
+# The robustness curve's and the evaluation checks' tables, each only where its block is set.
+CHECK_TABLES = [str(path) for check in GRID.checks for path in grid.check_table_outputs(RESULTS, check).values()]
+
+
+for check in GRID.checks:
+    block = grid.CHECK_BLOCKS[check]
+    outputs = grid.check_table_outputs(RESULTS, check)
+
+    rule:
+        name:
+            f"{block}_table"
+        input:
+            results=[str(GRID.check_result(run, check)) for run in GRID.check_runs(check)],
+            runs=run_files(GRID.check_runs(check), "run.json"),
+        output:
+            csv=report(str(outputs[f"{check}_csv"]), caption=f"../report/{block}.rst", category="Evaluation checks"),
+            md=str(outputs[f"{check}_md"]),
+        params:
+            check=check,
+        localrule: True
+        conda:
+            "../envs/part.yaml"
+        log:
+            f"logs/{block}_table.log",
+        benchmark:
+            f"logs/{block}_table.benchmark.tsv"
+        script:
+            "../workflow_scripts/checks_table.py"

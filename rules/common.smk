@@ -3,7 +3,7 @@
 # parses this again.
 
 from part import grid, rundir
-from part.vocabulary import COMPARE_ATTACKS
+from part.vocabulary import CHECKS, COMPARE_ATTACKS
 
 GRID = grid.load(config, source="workflow config")
 RESULTS = config["results_dir"]
@@ -17,6 +17,7 @@ wildcard_constraints:
     variant="|".join(sorted({run.variant for run in GRID.runs.values()})),
     seed=r"\d+",
     attack="|".join(ATTACKS),
+    check="|".join(CHECKS),
 
 
 def run_of(wildcards):
@@ -43,6 +44,16 @@ def metrics_inputs(wildcards):
     if GRID.eval_jobs == "per_model":
         return {**inputs, "data": f"{PREPARED}/{wildcards.dataset}.pt"}
     return {**inputs, "results": run_eval_results(wildcards)}
+
+
+def check_inputs(wildcards):
+    """An evaluation check's inputs: the run's model and data and, for the sanity check's transfer attack,
+    the model of the same variant's next seed."""
+    run = run_of(wildcards)
+    inputs = {"model": f"{RESULTS}/{run.path}/model.pt", "data": f"{PREPARED}/{wildcards.dataset}.pt"}
+    if wildcards.check == "sanity" and (source := GRID.transfer_source(run)) is not None:
+        inputs["source"] = f"{RESULTS}/{source.path}/model.pt"
+    return inputs
 
 
 def table_files():

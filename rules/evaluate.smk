@@ -70,6 +70,34 @@ rule metrics:
         "../workflow_scripts/evaluate.py"
 
 
+# The robustness curve and the gradient-masking checks (evaluation.robustness_curve / evaluation.sanity): one
+# job per (run, check) for the runs each block names, into eval/<check>.{json,correct.npz}; never merged.
+rule evaluate_check:
+    input:
+        unpack(check_inputs),
+    output:
+        result=f"{EVAL_DIR}/{{check}}.json",
+        correct=f"{EVAL_DIR}/{{check}}.correct.npz",
+    params:
+        weights=GRID.checkpoint,
+        attacks=lambda wildcards: [wildcards.check],
+        n_examples=lambda wildcards: {wildcards.check: GRID.examples(wildcards.check)},
+        checks=lambda wildcards: {wildcards.check: GRID.check_parameters(run_of(wildcards), wildcards.check)},
+        batch_size=config["evaluation"].get("batch_size"),
+        merge=False,
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/evaluate_check/{dataset}/{arch}/{variant}/seed{seed}/{check}.log",
+    benchmark:
+        "logs/evaluate_check/{dataset}/{arch}/{variant}/seed{seed}/{check}.benchmark.tsv"
+    threads: EVAL_THREADS
+    resources:
+        **job_resources("evaluate"),
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
 if GRID.compared_checkpoints:
 
     rule evaluate_checkpoints:

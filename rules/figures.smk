@@ -125,3 +125,27 @@ rule figure_claim:
         "logs/figures/claim.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
+
+
+if "curve" in GRID.checks:
+
+    localrules:
+        figure_robustness_curve,
+
+    rule figure_robustness_curve:
+        input:
+            curve=str(grid.check_table_outputs(RESULTS, "curve")["curve_csv"]),
+        output:
+            png=report(f"{FIGURES}/{grid.curve_figure_stem('{dataset}')}.png",
+                       caption="../report/robustness_curve_figure.rst", category="Figures"),
+            pdf=f"{FIGURES}/{grid.curve_figure_stem('{dataset}')}.pdf",
+        params:
+            kind="robustness_curve",
+        conda:
+            "../envs/part.yaml"
+        log:
+            "logs/figures/robustness_curve_{dataset}.log",
+        benchmark:
+            "logs/figures/robustness_curve_{dataset}.benchmark.tsv"
+        script:
+            "../workflow_scripts/figures.py"

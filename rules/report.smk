@@ -11,6 +11,7 @@ rule results_readme:
         rules.aggregate.output,
         FIGURE_OUTPUTS,
         CHECKPOINT_TABLES,
+        CHECK_TABLES,
         all_experiment_outputs(),
     output:
         report(f"{RESULTS}/README.md", caption="../report/results_readme.rst", category="Summary"),

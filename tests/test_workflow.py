@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,9 +85,15 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert all(category in html for category in ("Main table", "Figures", "Experiments", "Summary"))
 
 
-def _without_timing(result: dict) -> dict:
-    """An evaluation result less what differs between two runs of the same evaluation: clocks and the host."""
-    return {k: v for k, v in result.items() if k not in ("seconds", "images_per_second", "created", "environment")}
+CLOCKS = ("seconds", "images_per_second", "seconds_by_attack", "created", "environment")
+
+
+def _without_timing(result):
+    """An evaluation result less what differs between two runs of the same evaluation: clocks and the host,
+    at any depth (a curve's points and a sanity check's attacks carry their own seconds)."""
+    if isinstance(result, dict):
+        return {k: _without_timing(v) for k, v in result.items() if k not in CLOCKS}
+    return [_without_timing(v) for v in result] if isinstance(result, list) else result
 
 
 @pytest.mark.slow
@@ -103,14 +110,40 @@ def test_one_job_per_attack_gives_the_files_and_tables_of_one_job_per_model(tiny
     snakemake(*args, "--config", "evaluation={jobs: per_attack}", cwd=per_attack)
     jobs = sorted(p.relative_to(per_attack / "logs").as_posix() for p in (per_attack / "logs").rglob("*.log"))
     assert sum(j.startswith("evaluate/") for j in jobs) == 4 * 3 and not any(j.startswith("train/") for j in jobs)
+    assert sum(j.startswith("evaluate_check/") for j in jobs) == 2 * 2  # curve + sanity of both seed-0 models
     flags = sorted(p.relative_to(per_model).as_posix() for p in per_model.rglob("eval/*.correct.npz"))
-    assert len(flags) == 4 * 3
+    assert len(flags) == 4 * 3 + 2 * 2
     for name in flags:
         assert (per_attack / name).read_bytes() == (per_model / name).read_bytes(), name
         result = Path(name.replace(".correct.npz", ".json"))
         ours, theirs = (json.loads((d / result).read_text()) for d in (per_attack, per_model))
         assert _without_timing(ours) == _without_timing(theirs), result
     tables = sorted(p.name for p in (per_model / "results" / "tables").iterdir())
-    assert {"main.csv", "main.md", "claim_verdicts.csv", "per_seed.csv"} <= set(tables)
+    assert {"main.csv", "main.md", "claim_verdicts.csv", "per_seed.csv", "sanity.csv", "robustness_curve.csv"} <= set(tables)
     for name in tables:
         assert (results / "tables" / name).read_bytes() == (per_model / "results" / "tables" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_the_robustness_curve_and_the_sanity_checks_reach_their_tables_figure_and_readme(tiny_workflow):
+    workdir, _ = tiny_workflow
+    results = workdir / "results"
+    curve = pd.read_csv(results / "tables" / "robustness_curve.csv")
+    # 2 variants x (3 budgets + the large one), seed 0 only, 40 examples; ε = 0 is natural accuracy
+    assert len(curve) == 2 * 4 and set(curve["variant"]) == {"at", "part_s1"}
+    assert list(curve.loc[curve["variant"] == "at", "eps_255"])[:3] == [0, 12, 24]
+    natural = json.loads((results / "digits/small_cnn/at/seed0/eval/natural.json").read_text())
+    at_zero = json.loads((results / "digits/small_cnn/at/seed0/eval/curve.json").read_text())
+    assert at_zero["eps_255"][0] == 0 and at_zero["n_examples"] == 40
+    flags = np.load(results / "digits/small_cnn/at/seed0/eval/natural.correct.npz")["correct"][:40]
+    assert at_zero["n_correct"][0] == int(flags.sum())  # eps = 0 is natural accuracy, example for example
+    assert natural["n_examples"] == 100
+    sanity = pd.read_csv(results / "tables" / "sanity.csv")
+    assert len(sanity) == 2 and set(sanity["seed"]) == {0}
+    for check in ("convergence", "black_box", "large_eps", "transfer"):
+        assert set(sanity[f"{check}_status"]) <= {"pass", "warn"}, check  # transfer ran: seed 1 is the source
+    source = json.loads((results / "digits/small_cnn/part_s1/seed0/eval/sanity.json").read_text())
+    assert source["settings"]["attacks"]["transfer"]["source_run"]["seed"] == 1
+    assert (results / "figures" / "robustness_curve_digits.png").stat().st_size > 10_000
+    readme = (results / "README.md").read_text()
+    assert "## Evaluation checks" in readme and "robustness_curve_digits.png" in readme

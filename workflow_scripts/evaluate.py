@@ -1,5 +1,5 @@
-"""Snakemake adapter of every evaluation rule (rules/evaluate.smk): run the job's attacks on each of its
-weights and, with ``merge``, write the run's metrics file of those weights. A `metrics` job of
+"""Snakemake adapter of every evaluation rule (rules/evaluate.smk): run the job's attacks (or check, with its
+parameters) on each of its weights and, with ``merge``, write the run's metrics file of those weights. A `metrics` job of
 ``evaluation.jobs: per_attack`` has no attacks of its own: it merges the per-attack jobs' results and,
 importing no torch, stays a fraction of a second on the submitting node."""
 
@@ -23,7 +23,8 @@ def evaluate_all():
     torch.set_num_threads(snakemake.threads)
     for checkpoint in checkpoints:
         evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
-                 merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True))
+                 merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True),
+                 **getattr(params, "checks", {}))
 
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):

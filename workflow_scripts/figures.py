@@ -19,6 +19,9 @@ with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(l
         paths = plots.plot_training_curves(plots.collect_logs(g, snakemake.input), g.variants, stem)
     elif kind == "validation":
         paths = plots.plot_validation_curves(plots.collect_logs(g, snakemake.input), g.variants, stem)
+    elif kind == "robustness_curve":
+        table = pd.read_csv(snakemake.input.curve)
+        paths = plots.plot_curve(table[table["dataset"] == snakemake.wildcards.dataset], g.variants, stem)
     elif kind == "eps_share":
         paths = plots.plot_eps_share(plots.collect_logs(g, snakemake.input), g.variants, stem)
     else:
