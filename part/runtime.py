@@ -25,11 +25,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A context factory: bf16 autocast on CUDA, nothing in fp32."""
+    """A context factory: bf16 autocast on the device, nothing in fp32.
+
+    bf16 is the GPU path; on the CPU it is its twin (the same autocast rules, CPU kernels): slower than
+    fp32 on most CPUs, there so that the bf16 code paths are exercised and tested without a GPU.
+    """
     if precision == "bf16":
-        if device.type != "cuda":
-            raise ValueError(f"precision bf16 needs a CUDA device, got {device}")
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type not in ("cuda", "cpu"):
+            raise ValueError(f"precision bf16 needs a CUDA device or the CPU, got {device}")
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 
