@@ -91,7 +91,7 @@ needs_compiler = pytest.mark.skipif(NO_COMPILER, reason="inductor compiles C++ f
 @needs_compiler
 def test_compile_default_trains_like_eager_and_recompiles_only_in_its_first_epoch(tiny, eager):
     """``compile: default`` (inductor, C++ on the CPU): within tolerance of eager, and the compiled forward
-    compiles 4 graphs, all in epoch 1, none after:
+    compiles 4 graphs (3 recompilations), all in epoch 1, none after:
 
     1. the first batch's attack: eval mode, input requiring grad (PGD differentiates w.r.t. x'), 64 images;
     2. its outer loss: train mode, input not requiring grad (x' is detached) — the requires_grad variant;
@@ -108,7 +108,8 @@ def test_compile_default_trains_like_eager_and_recompiles_only_in_its_first_epoc
     engine, records = train_tiny(*tiny, after_epoch=lambda epoch: frames.append(counters["frames"]["total"]),
                                  compile="default")
     failures = [reason for reasons in guard_failures.values() for reason in reasons]
-    assert frames == [4, 4] and counters["stats"]["unique_graphs"] == 4, (frames, failures)
+    recompilations = [frames[0] - 1, frames[1] - frames[0]]  # per epoch, the first compilation not counted
+    assert recompilations == [3, 0] and counters["stats"]["unique_graphs"] == 4, (frames, failures)
     assert any("requires_grad mismatch" in reason for reason in failures), failures  # graph 2
     assert any("size mismatch at index 0. expected 64, actual 8" in reason for reason in failures), failures  # 3, 4
     assert_close_to_eager(eager, engine, records, "compile")
