@@ -27,8 +27,9 @@ def resolve_device(name: str) -> torch.device:
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A context factory: bf16 autocast on the device, nothing in fp32.
 
-    bf16 is the GPU path; on the CPU it is its twin (the same autocast rules, CPU kernels): slower than
-    fp32 on most CPUs, there so that the bf16 code paths are exercised and tested without a GPU.
+    bf16 is the GPU path; on the CPU it is its twin (the same autocast rules, CPU kernels), there so that
+    the bf16 code paths are exercised and tested without a GPU: fast only where the CPU has bf16
+    instructions (AVX512-BF16, AMX), slower than fp32 elsewhere.
     """
     if precision == "bf16":
         if device.type not in ("cuda", "cpu"):
@@ -73,9 +74,10 @@ def retain_freed_memory() -> bool:
 
     A CPU training step allocates and frees the same few MiB-sized activations and gradients, batch after
     batch. With glibc's default thresholds the heap returns them to the system (trimming, ``munmap``) and
-    the next batch faults them back in page by page, zero-filled: 25-40 thousand page faults per digits
-    epoch, 5-10 % of its CPU time. Keeping them removes the faults and changes no number, only where
-    buffers come from. Elsewhere than glibc (macOS, musl's mallopt ignores these) it does nothing.
+    the next batch faults them back in page by page, zero-filled: 10-60 thousand page faults per digits
+    epoch, most in the validation pass (its 180-image batch), whose CPU time they inflated by 10-35 %
+    (2-4 % of an epoch with validation). Keeping the memory removes the faults and changes no number,
+    only where buffers come from. Elsewhere than glibc (macOS; musl ignores these) it does nothing.
     """
     if not sys.platform.startswith("linux"):
         return False

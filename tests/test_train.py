@@ -195,7 +195,7 @@ def test_the_ema_equals_torchs_averaged_model_bit_for_bit(digits_dir):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_a_training_epoch_does_not_fault_its_memory_back_in(digits_dir):
     """After ``retain_freed_memory`` (build_engine calls it), an epoch reuses the previous one's buffers:
-    glibc's default thresholds handed them back and cost 25-40 thousand page faults a digits epoch."""
+    glibc's default thresholds handed them back and cost 10-60 thousand page faults a digits epoch."""
     import resource
 
     from part.data import load_prepared
