@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=None, help="images per attack batch (default 500)")
     p.add_argument("--device", default=None, help="default: the run's device")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (the GPU path; on the CPU a slow twin)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (the GPU path; also on the CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
     p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
