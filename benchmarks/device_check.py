@@ -27,8 +27,8 @@ combination is started only if the time it is expected to take is left, else rec
 
 Every epoch time is measured on a few batches after a warm-up epoch and extrapolated linearly to 50 000
 images; the JSON says so. ``--tiny`` shrinks every size (small_cnn on digits-shaped data) so the whole
-check runs on the CPU in seconds; it proves the script, not the speed. On the CPU bf16 (which
-``part.config`` refuses there) and compiling are skipped. ``benchmarks/cost_table.py`` turns a non-tiny
+check runs on the CPU in seconds; it proves the script, not the speed. On the CPU bf16 and compiling
+are skipped (their CPU twins are tests/test_cpu_paths.py's). ``benchmarks/cost_table.py`` turns a non-tiny
 JSON into the cost table of ``docs/cost.md``.
 """
 
@@ -157,7 +157,7 @@ def platform_skip(ctx: Context, precision: str, compile_mode: str) -> str | None
     if ctx.cuda:
         return None
     if precision == "bf16":
-        return "bf16 autocast needs CUDA (part.config refuses it with device: cpu)"
+        return "bf16 is checked on CUDA only (its CPU twin is tests/test_cpu_paths.py's)"
     if compile_mode != "none":
         return "compiling is checked on CUDA only (inductor on the CPU is slow and not the GPU path)"
     return None

@@ -92,7 +92,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    """A grid's jobs and GPU-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
+    """A grid's jobs and device-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
     from part import grid, plan
 
     g = grid.load(yaml.safe_load(Path(args.configfile).read_text()) or {}, source=args.configfile)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=None, help="images per attack batch (default 500)")
     p.add_argument("--device", default=None, help="default: the run's device")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (CUDA only)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (the GPU path; also on the CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
     p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="directory of the main table's files (default: RESULTS/tables)")
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("plan", help="jobs and estimated GPU-hours of a grid per dataset and stage, before submitting")
+    p = sub.add_parser("plan", help="jobs and estimated device-hours (GPU-h; CPU-h where a CPU measured them) of a "
+                                    "grid per dataset and stage, before submitting")
     p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
     p.add_argument("--throughput", action="extend", nargs="+", default=[], metavar="FILE",
                    help="JSONs of benchmarks/device_check.py, train_throughput.py or eval_throughput.py (the first that "

@@ -344,8 +344,6 @@ def _check_semantics(cfg: RunConfig) -> None:
     if cfg.batchnorm.slices > cfg.batch_size:
         fail("batchnorm.slices", f"{cfg.batchnorm.slices} slices of a {cfg.batch_size}-image batch; "
                                  "expected at most batch_size")
-    if cfg.precision == "bf16" and cfg.device == "cpu":
-        fail("precision", "bf16 autocast is for CUDA; expected fp32 with device: cpu")
 
 
 def release_behaviours(cfg: RunConfig) -> dict[str, bool]:

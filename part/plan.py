@@ -1,4 +1,4 @@
-"""A grid's cost before it is submitted: jobs and GPU-hours per dataset and stage (``part plan``).
+"""A grid's cost before it is submitted: jobs and device-hours per dataset and stage (``part plan``).
 
 Every GPU job of the workflow is one run's training or one evaluation job (an attack with the tables'
 weights; natural + PGD-20 with each compared checkpoint's). Each job is costed from the best
@@ -13,10 +13,15 @@ measurement there is, in this order, and every number says where it came from:
 
 Training is scaled from the measured setting by training images and input pixels, evaluation by test
 images (``evaluation.n_examples`` / ``aa_n_examples``) and pixels. A throughput file times one device,
-so its seconds are GPU-seconds however many GPUs a job asks for (perfect scaling assumed); a run's own
+so its seconds are device-seconds however many GPUs a job asks for (perfect scaling assumed); a run's own
 log times the job's wall clock, so it counts ``max(gpu, 1)`` GPUs (a CPU job counts as one device).
 Attack timings are the attacks alone: job start-up, model loading and the natural pass each job makes
 before its attack are not in them.
+
+Every number is hours of the device that measured it: each throughput file records its device, a run's
+own files measured the device its job ran on (the CPU where the job asks for no GPU or the run for
+``device: cpu``). The table's unit says which: ``GPU-h``, ``CPU-h``, or ``device-h`` with each row's
+device named where GPU and CPU measurements are mixed; the legend names each file's device.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def _families(ratios: dict[str, Any]) -> dict[str, float]:
 
 
 def run_seconds(cfg: RunConfig, basis: Basis) -> float:
-    """GPU seconds of one training run (natural training is costed as AT: an upper bound)."""
+    """Device-seconds of one training run (natural training is costed as AT: an upper bound)."""
     if cfg.model not in basis.at_epoch:
         raise ValueError(f"no measured epoch for model {cfg.model!r} (the device check measured {sorted(basis.at_epoch)})")
     side = SHAPES[cfg.dataset][1]
@@ -106,14 +111,29 @@ def run_seconds(cfg: RunConfig, basis: Basis) -> float:
 # Throughput files
 
 
+CPU, GPU = "CPU", "GPU"
+"""The kinds of device a measurement can come from (the table's ``CPU-h`` / ``GPU-h``)."""
+
+
+def device_kind(device: str) -> str:
+    """:data:`CPU` or :data:`GPU` for a torch device string a benchmark recorded (``cpu``, ``cuda:0``)."""
+    return CPU if device.split(":")[0] == "cpu" else GPU
+
+
 @dataclass(frozen=True)
 class Throughput:
     """What one throughput file measured: a training basis and attack rates (images/s at 32×32, by
-    (model, attack)); ``source`` names the file, ``what`` says which benchmark wrote it and where."""
+    (model, attack)); ``source`` names the file, ``what`` says which benchmark wrote it and on which
+    device, ``device`` is that device as the file records it (``cpu``, ``cuda``)."""
     source: str
     what: str
     basis: Basis | None = None
     attack_rates: dict[tuple[str, str], float] = field(default_factory=dict)
+    device: str = "cuda"
+
+    @property
+    def kind(self) -> str:
+        return device_kind(self.device)
 
     def train_seconds(self, cfg: RunConfig) -> float | None:
         if self.basis is None or cfg.model not in self.basis.at_epoch:
@@ -133,8 +153,8 @@ def load_throughput(path: str | Path) -> Throughput:
         if "cost_basis" in report:
             return _from_device_check(report, source)
         if report.get("benchmark") == "train_throughput":
-            return Throughput(source, f"train_throughput {report['args']['model']} on {report['device']}",
-                              basis=Basis.from_train_throughput(report))
+            return Throughput(source, f"train_throughput {report['args']['model']} on {_named(report)}",
+                              basis=Basis.from_train_throughput(report), device=report["device"])
         if "results" in report:
             return _from_eval_throughput(report, source)
     except KeyError as err:
@@ -143,6 +163,12 @@ def load_throughput(path: str | Path) -> Throughput:
         raise ValueError(f"{source}: not JSON ({err})") from None
     raise ValueError(f"{source}: not a throughput file (expected device_check.json's 'cost_basis', train_throughput's "
                      "'benchmark': 'train_throughput' or eval_throughput's 'results')")
+
+
+def _named(report: dict[str, Any]) -> str:
+    """The device a benchmark ran on, with its name where the file records one: ``cpu (AMD EPYC)``."""
+    name = report.get("device_name") or (report.get("environment") or {}).get("device_name")
+    return f"{report['device']} ({name})" if name else report["device"]
 
 
 def _rate_at_basis(rate: float, side: int) -> float:
@@ -165,7 +191,8 @@ def _from_device_check(report: dict[str, Any], source: str) -> Throughput:
     if basis is None and not rates:
         raise ValueError(f"{source}: key 'cost_basis' is null and 'stages.autoattack' timed nothing: the device "
                          "check measured no cost (it was run with --tiny or its stages failed)")
-    return Throughput(source, f"device_check on {report['device_name']}", basis=basis, attack_rates=rates)
+    return Throughput(source, f"device_check on {_named(report)}", basis=basis, attack_rates=rates,
+                      device=report["device"])
 
 
 def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
@@ -177,7 +204,8 @@ def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
     side = int(synthetic[1]) if synthetic else SHAPES[dataset][1]
     rates = {(report["model"], attack): _rate_at_basis(r["images_per_second"], side)
              for attack, r in report["results"].items()}
-    return Throughput(source, f"eval_throughput {report['model']} on {report['device']}", attack_rates=rates)
+    return Throughput(source, f"eval_throughput {report['model']} on {_named(report)}", attack_rates=rates,
+                      device=report["device"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +316,7 @@ def throughput_seconds(g: Grid, run: Run, stage: Stage, t: Throughput) -> float 
 
 
 def job_cost(g: Grid, run: Run, stage: Stage, throughput: Iterable[Throughput]) -> tuple[float, str] | None:
-    """GPU-seconds of one job and their source (``RUNS`` or a throughput file), in the order of precedence."""
+    """Device-seconds of one job and their source (``RUNS`` or a throughput file), in the order of precedence."""
     measured = measured_seconds(g, run, stage)
     if measured is not None:
         return measured * max(job_resources(g.cfg, stage.resource, run.dataset)["gpu"], 1), RUNS
@@ -305,13 +333,30 @@ def job_cost(g: Grid, run: Run, stage: Stage, throughput: Iterable[Throughput]) 
 
 @dataclass(frozen=True)
 class PlanRow:
-    """One dataset's stage (or the ``total``): its jobs, their GPU-hours (None: nothing measured) and
-    where the number came from."""
+    """One dataset's stage (or the ``total``): its jobs, their hours (None: nothing measured) on the
+    devices that measured them (``devices``: :data:`CPU` and/or :data:`GPU`; ``gpu_hours`` keeps its name
+    for the callers, but holds CPU-hours where those measured) and where the number came from."""
     dataset: str
     stage: str
     jobs: int
     gpu_hours: float | None
     source: str
+    devices: tuple[str, ...] = ()
+
+
+def runs_device(g: Grid, run: Run, stage: Stage) -> str:
+    """The kind of device a job of the grid runs (and its own files measure) on."""
+    on_cpu = run.config.device == "cpu" or job_resources(g.cfg, stage.resource, run.dataset)["gpu"] == 0
+    return CPU if on_cpu else GPU
+
+
+def _devices(g: Grid, stage: Stage, runs: list[Run], sources: Iterable[str],
+             throughput: Iterable[Throughput]) -> tuple[str, ...]:
+    """The kinds of device behind a row's sources: each file's, and for ``RUNS`` its jobs'."""
+    by_file = {t.source: t.kind for t in throughput}
+    kinds = {kind for source in sources
+             for kind in ({runs_device(g, run, stage) for run in runs} if source == RUNS else {by_file[source]})}
+    return tuple(sorted(kinds))
 
 
 def _source(counts: Counter[str], filled: int) -> str:
@@ -332,20 +377,23 @@ def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: I
     seconds = [s for s, _ in costs]
     filled = len(runs) - len(costs)
     total = sum(seconds) + filled * _mean(seconds)
-    return PlanRow(dataset, stage.name, len(runs), total / 3600, _source(Counter(k for _, k in costs), filled))
+    sources = Counter(k for _, k in costs)
+    return PlanRow(dataset, stage.name, len(runs), total / 3600, _source(sources, filled),
+                   _devices(g, stage, runs, sources, throughput))
 
 
 def total_row(rows: list[PlanRow]) -> PlanRow:
-    """Every job; the GPU-hours of the rows that have a number, a lower bound where some have none."""
+    """Every job; the hours of the rows that have a number, a lower bound where some have none."""
     known = [r.gpu_hours for r in rows if r.gpu_hours is not None]
     missing = len(rows) - len(known)
     source = (f"sum of all {len(rows)} rows" if not missing else
               f"lower bound: {missing} of {len(rows)} rows have no measurement" if known else NO_MEASUREMENT)
-    return PlanRow("total", "all", sum(r.jobs for r in rows), sum(known) if known else None, source)
+    return PlanRow("total", "all", sum(r.jobs for r in rows), sum(known) if known else None, source,
+                   tuple(sorted({d for r in rows for d in r.devices})))
 
 
 def plan(g: Grid, throughput: Iterable[Throughput] = ()) -> list[PlanRow]:
-    """Per dataset and stage the jobs and GPU-hours of ``g``, then the total row."""
+    """Per dataset and stage the jobs and device-hours of ``g``, then the total row."""
     throughput = list(throughput)
     rows = [plan_row(g, dataset, stage, runs, throughput)
             for dataset in g.datasets for stage, runs in stages(g, dataset)]
@@ -356,28 +404,43 @@ def plan(g: Grid, throughput: Iterable[Throughput] = ()) -> list[PlanRow]:
 # Rendering
 
 
-HEADER = ("dataset", "stage", "jobs", "GPU-h", "source")
+def header(rows: list[PlanRow]) -> tuple[str, ...]:
+    """The columns, the hours' unit named by the devices that measured them: ``GPU-h`` or ``CPU-h`` where one
+    kind did (``GPU-h`` where nothing did), ``device-h`` where both did (each row then names its own)."""
+    kinds = {d for r in rows for d in r.devices}
+    unit = "device-h" if len(kinds) > 1 else f"{next(iter(kinds), GPU)}-h"
+    return "dataset", "stage", "jobs", unit, "source"
 
 
 def hours(h: float) -> str:
-    """GPU-hours to two decimals, or two significant digits below 0.1 (a demo's stages are seconds)."""
+    """Hours to two decimals, or two significant digits below 0.1 (a demo's stages are seconds)."""
     return f"{h:.2f}" if h >= 0.1 else f"{h:.2g}"
 
 
-def _cells(row: PlanRow) -> tuple[str, ...]:
-    return row.dataset, row.stage, str(row.jobs), "—" if row.gpu_hours is None else hours(row.gpu_hours), row.source
+def _cells(row: PlanRow, mixed: bool = False) -> tuple[str, ...]:
+    """A row's cells; ``mixed``: the table adds GPU- and CPU-hours, so the hours name their device."""
+    value = "—" if row.gpu_hours is None else hours(row.gpu_hours)
+    if mixed and row.gpu_hours is not None:
+        value += f" {'+'.join(row.devices)}"
+    return row.dataset, row.stage, str(row.jobs), value, row.source
+
+
+def _table(rows: list[PlanRow]) -> list[tuple[str, ...]]:
+    head = header(rows)
+    return [head, *(_cells(r, head[3] == "device-h") for r in rows)]
 
 
 def markdown(rows: list[PlanRow]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---|"]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    head, *body = _table(rows)
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---|"]
+    lines += ["| " + " | ".join(c) + " |" for c in body]
     return "\n".join(lines) + "\n"
 
 
 def text(rows: list[PlanRow]) -> str:
     """Aligned columns (numbers right-aligned), a rule above the total."""
-    cells = [HEADER, *map(_cells, rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    cells = _table(rows)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
 
     def line(c: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(w) if i in (2, 3) else v.ljust(w) for i, (v, w) in enumerate(zip(c, widths))).rstrip()
@@ -387,7 +450,8 @@ def text(rows: list[PlanRow]) -> str:
 
 
 def legend(throughput: Iterable[Throughput]) -> str:
-    """One line saying what each source means."""
-    files = "; ".join(f"{t.source} = {t.what}" for t in throughput)
-    return (f"sources: runs = the grid's own log.jsonl / eval JSON timings; {files + '; ' if files else ''}"
+    """One line saying what each source means and which device it measured."""
+    files = "; ".join(f"{t.source} = {t.what} [{t.kind}-h]" for t in throughput)
+    return (f"sources: runs = the grid's own log.jsonl / eval JSON timings, on the device each job ran on "
+            f"[CPU-h where it asks for no GPU or trains on device: cpu]; {files + '; ' if files else ''}"
             "— = no measurement (pass --throughput FILE)")

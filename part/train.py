@@ -45,7 +45,7 @@ from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_ex
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
-from part.runtime import autocast_factory, resolve_device, synchronize
+from part.runtime import autocast_factory, resolve_device, retain_freed_memory, synchronize
 
 SHUFFLE_STREAM, ATTACK_STREAM, VALIDATION_STREAM = 1, 2, 4  # 3 is the held-out draw (part.data.HOLD_OUT_STREAM)
 CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history", "ema"})
@@ -88,6 +88,7 @@ class Engine:
 
 def build_engine(cfg: RunConfig, split: Split, num_classes: int, device: torch.device) -> Engine:
     """The run's model, optimiser, loader over ``split``, ε-map store, attack and loss, for this process."""
+    retain_freed_memory()
     model = distributed.synchronize_batchnorm(build_for(cfg, num_classes, split.images.shape[1], device), device)
     forward = _compiled(cfg, model)
     parallel = distributed.data_parallel(model, device)
@@ -112,9 +113,31 @@ def _averaged(cfg: RunConfig, model: nn.Module) -> AveragedModel | None:
     """
     if cfg.ema.decay == 0:
         return None
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema.decay), use_buffers=False)
-    ema.update_parameters(model)  # the first update copies: the average starts at the initial weights
+    ema = ExponentialAverage(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema.decay), use_buffers=False)
+    AveragedModel.update_parameters(ema, model)  # the first update copies: the average starts at the initial weights
     return ema
+
+
+class ExponentialAverage(AveragedModel):
+    """``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)`` whose updates
+    after the first skip its two host reads of the step count (``n_averaged == 0``, ``n_averaged > 0``):
+    a host↔device synchronisation each on CUDA, twice per batch. The operations are torch's own (one
+    ``multi_avg_fn`` call per device and dtype, the buffers copied, the count incremented on the device),
+    so the average and the checkpointed state are bit-identical to ``AveragedModel``'s.
+    """
+
+    def update_parameters(self, model: nn.Module) -> None:
+        """One averaging step; the average must already hold a first copy (:func:`_averaged` makes it)."""
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for mine, theirs in zip(self.parameters(), model.parameters(), strict=True):
+            averaged, current = groups.setdefault((mine.device, mine.dtype), ([], []))
+            averaged.append(mine.detach())
+            current.append(theirs.detach().to(mine.device))
+        for averaged, current in groups.values():
+            self.multi_avg_fn(averaged, current, self.n_averaged)  # the EMA's ignores the count
+        for mine, theirs in zip(self.module.buffers(), model.buffers(), strict=True):
+            mine.detach().copy_(theirs.detach().to(mine.device))
+        self.n_averaged += 1
 
 
 @dataclass(frozen=True)
@@ -347,7 +370,8 @@ def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, batch: Batch)
     """One SGD step; the loss is weighted by this process's share of the global batch (1 on one process),
     so the gradients DDP averages are the global batch's mean."""
     optimizer.zero_grad(set_to_none=True)
-    (loss * distributed.loss_weight(len(batch.y), batch.global_size)).backward()
+    weight = distributed.loss_weight(len(batch.y), batch.global_size)
+    (loss if weight == 1 else loss * weight).backward()  # × 1 would add an operation and change no bit
     optimizer.step()
 
 

@@ -51,7 +51,7 @@ EVAL_DIGITS = {"model": "small_cnn", "dataset": "digits", "device": "cpu",
 EVAL_RESNET = {"model": "resnet18", "dataset": "synthetic 3x32x32", "device": "cuda",
                "results": {"pgd20": {"images_per_second": 50.0}}}
 # AutoAttack on CIFAR-sized digits, ResNet-18: 20 images/s at batch 500 (the first, largest, batch size).
-DEVICE_CHECK = {"device_name": "NVIDIA H200", "tiny": False, "cost_basis": None, "stages": {"autoattack": {
+DEVICE_CHECK = {"device": "cuda", "device_name": "NVIDIA H200", "tiny": False, "cost_basis": None, "stages": {"autoattack": {
     "status": "ok", "result": {
         "digits": {"status": "error", "error": "x"},
         "cifar_sized": {"status": "ok", "result": {"dataset": "cifar10 (3, 32, 32)", "model": "resnet18", "per_batch_size": [
@@ -212,7 +212,7 @@ def test_files_that_are_not_throughput_files_are_named(tmp_path):
 
 def test_part_plan_prints_the_paper_grid_from_a_device_check(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # config.yaml's results_dir is relative: no runs here
-    report = {"tiny": False, "device_name": "NVIDIA H200", "cost_basis": {
+    report = {"tiny": False, "device": "cuda", "device_name": "NVIDIA H200", "cost_basis": {
         "resnet18": {"setting": "s", "at_epoch_seconds_50k": 10.0, "part_train_over_at": 1.0, "refresh_over_at": 0.1,
                      "trades_over_at": 1.2, "mart_over_at": 1.5},
         "wrn34_10": {"setting": "s", "at_epoch_seconds_50k": 100.0}}}
@@ -224,5 +224,53 @@ def test_part_plan_prints_the_paper_grid_from_a_device_check(tmp_path, capsys, m
     assert train["svhn"][2:4] == ["27", f"{3 * 9081 * 73_257 / 50_000 / 3600:.2f}"]
     assert train["svhn"][4].endswith("dc.json")
     assert any(line.startswith("total") for line in lines) and lines[-1].startswith("sources: runs = ")
+    assert lines[0].split()[3] == "GPU-h" and "dc.json = device_check on cuda (NVIDIA H200) [GPU-h]" in lines[-1]
     # one job per run for all four attacks (config.yaml's evaluation.jobs): no natural rate, no number
     assert sum(1 for line in lines if " natural+pgd20+mma+aa " in line and line.rstrip().endswith("no measurement")) == 3
+
+
+def test_the_hours_name_the_device_that_measured_them(g, files):
+    """GPU files cost CIFAR-10, a CPU file the digits evaluation: the unit is device-h and each row names its
+    device; the legend names every file's; one kind of device alone names the unit."""
+    rows = plan.plan(g, files)
+    by_key = rows_by_key(rows)
+    assert by_key["digits", "natural"].devices == (plan.CPU,) and by_key["cifar10", "train"].devices == (plan.GPU,)
+    assert by_key["digits", "train"].devices == () and by_key["total", "all"].devices == (plan.CPU, plan.GPU)
+    printed = plan.text(rows).splitlines()
+    assert printed[0].split()[3] == "device-h" and "GPU-h" not in printed[0]
+    line = {tuple(line.split()[:2]): line.split() for line in printed[1:]}
+    assert line["digits", "natural"][3:5] == ["0.0005", "CPU"] and line["cifar10", "train"][4] == "GPU"
+    assert line["digits", "train"][3] == "—" and line["total", "all"][4] == "CPU+GPU"
+    assert "| device-h |" in plan.markdown(rows).splitlines()[0]
+    legend = plan.legend(files)
+    assert f"{files[1].source} = eval_throughput small_cnn on cpu [CPU-h]" in legend
+    assert f"{files[3].source} = device_check on cuda (NVIDIA H200) [GPU-h]" in legend
+    cpu_only = plan.plan(g, [files[1]])
+    assert plan.header(cpu_only)[3] == "CPU-h" and "GPU" not in plan.text(cpu_only)
+    assert plan.header(plan.plan(g, [files[0], files[2]]))[3] == "GPU-h"
+
+
+def test_a_grid_on_the_cpu_costs_its_own_runs_in_cpu_hours(g, tmp_path):
+    """The config trains on ``device: cpu``: its runs' own logs are CPU-seconds, whatever GPUs a job asks for."""
+    write_log(g, "digits/small_cnn/at/seed0", [epoch(3.0)] * 4)
+    rows = rows_by_key(plan.plan(g))
+    assert rows["digits", "train"].devices == (plan.CPU,)
+    assert plan.text(list(rows.values())).splitlines()[0].split()[3] == "CPU-h"
+    on_gpu = {**copy.deepcopy(CONFIG), "results_dir": str(tmp_path / "results2")}
+    on_gpu["run"]["device"] = "auto"
+    g2 = grid.load(on_gpu)
+    cifar, digits = g2.runs["cifar10/resnet18/at/seed0"], g2.runs["digits/small_cnn/at/seed0"]
+    assert plan.runs_device(g2, cifar, plan.Stage("train")) == plan.GPU
+    assert plan.runs_device(g2, digits, plan.Stage("pgd20", ("pgd20",))) == plan.CPU  # evaluation asks for gpu: 0
+
+
+def test_part_plan_of_the_demo_calls_cpu_seconds_cpu_hours(tmp_path, capsys, monkeypatch):
+    """The demo's grid with a throughput file measured on the CPU: no GPU-h anywhere in what it prints."""
+    monkeypatch.chdir(tmp_path)
+    report = {**TRAIN, "device": "cpu", "environment": {"device_name": "AMD EPYC"},
+              "args": {**TRAIN["args"], "model": "small_cnn", "size": 8, "precision": "fp32"}}
+    main(["plan", "--configfile", str(ROOT / "configs" / "demo.yaml"), "--throughput",
+          str(write(tmp_path / "tt.json", report))])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[3] == "CPU-h" and "GPU-h" not in out
+    assert "tt.json = train_throughput small_cnn on cpu (AMD EPYC) [CPU-h]" in out

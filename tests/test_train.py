@@ -168,3 +168,46 @@ def test_jet_recipe_needs_colour_images(digits_dir, tmp_path):
     cfg = digits_config(digits_dir, method="part", mask={"recipe": "official_jet"})
     with pytest.raises(ValueError, match="key 'mask.recipe'.*3-channel"):
         train(cfg, tmp_path, log=lambda _: None)
+
+
+def test_the_ema_equals_torchs_averaged_model_bit_for_bit(digits_dir):
+    """ExponentialAverage skips AveragedModel's host reads of its step count, nothing else."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from part.train import _averaged, build_for
+
+    cfg = digits_config(digits_dir, method="at", ema={"decay": 0.9})
+    model = build_for(cfg, 10, 1, torch.device("cpu"))
+    ours = _averaged(cfg, model)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=False)
+    theirs.update_parameters(model)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        with torch.no_grad():
+            for t in [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]:
+                t.add_(torch.randn(t.shape, generator=generator))
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and int(a["n_averaged"]) == 6
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_a_training_epoch_does_not_fault_its_memory_back_in(digits_dir):
+    """After ``retain_freed_memory`` (build_engine calls it), an epoch reuses the previous one's buffers:
+    glibc's default thresholds handed them back and cost 10-60 thousand page faults a digits epoch."""
+    import resource
+
+    from part.data import load_prepared
+    from part.runtime import retain_freed_memory
+    from part.train import build_engine, run_epoch
+
+    cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, ema={"decay": 0.9})
+    engine = build_engine(cfg, load_prepared(digits_dir / "digits.pt").train, 10, torch.device("cpu"))
+    if not retain_freed_memory():
+        pytest.skip("not glibc: its malloc thresholds cannot be set")
+    run_epoch(engine, 0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run_epoch(engine, 1)  # a PART epoch: its refresh allocates what epoch 0 did not
+    run_epoch(engine, 1)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 2000
