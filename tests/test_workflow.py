@@ -64,8 +64,12 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert metrics["attacks"]["aa"]["n_examples"] == 20 and metrics["attacks"]["natural"]["n_examples"] == 360
     results = workdir / "results"
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "tradeoff.png", "training_curves_digits.png",
-                       "validation_digits.png"]
+    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "robustness_curve_digits.png", "tradeoff.png",
+                       "training_curves_digits.png", "validation_digits.png"]
+    # the robustness curve and the sanity checks of every variant's seed-0 model, at demo size
+    assert len(pd.read_csv(tables / "sanity.csv")) == 9
+    curve = pd.read_csv(tables / "robustness_curve.csv")
+    assert set(curve["variant"]) == set(table["variant"]) and curve.groupby("variant").size().nunique() == 1
     # validation on, best.pt and ema.pt kept, each evaluated and set beside the final weights
     info = json.loads((results / "digits/small_cnn/part_s1/seed1/run.json").read_text())
     assert info["checkpoints"] == ["last", "best", "ema"] and info["validation"]["train_images"] == 1437 - 180
