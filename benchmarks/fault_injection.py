@@ -11,9 +11,9 @@ then runs the same command to the end — killing it again first with probabilit
 directory must then hold only the files training writes: no ``.NAME.*.tmp`` of a killed writer.
 
 Each evaluation trial copies the reference run, starts ``part evaluate`` (natural + PGD-20, merged into
-metrics.json) and stops it after a random delay with SIGTERM or SIGKILL (half each; again with probability
-1/2), then runs it to the end. A SIGTERMed evaluation must leave no temporary or lock at once (it exits 143;
--15 while Python still imports, before the handler is set and before anything is written);
+metrics.json) and stops it with SIGTERM or SIGKILL (half each; again with probability 1/2) at a random moment
+of its work (after it took its locks: the startup before writes nothing), then runs it to the end. A
+SIGTERMed evaluation must exit 143 and leave no temporary or lock at once;
 after the rerun every result must equal the uninterrupted evaluation's (per-example flags, accuracies,
 worst case) and the run directory hold only its files.
 """
@@ -71,15 +71,40 @@ def evaluate_command(run: Path) -> list[str]:
             "--n-examples", str(EVAL_N_EXAMPLES)]
 
 
-def stopped(command: list[str], delay: float, sig: signal.Signals, env: dict[str, str]) -> dict:
-    """Start ``command`` and send it ``sig`` after ``delay`` seconds; its exit code ('finished' if it ended first)."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def working(run: Path, pid: int) -> bool:
+    """Whether the evaluation ``pid`` holds a lock of ``run`` (one a killed attempt left is another PID's): it
+    has loaded the model and attacks, or writes."""
+    for path in (run / "eval").glob(".*.lock"):
+        try:
+            if json.loads(path.read_text())["pid"] == pid:
+                return True
+        except (OSError, ValueError, KeyError):  # gone, or its record not written yet
+            continue
+    return False
+
+
+def start_working(command: list[str], run: Path, env: dict[str, str]) -> tuple[subprocess.Popen, float]:
+    """Start an evaluation and return once it holds its locks (or has ended), with the seconds that took."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    while proc.poll() is None and not working(run, proc.pid):
+        time.sleep(0.01)
+    return proc, time.perf_counter() - t0
+
+
+def stopped(command: list[str], run: Path, delay: float, sig: signal.Signals, env: dict[str, str]) -> dict:
+    """Start an evaluation and send it ``sig`` ``delay`` seconds after it took its locks (its startup, Python's
+    imports, writes nothing) and its exit code; 'finished' if it had printed its summary line first (a signal
+    during the interpreter's shutdown, which restores the default handlers, ends it with -15 then)."""
+    proc, _ = start_working(command, run, env)
     try:
         proc.wait(timeout=delay)
-        return {"signal": sig.name, "delay": round(delay, 2), "outcome": "finished"}
     except subprocess.TimeoutExpired:
         proc.send_signal(sig)
-        return {"signal": sig.name, "delay": round(delay, 2), "outcome": "stopped", "returncode": proc.wait()}
+    output = proc.communicate()[0]
+    done = "worst case" in output  # cmd_evaluate's last line
+    return {"signal": sig.name, "delay": round(delay, 2), "outcome": "finished" if done else "stopped",
+            "returncode": proc.returncode}
 
 
 def run_files(run: Path) -> set[str]:
@@ -104,9 +129,10 @@ def eval_campaign(kills: int, rng: random.Random, reference_run: Path, workdir: 
     """SIGTERM / SIGKILL evaluations of a copy of ``reference_run`` at random moments; rerun; compare."""
     uninterrupted = workdir / "eval_reference"
     shutil.copytree(reference_run, uninterrupted)
+    proc, startup = start_working(evaluate_command(uninterrupted), uninterrupted, env)
     t0 = time.perf_counter()
-    subprocess.run(evaluate_command(uninterrupted), check=True, capture_output=True, env=env)
-    seconds = time.perf_counter() - t0
+    assert proc.wait() == 0, "the uninterrupted evaluation failed"
+    seconds = time.perf_counter() - t0  # from its locks to its end: the attacks, their files and the merge
     expected = results_of(uninterrupted)
     trials = []
     for trial in range(kills):
@@ -115,7 +141,7 @@ def eval_campaign(kills: int, rng: random.Random, reference_run: Path, workdir: 
         stops = []
         for _ in range(1 + (rng.random() < 0.5)):
             sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-            stops.append(stopped(evaluate_command(run), rng.uniform(0.3, seconds), sig, env))
+            stops.append(stopped(evaluate_command(run), run, rng.uniform(0, seconds), sig, env))
             stops[-1]["left"] = sorted(run_files(run) - EVALUATED)  # what the stopped process left behind
         rerun = subprocess.run(evaluate_command(run), capture_output=True, text=True, env=env)
         trials.append({"trial": trial, "stops": stops, "rerun_returncode": rerun.returncode,
@@ -123,7 +149,8 @@ def eval_campaign(kills: int, rng: random.Random, reference_run: Path, workdir: 
                        "stray_files": sorted(run_files(run) - EVALUATED)})
     stops = [s for t in trials for s in t["stops"] if s["outcome"] == "stopped"]
     terms = [s for s in stops if s["signal"] == "SIGTERM"]
-    return {"kills": kills, "reference_seconds": round(seconds, 2), "sigterm": len(terms),
+    return {"kills": kills, "startup_seconds": round(startup, 2), "working_seconds": round(seconds, 2),
+            "sigterm": len(terms),
             "sigkill": len(stops) - len(terms),
             "sigterm_exit_143": sum(s["returncode"] == 143 for s in terms),
             "left_by_sigterm": sum(len(s["left"]) for s in terms),
@@ -167,7 +194,7 @@ def campaign(kills: int, seed: int, epochs: int, workdir: Path, eval_kills: int 
             "identical": sum(t["identical"] for t in trials),
             "stray_files": sum(len(t["stray_files"]) for t in trials),
             "temporaries_swept": sum(len(t["swept"]) for t in trials), "trials": trials,
-            "evaluation": eval_campaign(eval_kills, rng, workdir / "reference", workdir, env)}
+            "evaluation": eval_campaign(eval_kills, rng, workdir / "reference", workdir, env) if eval_kills else None}
 
 
 def main() -> None:
@@ -180,14 +207,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = campaign(args.kills, args.seed, args.epochs, Path(tmp), args.eval_kills)
     print(json.dumps(result, indent=1))
-    ev = result["evaluation"]
     print(f"training: {result['identical']}/{args.kills} resumed bit-identical, {result['stray_files']} stray files, "
-          f"{result['temporaries_swept']} temporaries of killed writers swept\n"
-          f"evaluation: {ev['identical']}/{args.eval_kills} reruns identical after {ev['sigterm']} SIGTERMs "
-          f"({ev['sigterm_exit_143']} exited 143, leaving {ev['left_by_sigterm']} files) and {ev['sigkill']} SIGKILLs "
-          f"(leaving {ev['left_by_sigkill']} files), {ev['stray_files']} stray files after the reruns", file=sys.stderr)
-    clean = (result["identical"] == args.kills and result["stray_files"] == 0 and ev["identical"] == args.eval_kills
-             and ev["stray_files"] == 0 and ev["left_by_sigterm"] == 0)
+          f"{result['temporaries_swept']} temporaries of killed writers swept", file=sys.stderr)
+    clean = result["identical"] == args.kills and result["stray_files"] == 0
+    if (ev := result["evaluation"]) is not None:
+        print(f"evaluation: {ev['identical']}/{args.eval_kills} reruns identical after {ev['sigterm']} SIGTERMs "
+              f"({ev['sigterm_exit_143']} exited 143, leaving {ev['left_by_sigterm']} files) and {ev['sigkill']} "
+              f"SIGKILLs (leaving {ev['left_by_sigkill']} files), {ev['stray_files']} stray files after the reruns",
+              file=sys.stderr)
+        clean = clean and (ev["identical"] == args.eval_kills and ev["stray_files"] == 0 and ev["left_by_sigterm"] == 0
+                           and ev["sigterm_exit_143"] == ev["sigterm"])
     raise SystemExit(0 if clean else 1)
 
 
