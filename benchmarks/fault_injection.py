@@ -141,7 +141,8 @@ def eval_campaign(kills: int, rng: random.Random, reference_run: Path, workdir: 
         stops = []
         for _ in range(1 + (rng.random() < 0.5)):
             sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-            stops.append(stopped(evaluate_command(run), run, rng.uniform(0, seconds), sig, env))
+            delay = rng.uniform(0, 0.75 * seconds)  # inside the work, however the machine's load varies
+            stops.append(stopped(evaluate_command(run), run, delay, sig, env))
             stops[-1]["left"] = sorted(run_files(run) - EVALUATED)  # what the stopped process left behind
         rerun = subprocess.run(evaluate_command(run), capture_output=True, text=True, env=env)
         trials.append({"trial": trial, "stops": stops, "rerun_returncode": rerun.returncode,
