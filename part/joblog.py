@@ -34,8 +34,10 @@ def job_log(path: str | Path, mode: str = "w") -> Iterator[TextIO]:
 
 
 def failure(err: BaseException) -> str:
-    """What a log says about the exception that ended its job."""
+    """What a log says about the exception that ended its job ("" for a successful ``sys.exit()``)."""
     if isinstance(err, SystemExit):  # part.distributed.exit_on_sigterm, or a script's own exit
+        if err.code in (0, None):
+            return ""
         why = "stopped by SIGTERM" if err.code == 143 else "exited"
         return f"[part] job {why} (exit code {err.code})\n"
     if isinstance(err, KeyboardInterrupt):

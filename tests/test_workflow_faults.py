@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -226,3 +227,25 @@ def test_failed_evaluate_and_aggregate_jobs_write_their_errors_to_their_logs(fin
     assert run_snakemake(workdir, args, "--keep-going").returncode != 0
     log = (workdir / "logs/evaluate/digits/small_cnn/at/seed0/natural.log").read_text()
     assert f"[part] job failed: ValueError: {model}: cannot be read as a torch file" in log
+
+
+def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
+    """SLURM's time limit or scancel: the log tells a stop from a failure (and from a job still running)."""
+    log = tmp_path / "logs" / "evaluate" / "job.log"
+    script = textwrap.dedent(f"""
+        import time
+        from part import distributed
+        from part.joblog import job_log
+        distributed.exit_on_sigterm()
+        with job_log({str(log)!r}):
+            print("working", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "working" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert log.read_text() == "working\n[part] job stopped by SIGTERM (exit code 143)\n"
