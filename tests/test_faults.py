@@ -388,8 +388,8 @@ def test_an_evaluation_stopped_while_writing_metrics_leaves_nothing_the_next_mer
 def test_evaluation_kill_campaign_reruns_to_identical_results(tmp_path):
     """SIGTERM and SIGKILL of real evaluations at random moments (benchmarks/fault_injection.py --eval-kills)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--kills", "0",
-                           "--eval-kills", "4", "--epochs", "2"], capture_output=True, text=True, timeout=600)
-    result = json.loads(proc.stdout)["evaluation"]
+                           "--eval-kills", "4", "--epochs", "3"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["evaluation"]
     assert result["identical"] == 4 and result["stray_files"] == 0 and result["left_by_sigterm"] == 0
     assert result["sigterm_exit_143"] == result["sigterm"] and result["sigterm"] + result["sigkill"] >= 2  # most stops land before the end
