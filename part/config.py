@@ -405,7 +405,7 @@ def read_yaml(path: str | Path, what: str = "run config") -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a {what} must be a YAML mapping of keys, got {str(raw)[:60]!r} "
-                          f"(a {type(raw).__name__})")
+                          f"({type(raw).__name__})")
     return raw
 
 

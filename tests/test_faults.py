@@ -283,9 +283,9 @@ def rename_variant(cfg: dict) -> None:
 BAD_INPUTS = {
     # name: (argv built from (run config, finished run, tmp_path), what the message must hold)
     "config is a YAML list": (lambda c, r, t: ["train", "--config", _text(t / "l.yaml", "- a\n- b\n"), "--out",
-                                               str(t / "o"), "--set", "seed=1"], ["l.yaml: a run config must be a YAML mapping", "got \"['a', 'b']\" (a list)"]),
+                                               str(t / "o"), "--set", "seed=1"], ["l.yaml: a run config must be a YAML mapping", "got \"['a', 'b']\" (list)"]),
     "config is a YAML scalar": (lambda c, r, t: ["train", "--config", _text(t / "s.yaml", "42\n"), "--out", str(t / "o"),
-                                                 "--set", "seed=1"], ["s.yaml: a run config must be a YAML mapping", "got '42' (a int)"]),
+                                                 "--set", "seed=1"], ["s.yaml: a run config must be a YAML mapping", "got '42' (int)"]),
     "config not UTF-8": (lambda c, r, t: ["train", "--config", _bytes(t / "u.yaml", b"dataset: d\xe9gits\n"), "--out",
                                           str(t / "o")], ["u.yaml: not UTF-8 text"]),
     "--out of a finished run of another config": (lambda c, r, t: ["train", "--config", str(c), "--out", str(r), "--set", "seed=3"],
