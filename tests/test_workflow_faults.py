@@ -4,6 +4,7 @@ also shows that the same grid gives the same numbers twice on one machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,39 @@ def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert log.read_text() == "working\n[part] job stopped by SIGTERM (exit code 143)\n"
+
+
+@contextlib.contextmanager
+def full_disk(directory: Path) -> Iterator[Path]:
+    """``directory`` on a 256 kB tmpfs filled up but for a few bytes; yields the filler, whose removal frees it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(directory)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    filler = directory / "filler"
+    try:
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                f.write(b"\0" * 4096)
+        yield filler
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+
+
+@pytest.mark.slow
+def test_an_aggregate_failed_on_a_full_disk_is_rebuilt_once_space_is_freed(finished_grid, tmp_path):
+    """The issue's run: the disk full during the aggregate, Snakemake removed its outputs; after space was freed
+    the same command said "Nothing to be done". Now it rebuilds the tables, to the bytes of the first run."""
+    workdir, args = finished_grid(tmp_path / "grid")
+    tables = workdir / "results" / "tables"
+    before = {p.name: p.read_bytes() for p in tables.iterdir()}
+    shutil.rmtree(tables)
+    with full_disk(tables) as filler:
+        failed = run_snakemake(workdir, args)
+        assert failed.returncode != 0
+        assert "the disk is full" in (workdir / "logs" / "aggregate.log").read_text()
+        assert [p.name for p in tables.iterdir()] == ["filler"]  # no table, no temporary
+        filler.unlink()  # space freed
+        rerun = run_snakemake(workdir, args)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert {p.name: p.read_bytes() for p in tables.iterdir()} == before
