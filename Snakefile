@@ -27,7 +27,9 @@ include: "rules/experiments.smk"
 include: "rules/report.smk"
 
 
+# Every declared output is a target of its own (rules/common.smk: every_output), so the plain command
+# rebuilds any missing or stale one.
 rule all:
     input:
-        rules.results_readme.output,
+        every_output(),
     default_target: True

@@ -14,7 +14,6 @@ method (``at`` for ``part``, ``trades`` for ``part_trades``, ...).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ def read_metrics(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str,
                              f"({', '.join(variants)})")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; the table reads it (evaluate the run first)")
-        metrics = json.loads(path.read_text())
+        metrics = files.read_json_object(path, "delete it and merge the run's results again")
         recorded = metrics["run"]
         expected = {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed}
         if {k: recorded[k] for k in expected} != expected:
@@ -199,7 +198,7 @@ def _run_settings(rec: Record) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; checking that the seeds of a row share one run config reads "
                                 "it (every finished run has one)")
-    return {k: v for k, v in json.loads(path.read_text())["config"].items() if k not in RUN_KEYS_FREE}
+    return {k: v for k, v in files.read_json_object(path)["config"].items() if k not in RUN_KEYS_FREE}
 
 
 def _attack_settings(rec: Record, attack: str) -> dict[str, Any]:

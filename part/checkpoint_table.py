@@ -11,7 +11,6 @@ the interval cannot sign says so, with what would decide it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,7 +57,7 @@ def verdict(est: stats.Crossed | None, confidence: float) -> tuple[float, float,
 
 def _best_epochs(recs: list[Record]) -> tuple[float, int | None]:
     """Mean best-validation epoch of a row's runs and the epochs they ran (both from run.json)."""
-    infos = [json.loads((r.path.parent / "run.json").read_text()) for r in recs]
+    infos = [files.read_json_object(r.path.parent / "run.json") for r in recs]
     best = [i["best"]["epoch"] for i in infos if i.get("best")]
     return (float(np.mean(best)) if best else math.nan), infos[0]["epochs_completed"] if infos else None
 

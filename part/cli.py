@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from part.config import ConfigError
+from part.config import ConfigError, read_yaml
 from part.errors import DivergenceError
 from part.lock import Locked
 from part.vocabulary import CHECKPOINTS, PRECISIONS
@@ -28,6 +28,13 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
     return out
+
+
+def _path(value: str) -> str:
+    """A directory argument: an empty one would silently mean the working directory (or the default)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: an empty path; expected a directory")
+    return value
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -77,7 +84,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
     """The main table and every experiment's, of whatever part of a grid has been evaluated."""
     from part import aggregate, experiments, grid
 
-    g = grid.load(yaml.safe_load(Path(args.configfile).read_text()) or {}, source=args.configfile)
+    g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     metrics = aggregate.existing_metrics(g)
     print(f"[part] main table: {len(metrics)}/{len(g.main)} runs evaluated")
     if metrics:
@@ -95,7 +102,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     """A grid's jobs and device-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
     from part import grid, plan
 
-    g = grid.load(yaml.safe_load(Path(args.configfile).read_text()) or {}, source=args.configfile)
+    g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     throughput = [plan.load_throughput(path) for path in args.throughput]
     rows = plan.plan(g, throughput)
     print((plan.markdown if args.markdown else plan.text)(rows), end="")
@@ -108,20 +115,20 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("prepare", help="download (or take from a mirror) and prepare a dataset")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--out", default="data/prepared", help="directory for {dataset}.pt")
-    p.add_argument("--raw-dir", default="data/raw", help="downloaded archives go to RAW_DIR/{dataset}/")
+    p.add_argument("--out", default="data/prepared", type=_path, help="directory for {dataset}.pt")
+    p.add_argument("--raw-dir", default="data/raw", type=_path, help="downloaded archives go to RAW_DIR/{dataset}/")
     p.add_argument("--mirror", help="directory, file:// or http(s) base holding the original archives")
     p.add_argument("--split-seed", type=int, default=0, help="train/test split of digits")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train one run (resumes if interrupted)")
     p.add_argument("--config", required=True, help="run config (YAML); see part/schema/run.schema.json")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, type=_path, help="run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained run (natural, pgd20, mma, mm3, aa) into metrics.json")
-    p.add_argument("--run", required=True, help="run directory written by `part train`")
+    p.add_argument("--run", required=True, type=_path, help="run directory written by `part train`")
     p.add_argument("--attacks", default="natural,pgd20,mma,aa",
                    help="comma-separated, from natural,pgd20,mma,mm3,aa and the checks curve,sanity (default settings)")
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="default: the run's device")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (the GPU path; also on the CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
-    p.add_argument("--data-dir", default=None, help="directory of prepared datasets (default: the run's)")
+    p.add_argument("--data-dir", default=None, type=_path, help="directory of prepared datasets (default: the run's)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
                    help="weights: last = model.pt (the paper's), best = best.pt (needs validation.size > 0), "
                         "ema = ema.pt (needs ema.decay > 0); results go to eval_<name>/ and metrics_<name>.json")
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("tables", help="tables (and experiment figures) of the runs of a grid evaluated so far")
     p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
-    p.add_argument("--out", default=None, help="directory of the main table's files (default: RESULTS/tables)")
+    p.add_argument("--out", default=None, type=_path, help="directory of the main table's files (default: RESULTS/tables)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("plan", help="jobs and estimated device-hours (GPU-h; CPU-h where a CPU measured them) of a "

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,7 +24,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from part import vocabulary
+from part import files, vocabulary
 
 BASE_METHOD = vocabulary.BASE_METHOD
 
@@ -280,10 +281,26 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"got {err.instance!r}: {err.message}"
 
 
+def non_finite_key(tree: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in ``tree`` (YAML's ``.nan``, ``.inf``), None if none.
+
+    A JSON schema cannot refuse them: every comparison with NaN is false, so ``minimum: 0`` lets NaN through.
+    """
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return prefix or "<top level>"
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        if (found := non_finite_key(value, f"{prefix}.{key}" if prefix else str(key))) is not None:
+            return found
+    return None
+
+
 def validate_raw(raw: dict[str, Any], source: str = "<dict>") -> None:
     """Check a (partial or merged) run config against the JSON schema; raise on the first error."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a run config must be a mapping, got {type(raw).__name__}")
+    if (key := non_finite_key(raw)) is not None:
+        raise ConfigError(f"{source}: key '{key}': got {_at(raw, key)!r}, expected a finite number")
     errors = sorted(_validator().iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -371,19 +388,29 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _at(tree: dict[str, Any], dotted: str) -> Any:
+def _at(tree: Any, dotted: str) -> Any:
     for key in dotted.split("."):
-        tree = tree[key]
+        tree = tree[int(key) if isinstance(tree, list) else key]
     return tree
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a run config from YAML (optionally with overrides merged on top)."""
+def read_yaml(path: str | Path, what: str = "run config") -> dict[str, Any]:
+    """A config file's mapping (an empty file is an empty one), with errors that name the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(files.read_utf8(path, f"save the {what} as UTF-8", ConfigError))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return from_dict(deep_merge(raw or {}, overrides or {}), str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a {what} must be a YAML mapping of keys, got {str(raw)[:60]!r} "
+                          f"({type(raw).__name__})")
+    return raw
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a run config from YAML (optionally with overrides merged on top)."""
+    return from_dict(deep_merge(read_yaml(path), overrides or {}), str(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import functools
 import math
 import time
 import warnings
@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from part import lock, provenance, results, torchfiles
+from part import files, lock, provenance, results, torchfiles
 from part.attacks import MMA, PGD, Attack
 from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
 from part.data import Split, load_prepared
+from part.grid import KEEPS
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, eval_mode, resolve_device, synchronize
@@ -259,12 +260,9 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     for required in (paths.config, paths.model):
         if not required.is_file():
             raise FileNotFoundError(f"{required}: missing; {paths.root} is not a finished run (train it first)")
-    cfg = from_dict(json.loads(paths.config.read_text()), str(paths.config))
+    cfg = from_dict(files.read_json_object(paths.config, "train the run again"), str(paths.config))
     if not weights.is_file():
-        key = "validation.size" if checkpoint == "best" else "ema.decay"
-        raise FileNotFoundError(f"{weights}: missing; the run was trained without its {checkpoint} weights (key "
-                                f"'{key}' is {cfg.validation.size if checkpoint == 'best' else cfg.ema.decay} in "
-                                f"{paths.config}; expected > 0)")
+        raise FileNotFoundError(_missing_weights(weights, checkpoint, cfg, paths))
     dev = resolve_device(device or cfg.device)
     data = load_prepared(Path(data_dir or cfg.data_dir) / f"{cfg.dataset}.pt")
     n_test = len(data.test)
@@ -277,6 +275,17 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     x = data.test.images[:n].to(dev).float().div_(255)
     return LoadedRun(paths, cfg, model, x, data.test.labels[:n].to(dev), np.arange(n, dtype=np.int64),
                      checkpoint, results.file_sha256(weights), precision)
+
+
+def _missing_weights(weights: Path, checkpoint: str, cfg: RunConfig, paths: RunPaths) -> str:
+    """Why a finished run lacks the weights of ``checkpoint``: trained without them, or they were removed since."""
+    setting, kept = KEEPS[checkpoint]
+    if kept(cfg):
+        return (f"{weights}: missing, though the run keeps its {checkpoint} weights (key '{setting}' > 0 in "
+                f"{paths.config}): the file was removed after training; train the run again into a new directory")
+    value = functools.reduce(getattr, setting.split("."), cfg)
+    return (f"{weights}: missing; the run was trained without its {checkpoint} weights (key '{setting}' is {value} "
+            f"in {paths.config}; expected > 0)")
 
 
 def _evaluate_one(run: LoadedRun, name: str, spec: dict[str, Any], batch_size: int,
@@ -392,6 +401,9 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
     They write ``eval/<name>.json`` + ``.correct.npz`` and are never merged; the result holds them under
     ``"checks"`` (alone when no attack was asked for).
     """
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch size {batch_size} (--batch-size, evaluation.batch_size): expected at least 1 image")
     attacks = list(dict.fromkeys(attacks))
     unknown = [a for a in attacks if a not in EVALUATIONS]
     if unknown or not attacks:
@@ -404,13 +416,12 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
     run = load_run(run_dir, n_examples=None if None in sizes.values() else max(sizes.values()), device=device,
                    precision=precision, data_dir=data_dir, checkpoint=checkpoint)
     specs = attack_specs(*evaluation_budget(run.cfg.dataset), seed=seed)
-    size = batch_size or BATCH_SIZE
     with contextlib.ExitStack() as held:
         for name in attacks + checks:  # one writer per attack's files; another attack's job may run beside this one
             held.enter_context(lock.held(run.paths.eval_lock(checkpoint, name),
                                          f"part evaluate of {name} ({checkpoint} weights)"))
-        entries = {name: _evaluate_one(run.first(sizes[name]), name, specs[name], size, log) for name in attacks}
-        done = {name: _evaluate_check(run, name, params[name], sizes[name], seed, size, data_dir, log)
+        entries = {name: _evaluate_one(run.first(sizes[name]), name, specs[name], batch_size, log) for name in attacks}
+        done = {name: _evaluate_check(run, name, params[name], sizes[name], seed, batch_size, data_dir, log)
                 for name in checks}
         if not attacks:
             return {"checks": done}

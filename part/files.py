@@ -100,6 +100,30 @@ def sweep_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> lis
     return stale
 
 
+def read_utf8(path: Path, remedy: str, error: type[ValueError] = ValueError) -> str:
+    """A text file's content; a missing file is a ``FileNotFoundError``, bytes that are not UTF-8 an ``error``
+    naming the file, the byte and what to do (``remedy``), never a bare ``UnicodeDecodeError``."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); {remedy}") from None
+
+
+def read_json_object(path: str | os.PathLike, remedy: str = "delete it and rerun the step that writes it") -> dict[str, Any]:
+    """The JSON object in ``path``; a file that is missing, not UTF-8, not JSON (truncated, corrupted) or not an
+    object is a ``ValueError`` (``FileNotFoundError``) that names it and says what to do (``remedy``)."""
+    path = Path(path)
+    try:
+        obj = json.loads(read_utf8(path, remedy))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); it is truncated or corrupted: {remedy}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a JSON {type(obj).__name__}, expected an object; {remedy}")
+    return obj
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 

@@ -77,7 +77,12 @@ def _check_shape(cfg: dict[str, Any], source: str) -> None:
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise ConfigError(f"{source}: key '{path}': {err.message}")
+        message = err.message
+        if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
+            message = f"got {err.instance!r}, expected {err.schema['description']}"
+        raise ConfigError(f"{source}: key '{path}': {message}")
+    if (key := run_config.non_finite_key(cfg)) is not None:
+        raise ConfigError(f"{source}: key '{key}': expected a finite number, got NaN or infinity")
 
 
 def _overrides(cfg: dict[str, Any], spec: dict[str, Any], dataset: str, seed: int) -> dict[str, Any]:

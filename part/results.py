@@ -24,6 +24,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,12 @@ def load_correct(run_dir: str | Path, attack: str, checkpoint: str = "last") -> 
     path = Path(run_dir) / eval_dir_name(checkpoint) / f"{attack}.correct.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: attack {attack!r} has not been evaluated for this run's {checkpoint} weights")
-    with np.load(path) as f:
-        return f["correct"].astype(bool), f["index"]
+    try:
+        with np.load(path) as f:  # allow_pickle=False: an object array is refused, never unpickled
+            return f["correct"].astype(bool), f["index"]
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not the per-example flags this pipeline writes ({err}); delete it and evaluate "
+                         f"{attack!r} again") from None
 
 
 def worst_case_correct(run_dir: str | Path, attacks: list[str], checkpoint: str = "last") -> tuple[np.ndarray, np.ndarray]:
@@ -182,9 +187,33 @@ def merge_metrics(run_dir: str | Path, checkpoint: str = "last") -> dict[str, An
     eval_dir.mkdir(parents=True, exist_ok=True)
     with open(eval_dir / ".merge.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))
+        files.sweep_temporaries(run_dir, [metrics_name(checkpoint)])  # a merge killed mid-write; merges are serialised
+        entries = {p.name.removesuffix(".json"): read_result(p, checkpoint) for p in sorted(eval_dir.glob("*.json"))
                    if p.name.removesuffix(".json") not in CHECKS}  # the checks are read with load_check
         metrics = build_metrics(run_dir, entries, checkpoint)
         jsonschema.validate(metrics, metrics_schema())
         files.write_json(run_dir / metrics_name(checkpoint), metrics)
     return metrics
+
+
+def read_result(path: Path, checkpoint: str = "last") -> dict[str, Any]:
+    """One attack's ``eval/<attack>.json``, checked against the entry a metrics file holds: a damaged or foreign
+    file is an error naming it and the key, before any merge reads it."""
+    again = f"delete it and evaluate again (`part evaluate --run {path.parent.parent} --checkpoint {checkpoint} " \
+            f"--attacks {path.stem}`)"
+    if path.stem not in ATTACKS:
+        raise ValueError(f"{path}: not an attack's result (expected eval files named after {', '.join(ATTACKS)}); "
+                         "move it out of the evaluation directory")
+    entry = files.read_json_object(path, again)
+    errors = sorted(_entry_validator().iter_errors(entry), key=lambda e: list(e.absolute_path))
+    if errors:
+        key = ".".join(map(str, errors[0].absolute_path))
+        raise ValueError(f"{path}: {f'key {key!r}: ' if key else ''}{errors[0].message}; {again}")
+    return entry
+
+
+@functools.cache
+def _entry_validator() -> jsonschema.Draft202012Validator:
+    """The schema of one attack's entry in metrics.json (its ``$defs.attack_entry``), which each eval JSON is."""
+    schema = metrics_schema()
+    return jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/attack_entry"})

@@ -38,12 +38,22 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):  # torch's refusal of a GLOBAL outside the allow-list
+        if "Unsupported global" in str(err):  # torch's refusal of a GLOBAL outside the allow-list
             raise ValueError(f"{path}: refused — the file holds Python objects beyond tensors and plain "
                              "containers (code that loading would run); this pipeline never writes such files. "
                              "Delete it and regenerate it, or load it yourself only if you trust its source") from None
-        raise ValueError(f"{path}: cannot be read as a torch file ({err}); it is corrupted or truncated: delete "
-                         "it and regenerate it") from err
+        raise ValueError(f"{path}: cannot be read as a torch file ({_reason(err)}); it is corrupted or truncated: "
+                         "delete it and regenerate it") from None
     except Exception as err:  # torch raises RuntimeError/EOFError for damaged files
         raise ValueError(f"{path}: cannot be read as a torch file ({type(err).__name__}: {err}); "
                          "it is corrupted or truncated: delete it and regenerate it") from err
+
+
+def _reason(err: pickle.UnpicklingError) -> str:
+    """The unpickler's own complaint (e.g. ``Unsupported operand 193`` for bytes that are no pickle), without
+    torch's advice to load the file with ``weights_only=False``, which is no advice for a damaged file."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker not in text:
+        return text
+    return text.split(marker, 1)[1].strip().split("\n", 1)[0].strip()

@@ -183,10 +183,10 @@ def _compiled(cfg: RunConfig, module: nn.Module) -> nn.Module:
 def _check_finished(paths: RunPaths, cfg: RunConfig) -> dict[str, Any] | None:
     if not (paths.run.is_file() and paths.model.is_file()):
         return None
-    info = json.loads(paths.run.read_text())
+    info = files.read_json_object(paths.run, f"delete it and {paths.model.name} to train the run again")
     if info.get("config") != cfg.to_dict():
-        raise RuntimeError(f"{paths.run}: this directory holds a finished run with a different config; "
-                           "use another --out or delete it")
+        raise ValueError(f"{paths.run}: this directory holds a finished run with a different config; "
+                         "use another --out or delete it")
     return info
 
 
@@ -294,13 +294,13 @@ def _resume(paths: RunPaths, engine: Engine, log: Callable[[str], None]) -> list
         raise ValueError(f"{paths.checkpoint}: not a checkpoint of this pipeline (missing {missing}); delete "
                          "it to restart the run from epoch 1")
     if state["config"] != engine.cfg.to_dict():
-        raise RuntimeError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
+        raise ValueError(f"{paths.checkpoint}: written by a different config; use another --out or delete it")
     load_weights(engine.model, state["model"], str(paths.checkpoint))
     engine.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"].cpu())
     engine.store.masks = state["masks"]
     if (engine.ema is None) != (state["ema"] is None):
-        raise RuntimeError(f"{paths.checkpoint}: its weight average does not match key 'ema.decay' of the config")
+        raise ValueError(f"{paths.checkpoint}: its weight average does not match key 'ema.decay' of the config")
     if engine.ema is not None:
         engine.ema.load_state_dict(state["ema"])
     log(f"[part] resuming {paths.root} after epoch {state['epoch'] + 1}/{engine.cfg.epochs}")

@@ -12,6 +12,7 @@ left alone, so two workflows never write the same files.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,15 +45,52 @@ def stale_locks(directory: Path) -> list[Path]:
     return locks
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+INTERRUPTED = 130
+"""The exit code of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C arrived while a Snakemake process ran; it has ended since."""
+
+
+def run_until_done(command: list[str], **kwargs) -> int:
+    """Run ``command`` to its end and return its exit code; :class:`_Interrupted` once it ended if Ctrl-C came.
+
+    Ctrl-C reaches the child as well (the terminal signals the whole foreground process group): Snakemake then
+    cancels its jobs, removes their incomplete outputs and its lock. This waits for that instead of leaving it
+    behind, and passes nothing on, since a second SIGINT would cut Snakemake's clean-up short.
+    """
+    proc = subprocess.Popen(command, **kwargs)
+    interrupted = False
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted or code == -signal.SIGINT:
+        raise _Interrupted
+    return code
+
+
+def run(args: list[str]) -> int:
+    """Unlock a stale lock, then run the workflow; Snakemake's exit code."""
     directory = Path.cwd().resolve()
     snakemake = [sys.executable, "-m", "snakemake"]
     if locks := stale_locks(directory):
         print(f"[part] {len(locks)} stale Snakemake lock(s) in {directory / '.snakemake' / 'locks'} and no "
               "Snakemake process alive here (an earlier run was killed): unlocking", file=sys.stderr)
-        subprocess.run([*snakemake, "--unlock", *args], check=True, stdout=subprocess.DEVNULL)
-    return subprocess.run([*snakemake, *args]).returncode
+        if code := run_until_done([*snakemake, "--unlock", *args], stdout=subprocess.DEVNULL):
+            return code
+    return run_until_done([*snakemake, *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except (KeyboardInterrupt, _Interrupted):  # Ctrl-C, during a Snakemake process or between them
+        print("[part] interrupted: run the same command again to continue (finished jobs are kept)", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -30,6 +30,35 @@ def run_files(runs, name):
     return [f"{RESULTS}/{run.path}/{name}" for run in runs]
 
 
+def run_wildcards(run):
+    """The wildcards of a run's jobs."""
+    return {"dataset": run.dataset, "arch": run.arch, "variant": run.variant, "seed": run.seed}
+
+
+def outputs_per_run(rule, runs):
+    """Every output ``rule`` declares, for each of ``runs`` (and, where a path names an attack, for each
+    attack the run is evaluated with)."""
+    return [pattern.format(**run_wildcards(run), attack=attack) for run in runs for pattern in rule.output
+            for attack in (GRID.attacks[run.path] if "{attack}" in pattern else [None])]
+
+
+def every_output():
+    """Every file a rule of the grid declares, for `rule all` (called once every rule file is included).
+
+    Snakemake rebuilds a missing file only when a job that needs to run asks for it: a table deleted
+    behind a finished README would otherwise never come back. Named here, each is a target of its own.
+    """
+    per_run = [rules.train, rules.metrics, *([rules.evaluate] if GRID.eval_jobs == "per_attack" else [])]
+    compared = [rules.evaluate_checkpoints] if GRID.compared_checkpoints else []
+    checks = [pattern.format(**run_wildcards(run), check=check) for check in GRID.checks
+              for run in GRID.check_runs(check) for pattern in rules.evaluate_check.output]
+    return [*(rules.prepare_dataset.output[0].format(dataset=d) for d in GRID.datasets),
+            *(path for rule in per_run for path in outputs_per_run(rule, GRID.runs.values())),
+            *(path for rule in compared for path in outputs_per_run(rule, GRID.main)), *checks,
+            *rules.aggregate.output, *CHECKPOINT_TABLES, *CHECK_TABLES, *FIGURE_OUTPUTS, *all_experiment_outputs(),
+            *rules.results_readme.output]
+
+
 def run_eval_results(wildcards):
     """A run's per-attack results (of the tables' checkpoint): every attack of every table that reads the run."""
     run = run_of(wildcards)

@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,3 +61,21 @@ def test_a_live_workflow_keeps_its_lock_and_a_dead_one_does_not(tmp_path):
         live.kill()
         live.wait()
     assert stale_locks(tmp_path) == [lock]
+
+
+def test_ctrl_c_on_the_workflow_wrapper_waits_for_snakemake_and_says_how_to_continue(tmp_path):
+    """Ctrl-C signals the terminal's whole process group: Snakemake stops its job and removes its lock, and the
+    wrapper, instead of a raw KeyboardInterrupt, waits for that and exits 130 with a line of advice."""
+    (tmp_path / "Snakefile").write_text('rule all:\n    output: "done"\n    shell: "touch started; sleep 60; touch {output}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "part.workflow_lock", "--cores", "1"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err
+    assert err.strip().endswith("[part] interrupted: run the same command again to continue (finished jobs are kept)")
+    assert not (tmp_path / "done").exists() and not list((tmp_path / ".snakemake" / "locks").glob("*"))

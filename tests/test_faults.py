@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
@@ -222,8 +224,172 @@ def test_a_full_disk_says_so_and_keeps_the_last_good_checkpoint(digits_dir, smal
 def test_fault_injection_campaign_resumes_bit_identically(tmp_path):
     """A few random SIGKILLs of a real run (benchmarks/fault_injection.py; more with --kills)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--kills", "3",
-                           "--epochs", "4"], capture_output=True, text=True, timeout=600)
+                           "--eval-kills", "0", "--epochs", "4"], capture_output=True, text=True, timeout=600)
     result = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert result["identical"] == 3 and result["stray_files"] == 0
     assert sum(o == "killed" for t in result["trials"] for o in t["outcomes"]) >= 3
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, digits_dir):
+    """A finished run that keeps best.pt, with natural evaluated on 50 images; tests change copies of it."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = digits_run(digits_dir, validation={"size": 100, "steps": 2})
+    train(cfg, root / "run", log=lambda _: None)
+    evaluate(root / "run", ["natural"], n_examples=50, log=None)
+    return write_yaml(root / "run.yaml", cfg), root / "run"
+
+
+def damaged_copy(run_dir: Path, to: Path, name: str, damage) -> Path:
+    """A copy of ``run_dir`` whose file ``name`` is replaced by ``damage(path)``."""
+    shutil.copytree(run_dir, to)
+    damage(to / name)
+    return to
+
+
+def truncate(path: Path) -> None:
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+
+
+def without_key(key: str):
+    def damage(path: Path) -> None:
+        entry = json.loads(path.read_text())
+        del entry[key]
+        path.write_text(json.dumps(entry))
+    return damage
+
+
+def object_flags(path: Path) -> None:
+    """Per-example flags saved as an object array (loading it would unpickle); its JSON names its hash."""
+    with open(path, "wb") as f:
+        np.savez(f, correct=np.array([True, None], dtype=object), index=np.arange(2))
+    entry_path = path.parent / "natural.json"
+    entry = json.loads(entry_path.read_text())
+    entry_path.write_text(json.dumps({**entry, "correct_sha256": file_sha256(path)}))
+
+
+def workflow_config(tmp_path: Path, change) -> str:
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    change(cfg)
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / "grid.yaml")
+
+
+def rename_variant(cfg: dict) -> None:
+    cfg["variants"]["at\n"] = cfg["variants"].pop("at")
+
+
+BAD_INPUTS = {
+    # name: (argv built from (run config, finished run, tmp_path), what the message must hold)
+    "config is a YAML list": (lambda c, r, t: ["train", "--config", _text(t / "l.yaml", "- a\n- b\n"), "--out",
+                                               str(t / "o"), "--set", "seed=1"], ["l.yaml: a run config must be a YAML mapping", "got \"['a', 'b']\" (list)"]),
+    "config is a YAML scalar": (lambda c, r, t: ["train", "--config", _text(t / "s.yaml", "42\n"), "--out", str(t / "o"),
+                                                 "--set", "seed=1"], ["s.yaml: a run config must be a YAML mapping", "got '42' (int)"]),
+    "config not UTF-8": (lambda c, r, t: ["train", "--config", _bytes(t / "u.yaml", b"dataset: d\xe9gits\n"), "--out",
+                                          str(t / "o")], ["u.yaml: not UTF-8 text"]),
+    "--out of a finished run of another config": (lambda c, r, t: ["train", "--config", str(c), "--out", str(r), "--set", "seed=3"],
+                                                 ["run.json: this directory holds a finished run with a different config"]),
+    "run.json is []": (lambda c, r, t: ["train", "--config", str(c), "--out", str(damaged_copy(r, t / "r", "run.json", lambda p: p.write_text("[]")))],
+                       ["r/run.json: holds a JSON list, expected an object"]),
+    "run.json truncated": (lambda c, r, t: ["train", "--config", str(c), "--out", str(damaged_copy(r, t / "r", "run.json", truncate))],
+                           ["r/run.json: not valid JSON", "truncated or corrupted"]),
+    "config.json truncated": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "config.json", truncate)), "--attacks", "natural"],
+                              ["r/config.json: not valid JSON"]),
+    "eval JSON truncated": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval/natural.json", truncate)), "--merge-only"],
+                            ["r/eval/natural.json: not valid JSON"]),
+    "eval JSON without checkpoint_sha256": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval/natural.json", without_key("checkpoint_sha256"))), "--merge-only"],
+                                            ["r/eval/natural.json: 'checkpoint_sha256' is a required property"]),
+    "object-array flags": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval/natural.correct.npz", object_flags)), "--merge-only"],
+                           ["r/eval/natural.correct.npz: not the per-example flags this pipeline writes", "Object arrays"]),
+    "model.pt of random bytes": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "model.pt", lambda p: p.write_bytes(os.urandom(4096)))), "--attacks", "natural"],
+                                 ["r/model.pt: cannot be read as a torch file (Unsupported operand", "corrupted or truncated"]),
+    "best.pt removed": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "best.pt", Path.unlink)), "--checkpoint", "best", "--attacks", "natural"],
+                        ["r/best.pt: missing, though the run keeps its best weights (key 'validation.size' > 0"]),
+    "--batch-size -5": (lambda c, r, t: ["evaluate", "--run", str(r), "--attacks", "natural", "--batch-size", "-5", "--no-merge"],
+                        ["batch size -5 (--batch-size, evaluation.batch_size): expected at least 1 image"]),
+    "--batch-size 0": (lambda c, r, t: ["evaluate", "--run", str(r), "--attacks", "natural", "--batch-size", "0", "--no-merge"],
+                       ["batch size 0 (--batch-size"]),
+    "ema.decay: .nan": (lambda c, r, t: ["train", "--config", str(c), "--out", str(t / "o"), "--set", "ema.decay=.nan"],
+                        ["key 'ema.decay': got nan, expected a finite number"]),
+    "--out ''": (lambda c, r, t: ["train", "--config", str(c), "--out", ""], ["argument --out: '': an empty path"]),
+    "variant name 'at\\n'": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, rename_variant)],
+                             ["grid.yaml: key 'variants': got 'at\\n', expected lower-case letters, digits and _ only"]),
+    "results_dir ''": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g.update(results_dir=""))],
+                       ["grid.yaml: key 'results_dir': '' should be non-empty"]),
+    "label with '|'": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["at"].update(label="A|T"))],
+                       ["grid.yaml: key 'variants.at.label': got 'A|T', expected one line without '|'"]),
+    "label with a newline": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["at"].update(label="AT\n"))],
+                             ["grid.yaml: key 'variants.at.label': got 'AT\\n', expected one line without '|'"]),
+    "workflow config is a YAML list": (lambda c, r, t: ["plan", "--configfile", _text(t / "g.yaml", "- a\n")],
+                                       ["g.yaml: a workflow config must be a YAML mapping"]),
+}
+
+
+def _text(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_the_last_bad_inputs_exit_2_naming_the_file_or_key(case, finished_run, tmp_path, capsys):
+    """Each once ended in a raw traceback, was accepted though wrong, or said what went wrong but not where."""
+    run_config, run_dir = finished_run
+    make_argv, expected = BAD_INPUTS[case]
+    code, err = run_cli(capsys, *make_argv(run_config, run_dir, tmp_path))
+    assert code == 2 and "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+
+
+STALLED_MERGE = textwrap.dedent("""
+    import sys, time
+    from part import cli, files
+    atomic_write = files.atomic_write
+    def stalled(path, write):
+        if not str(path).endswith("metrics.json"):
+            return atomic_write(path, write)
+        def half_then_wait(tmp):
+            tmp.write_text("{{half")
+            print("writing", flush=True)
+            time.sleep(60)
+        return atomic_write(path, half_then_wait)
+    files.atomic_write = stalled
+    cli.main(["evaluate", "--run", {run!r}, "--merge-only"])
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_an_evaluation_stopped_while_writing_metrics_leaves_nothing_the_next_merge_keeps(sig, finished_run, tmp_path):
+    """SIGTERM: the evaluation exits 143 and removes its temporary at once; SIGKILL cannot, so the run's next
+    merge (serialised by its lock) sweeps it. metrics.json is the old one throughout, then the new one."""
+    _, run_dir = finished_run
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    old = (run / "metrics.json").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_MERGE.format(run=str(run))], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    left = sorted(p.name for p in run.glob(".metrics.json.*.tmp"))
+    assert (run / "metrics.json").read_bytes() == old
+    assert len(left) == (0 if sig == signal.SIGTERM else 1)
+    assert "Traceback" not in proc.stderr.read()
+    merge_metrics(run)
+    assert not list(run.rglob("*.tmp")) and json.loads((run / "metrics.json").read_text())["attacks"]["natural"]
+
+
+@pytest.mark.slow
+def test_evaluation_kill_campaign_reruns_to_identical_results(tmp_path):
+    """SIGTERM and SIGKILL of real evaluations at random moments (benchmarks/fault_injection.py --eval-kills)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--kills", "0",
+                           "--eval-kills", "4", "--epochs", "3"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["evaluation"]
+    assert result["identical"] == 4 and result["stray_files"] == 0 and result["left_by_sigterm"] == 0
+    assert result["sigterm_exit_143"] == result["sigterm"] and result["sigterm"] + result["sigkill"] >= 2  # most stops land before the end

@@ -153,7 +153,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
 def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
     train(digits_config(digits_dir, method="at", epochs=1), tmp_path, log=lambda _: None)
-    with pytest.raises(RuntimeError, match="different config"):
+    with pytest.raises(ValueError, match="different config"):
         train(digits_config(digits_dir, method="at", epochs=1, seed=5), tmp_path, log=lambda _: None)
 
 

@@ -4,17 +4,22 @@ also shows that the same grid gives the same numbers twice on one machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import tiny_grid
+
+from part.results import merge_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ["main.csv", "main.md", "per_seed.csv", "summary.csv", "claim_verdicts.csv", "claim_verdicts.md"]
@@ -75,3 +80,196 @@ def test_killed_workflow_reruns_with_the_same_command_to_the_same_tables(tmp_pat
         ours, theirs = (d / "results" / "tables" / name for d in (killed, uninterrupted))
         assert ours.read_bytes() == theirs.read_bytes(), name
     assert not list((killed / "results").rglob(".*.tmp"))
+
+
+def planned_jobs(dry_run: str) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """The jobs of a ``snakemake -n`` printout by rule: (input files, output files) of each."""
+    jobs: dict[str, list[tuple[list[str], list[str]]]] = {}
+    rule = None
+    for line in dry_run.splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+            jobs.setdefault(rule, []).append(([], []))
+        elif rule and line.startswith(("    input: ", "    output: ")):
+            key, _, value = line.strip().partition(": ")
+            jobs[rule][-1][0 if key == "input" else 1].extend(value.split(", "))
+        elif not line.startswith("    "):
+            rule = None
+    return jobs
+
+
+def test_every_declared_output_is_a_target_of_the_default_rule(tmp_path):
+    """Snakemake rebuilds a missing file only if a job that runs asks for it: an intermediate deleted behind an
+    up-to-date README stayed missing. So every file of every job must be an input of `rule all` itself."""
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "--snakefile",
+                           str(ROOT / "Snakefile"), "--configfile", str(ROOT / "configs" / "demo.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout)
+    (targets, _), = jobs.pop("all")
+    outputs = [path for rule_jobs in jobs.values() for _, out in rule_jobs for path in out]
+    assert len(jobs) >= 15 and len(outputs) > 400  # every kind of job of the demo grid was seen
+    assert sorted(set(outputs) - set(targets)) == []
+    assert sorted(set(targets) - set(outputs)) == []
+
+
+def small_grid(workdir: Path) -> list[str]:
+    """One AT/PART pair, one seed, 3 epochs, natural + PGD-20 on 100 images, and an experiment that reuses
+    both runs: every kind of table and figure file a grid without best/EMA weights declares."""
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
+    cfg["seeds"] = [0]
+    cfg["run"] = {"device": "cpu", "epochs": 3, "warmup_epochs": 1}
+    cfg["evaluation"].update(attacks=["natural", "pgd20"], n_examples=100, aa_n_examples=None, compare_checkpoints=[])
+    cfg["experiments"] = {"pair": {"title": "AT and PART", "variants": {"at": "at", "part_s1": "part_s1"}}}
+    workdir.mkdir(parents=True)
+    (workdir / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copytree(ROOT / "profiles", workdir / "profiles")
+    return ["--cores", "2", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "grid.yaml"]
+
+
+def run_snakemake(workdir: Path, args: list[str], *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *extra, *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory):
+    """A finished run of :func:`small_grid`, copied afresh for each test that changes it."""
+    workdir = tmp_path_factory.mktemp("grid") / "finished"
+    args = small_grid(workdir)
+    done = run_snakemake(workdir, args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def copy(to: Path) -> tuple[Path, list[str]]:
+        shutil.copytree(workdir, to, symlinks=True)
+        return to, args
+
+    return copy
+
+
+def summary_files(results: Path) -> list[Path]:
+    """The tables, figures and experiment files of a results directory (README.md's timings vary by run)."""
+    return sorted(p for sub in ("tables", "figures", "experiments") for p in (results / sub).rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_deleted_or_stale_tables_and_figures_are_rebuilt_by_the_plain_command(finished_grid, tmp_path):
+    """A table, figure, experiment file or README deleted behind the others, alone or all together, is planned
+    and rebuilt by the plain command, to the bytes of the first run; so are tables older than a re-merged run.
+    (That every other declared file is a target too: test_every_declared_output_is_a_target_of_the_default_rule.)"""
+    workdir, args = finished_grid(tmp_path / "grid")
+    results = workdir / "results"
+    before = {p: p.read_bytes() for p in summary_files(results)}
+    assert len(before) == 9 + 2 * 5 + 6  # 9 tables; trade-off, curves, ε-share, claim, gallery; the experiment's 6
+    for path in [results / "tables/main.md", results / "figures/claim.pdf", results / "experiments/pair/pair.csv",
+                 results / "README.md"]:  # one in turn: the plain command plans its rebuild
+        path.rename(tmp_path / "aside")
+        plan = run_snakemake(workdir, args, "-n")
+        assert plan.returncode == 0 and "Nothing to be done" not in plan.stdout, path
+        assert str(path.relative_to(workdir)) in plan.stdout, path
+        (tmp_path / "aside").rename(path)
+    for path in before:
+        path.unlink()
+    (results / "README.md").unlink()
+    rerun = run_snakemake(workdir, args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert {p: p.read_bytes() for p in summary_files(results)} == before  # the same bytes as the first run
+    assert (results / "README.md").is_file()
+    # a run merged again (new "created" time) makes the tables stale: rebuilt, to the same bytes. (A mere touch
+    # is no change to Snakemake, which compares small inputs' checksums with those recorded.)
+    merge_metrics(results / "digits/small_cnn/at/seed0")
+    rerun = run_snakemake(workdir, args)
+    assert rerun.returncode == 0 and "rule aggregate:" in rerun.stdout + rerun.stderr
+    assert {p: p.read_bytes() for p in summary_files(results)} == before
+    assert "Nothing to be done" in run_snakemake(workdir, args, "-n").stdout
+
+
+def test_a_failed_prepare_job_writes_its_error_to_its_log(tmp_path):
+    """The rule's log:, where SLURM users are pointed, holds the error, not only the Snakemake console."""
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["datasets"] = {"fashion_mnist": {"arch": "small_cnn"}}
+    cfg["data"]["mirror"] = str(tmp_path / "no-mirror")
+    cfg["experiments"] = {}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    args = ["--cores", "1", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "grid.yaml"]
+    proc = run_snakemake(tmp_path, args, "data/prepared/fashion_mnist.pt")
+    assert proc.returncode != 0
+    log = (tmp_path / "logs" / "prepare" / "fashion_mnist.log").read_text()
+    assert f"[part] job failed: part.sources.DownloadError: mirror {tmp_path / 'no-mirror'}: no such directory" in log
+    assert "Traceback" in log
+
+
+@pytest.mark.slow
+def test_failed_evaluate_and_aggregate_jobs_write_their_errors_to_their_logs(finished_grid, tmp_path):
+    workdir, args = finished_grid(tmp_path / "grid")
+    metrics = Path("results/digits/small_cnn/part_s1/seed0/metrics.json")
+    (workdir / metrics).write_text((workdir / metrics).read_text()[:200])  # newer than the tables: they are rebuilt
+    assert run_snakemake(workdir, args).returncode != 0
+    log = (workdir / "logs/aggregate.log").read_text()
+    assert f"[part] job failed: ValueError: {metrics}: not valid JSON" in log and "Traceback" in log
+    model = Path("results/digits/small_cnn/at/seed0/model.pt")
+    (workdir / model).write_bytes(os.urandom(4096))  # newer than its evaluations: they run again
+    assert run_snakemake(workdir, args, "--keep-going").returncode != 0
+    log = (workdir / "logs/metrics/digits/small_cnn/at/seed0.log").read_text()  # the run's job (evaluation.jobs)
+    assert f"[part] job failed: ValueError: {model}: cannot be read as a torch file" in log
+
+
+def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
+    """SLURM's time limit or scancel: the log tells a stop from a failure (and from a job still running)."""
+    log = tmp_path / "logs" / "evaluate" / "job.log"
+    script = textwrap.dedent(f"""
+        import time
+        from part import distributed
+        from part.joblog import job_log
+        distributed.exit_on_sigterm()
+        with job_log({str(log)!r}):
+            print("working", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "working" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert log.read_text() == "working\n[part] job stopped by SIGTERM (exit code 143)\n"
+
+
+@contextlib.contextmanager
+def full_disk(directory: Path) -> Iterator[Path]:
+    """``directory`` on a 256 kB tmpfs filled up but for a few bytes; yields the filler, whose removal frees it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(directory)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    filler = directory / "filler"
+    try:
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                f.write(b"\0" * 4096)
+        yield filler
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+
+
+@pytest.mark.slow
+def test_an_aggregate_failed_on_a_full_disk_is_rebuilt_once_space_is_freed(finished_grid, tmp_path):
+    """The issue's run: the disk full during the aggregate, Snakemake removed its outputs; after space was freed
+    the same command said "Nothing to be done". Now it rebuilds the tables, to the bytes of the first run."""
+    workdir, args = finished_grid(tmp_path / "grid")
+    tables = workdir / "results" / "tables"
+    before = {p.name: p.read_bytes() for p in tables.iterdir()}
+    shutil.rmtree(tables)
+    with full_disk(tables) as filler:
+        failed = run_snakemake(workdir, args)
+        assert failed.returncode != 0
+        assert "the disk is full" in (workdir / "logs" / "aggregate.log").read_text()
+        assert [p.name for p in tables.iterdir()] == ["filler"]  # no table, no temporary
+        filler.unlink()  # space freed
+        rerun = run_snakemake(workdir, args)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert {p.name: p.read_bytes() for p in tables.iterdir()} == before

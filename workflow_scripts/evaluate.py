@@ -1,11 +1,11 @@
 """Snakemake adapter of every evaluation rule (rules/evaluate.smk): run the job's attacks (or check, with its
-parameters) on each of its weights and, with ``merge``, write the run's metrics file of those weights. A `metrics` job of
-``evaluation.jobs: per_attack`` has no attacks of its own: it merges the per-attack jobs' results and,
+parameters) on each of its weights and, with ``merge``, write the run's metrics file of those weights. A `metrics`
+job of ``evaluation.jobs: per_attack`` has no attacks of its own: it merges the per-attack jobs' results and,
 importing no torch, stays a fraction of a second on the submitting node."""
 
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from part.joblog import job_log
 from part.results import merge_metrics
 
 params = snakemake.params
@@ -19,7 +19,7 @@ def evaluate_all():
     from part import distributed
     from part.evaluate import evaluate
 
-    distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks are removed
+    distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks and temporaries are removed
     torch.set_num_threads(snakemake.threads)
     for checkpoint in checkpoints:
         evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
@@ -27,7 +27,7 @@ def evaluate_all():
                  **getattr(params, "checks", {}))
 
 
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with job_log(snakemake.log[0]):
     if params.attacks:
         evaluate_all()
     else:

@@ -1,11 +1,11 @@
 """Snakemake adapter: one experiment's table and figure."""
 
-from contextlib import redirect_stderr, redirect_stdout
 
 from part import grid
 from part.experiments import write
+from part.joblog import job_log
 
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with job_log(snakemake.log[0]):
     paths = write(grid.load(snakemake.config, source="workflow config"), snakemake.params.experiment,
                   snakemake.input.metrics, snakemake.input.logs)
     print("\n".join(f"wrote {p}" for p in paths.values()))

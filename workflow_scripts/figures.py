@@ -1,15 +1,15 @@
 """Snakemake adapter: one figure of the main grid (params.kind), via part.plots / part.gallery."""
 
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pandas as pd
 
 from part import grid, plots
+from part.joblog import job_log
 
 kind = snakemake.params.kind
 stem = Path(snakemake.output.png).with_suffix("")
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with job_log(snakemake.log[0]):
     g = grid.load(snakemake.config, source="workflow config")
     if kind == "tradeoff":
         paths = plots.plot_tradeoff(pd.read_csv(snakemake.input.per_seed), g.variants, stem)

@@ -6,13 +6,13 @@ run is trained by one process per GPU, launched by torchrun (see part.distribute
 
 import os
 import subprocess
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
 
 from part import distributed, files
 from part.config import from_dict
+from part.joblog import job_log
 from part.rundir import RunPaths
 from part.train import train
 
@@ -37,7 +37,7 @@ def train_with_torchrun(cfg, out_dir, gpus, log):
 
 
 torch.set_num_threads(snakemake.threads)
-with open(snakemake.log[0], "a") as log, redirect_stdout(log), redirect_stderr(log):
+with job_log(snakemake.log[0], "a") as log:
     cfg = from_dict(snakemake.params.run, source=f"rule train ({snakemake.output.model})")
     out_dir = Path(snakemake.output.model).parent
     if snakemake.resources.gpu > 1:
