@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "profiles" / "slurm" / "config.yaml"
 SLURM_CI = ROOT / "profiles" / "slurm-ci" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-REMOTE_RULES = {"train", "evaluate"}  # the only rules that need a GPU node under profiles/slurm
+REMOTE_RULES = {"train", "evaluate", "evaluate_check"}  # the only rules that need a GPU node under profiles/slurm
 
 
 def snakemake(*args):
@@ -156,10 +156,13 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     assert counts["metrics"] == runs + experiment_runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
     experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]
     assert all(counts[f"experiment_{name}"] == 1 for name in experiments)
+    # the robustness curve and the sanity checks of every main-table variant's seed-0 model, their two tables
+    assert counts["evaluate_check"] == 2 * 3 * 9 and counts["robustness_curve_table"] == counts["sanity_table"] == 1
+    assert counts["figure_robustness_curve"] == 3
     # one trade-off, claim and ε-share figure for the grid; training curves and a gallery per dataset
     assert counts["figure_tradeoff"] == counts["figure_claim"] == counts["figure_eps_share"] == 1
     assert counts["figure_training_curves"] == counts["figure_gallery"] == 3
-    assert len(jobs) == 583
+    assert len(jobs) == 583 + 2 * 3 * 9 + 2 + 3  # the checks: their jobs, tables and curve figures
     for job in jobs:
         if job["rule"] not in REMOTE_RULES:
             continue
@@ -170,6 +173,8 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
         wide = job["wildcards"]["arch"] == "wrn34_10"
         if job["rule"] == "train":
             assert res["runtime"] == ("1440" if wide else "720"), job
+        elif job["rule"] == "evaluate_check":
+            assert res["runtime"] == str({"curve": 240, "sanity": 720}[job["wildcards"]["check"]] * (4 if wide else 1))
         else:
             base = {"natural": 30, "pgd20": 120, "mma": 240, "aa": 720}[job["wildcards"]["attack"]]
             assert res["runtime"] == str(base * (4 if wide else 1)), job
