@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import tiny_grid
 
@@ -114,33 +115,15 @@ def test_every_declared_output_is_a_target_of_the_default_rule(tmp_path):
     assert sorted(set(targets) - set(outputs)) == []
 
 
-def small_grid(workdir: Path) -> list[str]:
-    """One AT/PART pair, one seed, 3 epochs, natural + PGD-20 on 100 images, and an experiment that reuses
-    both runs: every kind of table and figure file a grid without best/EMA weights declares."""
-    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
-    cfg["seeds"] = [0]
-    cfg["run"] = {"device": "cpu", "epochs": 3, "warmup_epochs": 1}
-    cfg["evaluation"].update(attacks=["natural", "pgd20"], n_examples=100, aa_n_examples=None, compare_checkpoints=[])
-    cfg["experiments"] = {"pair": {"title": "AT and PART", "variants": {"at": "at", "part_s1": "part_s1"}}}
-    workdir.mkdir(parents=True)
-    (workdir / "grid.yaml").write_text(yaml.safe_dump(cfg))
-    shutil.copytree(ROOT / "profiles", workdir / "profiles")
-    return ["--cores", "2", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "grid.yaml"]
-
-
 def run_snakemake(workdir: Path, args: list[str], *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", *extra, *args], cwd=workdir, capture_output=True,
                           text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def finished_grid(tmp_path_factory):
-    """A finished run of :func:`small_grid`, copied afresh for each test that changes it."""
-    workdir = tmp_path_factory.mktemp("grid") / "finished"
-    args = small_grid(workdir)
-    done = run_snakemake(workdir, args)
-    assert done.returncode == 0, done.stdout + done.stderr
+@pytest.fixture
+def finished_grid(tiny_workflow):
+    """The session's finished tiny grid (conftest.py), copied afresh for each test that changes it."""
+    workdir, args = tiny_workflow
 
     def copy(to: Path) -> tuple[Path, list[str]]:
         shutil.copytree(workdir, to, symlinks=True)
@@ -162,7 +145,9 @@ def test_deleted_or_stale_tables_and_figures_are_rebuilt_by_the_plain_command(fi
     workdir, args = finished_grid(tmp_path / "grid")
     results = workdir / "results"
     before = {p: p.read_bytes() for p in summary_files(results)}
-    assert len(before) == 9 + 2 * 5 + 6  # 9 tables; trade-off, curves, ε-share, claim, gallery; the experiment's 6
+    # 9 main tables and the curve's and checks' 4; trade-off, training curves, ε-share, claim, gallery, robustness
+    # curve (PNG + PDF); the experiment's 6
+    assert len(before) == 9 + 4 + 2 * 6 + 6
     for path in [results / "tables/main.md", results / "figures/claim.pdf", results / "experiments/pair/pair.csv",
                  results / "README.md"]:  # one in turn: the plain command plans its rebuild
         path.rename(tmp_path / "aside")
