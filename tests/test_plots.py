@@ -154,7 +154,8 @@ def test_training_curves_and_eps_share(grid_cfg, tmp_path):
     (line,) = share.axes[0].lines
     assert list(line.get_xdata()) == [2] and 0 < line.get_ydata()[0] < 100
     assert_written(plots.plot_eps_share(logs, ROWS, tmp_path / "eps_share"))
-    assert grid_cfg.figure_stems() == ["tradeoff", "training_curves_digits", "gallery_digits", "eps_share", "claim"]
+    assert grid_cfg.figure_stems() == ["tradeoff", "training_curves_digits", "gallery_digits", "robustness_curve_digits",
+                                       "eps_share", "claim"]  # the demo config draws the robustness curve
     with pytest.raises(FileNotFoundError, match="no training log"):
         plots.collect_logs(grid_cfg, [grid_cfg.results_dir / "digits/small_cnn/at/seed0/nothing/log.jsonl"])
 
