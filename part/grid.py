@@ -248,6 +248,19 @@ def curve_figure_stem(dataset: str) -> str:
     return f"robustness_curve_{dataset}"
 
 
+COMPUTE_RULES = {"train": "train", "evaluate": "evaluate", "evaluate_check": "evaluate",
+                 "evaluate_checkpoints": "evaluate"}
+"""The workflow's rules whose jobs ask for a GPU (where one is configured), by their ``resources`` key."""
+
+
+def compute_resource(cfg: dict[str, Any], rule: str) -> str | None:
+    """The ``resources`` key a job of workflow rule ``rule`` asks the scheduler with; None for a job on the host
+    (tables, figures, downloads). ``metrics`` evaluates under ``evaluation.jobs: per_model``, else it only merges."""
+    if rule == "metrics":
+        return "evaluate" if cfg["evaluation"].get("jobs", "per_model") == "per_model" else None
+    return COMPUTE_RULES.get(rule)
+
+
 def job_resources(cfg: dict[str, Any], stage: str, dataset: str) -> dict[str, Any]:
     """What one job of ``stage`` on ``dataset`` asks the scheduler for: ``resources.<stage>`` with the
     dataset's ``datasets.<name>.resources.<stage>`` over it (e.g. ``gpu: 4`` trains TinyImageNet's

@@ -19,10 +19,6 @@ import yaml
 from part import files, provenance
 from part.grid import CHECK_TABLE_FILES, curve_figure_stem
 
-COMPUTE_STAGES = ("train", "evaluate")
-"""The rules that run on a GPU when one is configured; everything else is bookkeeping on the host."""
-
-
 def job_costs(logs_dir: str | Path) -> pd.DataFrame:
     """One row per finished job: its stage (rule), dataset (when the log path names one) and wall seconds.
 
@@ -45,9 +41,10 @@ def job_costs(logs_dir: str | Path) -> pd.DataFrame:
 
 
 def compute_summary(costs: pd.DataFrame, gpus: Callable[[str, str], int]) -> pd.DataFrame:
-    """Jobs, wall hours and GPU-hours per stage; ``gpus(stage, dataset)`` is what each job requested."""
+    """Jobs, wall hours and GPU-hours per stage; ``gpus(stage, dataset)`` is what each job requested (0 for a
+    job on the host: ``part.grid.compute_resource``)."""
     costs = costs.assign(gpu_hours=[
-        s / 3600 * (gpus(stage, ds) if stage in COMPUTE_STAGES else 0)
+        s / 3600 * gpus(stage, ds)
         for stage, ds, s in zip(costs["stage"], costs["dataset"], costs["seconds"])])
     table = costs.groupby("stage", sort=False).agg(jobs=("job", "count"), wall_hours=("seconds", "sum"),
                                                    gpu_hours=("gpu_hours", "sum"))

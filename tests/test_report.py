@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from part import report
+from part.grid import compute_resource
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -38,11 +39,11 @@ def test_job_costs_reads_every_benchmark_file_with_stage_and_dataset(logs):
 
 def test_gpu_hours_count_the_gpus_each_compute_job_requested(logs):
     gpus = {("train", "cifar10"): 1, ("train", "tinyimagenet200"): 4, ("evaluate", "cifar10"): 1}
-    table = report.compute_summary(report.job_costs(logs), lambda st, ds: gpus[st, ds]).set_index("stage")
+    table = report.compute_summary(report.job_costs(logs), lambda st, ds: gpus.get((st, ds), 0)).set_index("stage")
     assert table.loc["train", "jobs"] == 2 and table.loc["train", "wall_hours"] == pytest.approx(2.0)
     assert table.loc["train", "gpu_hours"] == pytest.approx(1 + 4)
     assert table.loc["evaluate", "gpu_hours"] == pytest.approx(2.0)
-    assert table.loc["metrics", "gpu_hours"] == 0  # host-side rules never count, whatever gpus() says
+    assert table.loc["metrics", "gpu_hours"] == 0  # a merge on the host asks for no GPU
     assert table.loc["total", "gpu_hours"] == pytest.approx(7.0) and table.loc["total", "jobs"] == 5
 
 
@@ -92,3 +93,13 @@ evaluation: {attacks: [natural, aa], aa_n_examples: 1000}
     assert total.split("|")[2].strip() == "5"  # jobs
     report.write_results_readme(cfg, results, logs, lambda stage, dataset: 1, results / "README.md")
     assert (results / "README.md").read_text() == text
+
+
+def test_the_rules_that_ask_for_a_gpu_are_training_and_every_evaluation():
+    """GPU-hours count every evaluating rule: the per-run job under per_model, the checks, compared checkpoints."""
+    per_model = {"evaluation": {"jobs": "per_model"}}
+    assert [compute_resource(per_model, r) for r in ("train", "metrics", "evaluate_check", "evaluate_checkpoints")] \
+        == ["train", "evaluate", "evaluate", "evaluate"]
+    assert compute_resource({"evaluation": {"jobs": "per_attack"}}, "metrics") is None  # a local merge
+    assert compute_resource(per_model, "evaluate") == "evaluate"
+    assert {compute_resource(per_model, r) for r in ("aggregate", "figure_tradeoff", "prepare_dataset")} == {None}
