@@ -334,7 +334,8 @@ def _evaluate_check(run: LoadedRun, name: str, params: dict[str, Any] | None, n_
     n = spec["n_examples"] or n_default or len(run.index)
     if n > len(run.index):
         raise ValueError(f"{name}: n_examples {n}, but only {len(run.index)} test examples were loaded")
-    x, y, index = run.x[:n], run.y[:n], run.index[:n]
+    run = run.first(n)
+    x, y, index = run.x, run.y, run.index
     if name == "curve":
         result = curve.run_curve(run.model, x, y, spec, batch_size=batch_size, log=log)
         arrays = {"eps_255": result.eps_255}
