@@ -3,7 +3,7 @@
 A results directory gets copied, archived and handed to co-authors without the logs or the checkout it
 came from; this file travels with it. It restates the grid, the versions and devices the runs recorded
 (``run.json`` / ``eval/<attack>.json``, not the machine that happens to write the summary), the compute the jobs
-used (Snakemake's ``benchmark:`` files, one per job) and links every table and figure.
+used (the cost line that ends every job's log: ``part.joblog``) and links every table and figure.
 """
 
 from __future__ import annotations
@@ -17,26 +17,24 @@ import pandas as pd
 import yaml
 
 from part import files, provenance
+from part.joblog import job_cost
 from part.grid import CHECK_TABLE_FILES, curve_figure_stem
 
 def job_costs(logs_dir: str | Path) -> pd.DataFrame:
-    """One row per finished job: its stage (rule), dataset (when the log path names one) and wall seconds.
+    """One row per finished job: its stage (rule), dataset (when the log path names one), wall and CPU seconds.
 
-    Snakemake writes ``logs/<stage>/<dataset>/.../<job>.benchmark.tsv`` (the layout of ``rules/*.smk``);
-    a file with several repeats counts its mean, as Snakemake's own summaries do.
+    Jobs log to ``logs/<stage>/<dataset>/.../<job>.log`` (the layout of ``rules/*.smk``) and end their log with
+    their cost (``part.joblog.job_cost``); a log without one is a job still running or killed before its end.
     """
     logs_dir = Path(logs_dir)
     rows = []
-    for path in sorted(logs_dir.rglob("*.benchmark.tsv")):
+    for path in sorted(logs_dir.rglob("*.log")):
+        cost = job_cost(path.read_text(errors="replace"))
+        if cost is None:
+            continue
         parts = path.relative_to(logs_dir).parts
-        bench = pd.read_csv(path, sep="\t")
-        if bench.empty or "s" not in bench:
-            raise ValueError(f"{path}: not a Snakemake benchmark file (expected a column 's' and one row per run)")
-        rows.append({"stage": parts[0].removesuffix(".benchmark.tsv"),
-                     "dataset": parts[1] if len(parts) > 2 else None,
-                     "job": "/".join(parts)[: -len(".benchmark.tsv")],
-                     "seconds": float(bench["s"].mean()),
-                     "cpu_seconds": float(bench["cpu_time"].mean()) if "cpu_time" in bench else float("nan")})
+        rows.append({"stage": parts[0].removesuffix(".log"), "dataset": parts[1] if len(parts) > 2 else None,
+                     "job": "/".join(parts)[: -len(".log")], "seconds": cost[1], "cpu_seconds": cost[0]})
     return pd.DataFrame(rows, columns=["stage", "dataset", "job", "seconds", "cpu_seconds"])
 
 
@@ -130,7 +128,7 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
         *checks_section(results_dir),
         "## Software and hardware recorded by the runs", "",
         recorded_environments(results_dir).to_markdown(index=False), "",
-        "## Compute (from the Snakemake benchmark files)", "",
+        "## Compute (from the jobs' logs)", "",
         "GPU-hours = wall time × GPUs requested per job (`resources` of the config); 0 for CPU-only grids.", "",
         compute.to_markdown(index=False, floatfmt=".3f"), "",
         "## Files", *_links(results_dir), "",

@@ -17,8 +17,6 @@ rule aggregate:
         "../envs/part.yaml"
     log:
         "logs/aggregate.log",
-    benchmark:
-        "logs/aggregate.benchmark.tsv"
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -44,8 +42,6 @@ if GRID.compared_checkpoints:
             "../envs/part.yaml"
         log:
             "logs/checkpoints_table.log",
-        benchmark:
-            "logs/checkpoints_table.benchmark.tsv"
         script:
             "../workflow_scripts/checkpoints_table.py"
 
@@ -74,7 +70,5 @@ for check in GRID.checks:
             "../envs/part.yaml"
         log:
             f"logs/{block}_table.log",
-        benchmark:
-            f"logs/{block}_table.benchmark.tsv"
         script:
             "../workflow_scripts/checks_table.py"

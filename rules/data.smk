@@ -15,7 +15,5 @@ rule prepare_dataset:
         "../envs/part.yaml"
     log:
         "logs/prepare/{dataset}.log",
-    benchmark:
-        "logs/prepare/{dataset}.benchmark.tsv"
     script:
         "../workflow_scripts/prepare.py"

@@ -31,8 +31,6 @@ rule evaluate:
         "../envs/part.yaml"
     log:
         "logs/evaluate/{dataset}/{arch}/{variant}/seed{seed}/{attack}.log",
-    benchmark:
-        "logs/evaluate/{dataset}/{arch}/{variant}/seed{seed}/{attack}.benchmark.tsv"
     threads: EVAL_THREADS
     resources:
         **job_resources("evaluate"),
@@ -61,8 +59,6 @@ rule metrics:
         "../envs/part.yaml"
     log:
         "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.log",
-    benchmark:
-        "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
     threads: EVAL_THREADS if PER_MODEL else 1
     resources:
         **(job_resources("evaluate") if PER_MODEL else {}),
@@ -89,8 +85,6 @@ rule evaluate_check:
         "../envs/part.yaml"
     log:
         "logs/evaluate_check/{dataset}/{arch}/{variant}/seed{seed}/{check}.log",
-    benchmark:
-        "logs/evaluate_check/{dataset}/{arch}/{variant}/seed{seed}/{check}.benchmark.tsv"
     threads: EVAL_THREADS
     resources:
         **job_resources("evaluate"),
@@ -119,8 +113,6 @@ if GRID.compared_checkpoints:
             "../envs/part.yaml"
         log:
             "logs/evaluate_checkpoints/{dataset}/{arch}/{variant}/seed{seed}.log",
-        benchmark:
-            "logs/evaluate_checkpoints/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
         threads: EVAL_THREADS
         resources:
             **job_resources("evaluate"),

@@ -40,7 +40,5 @@ for exp in GRID.experiments.values():
             "../envs/part.yaml"
         log:
             f"logs/experiments/{exp.name}.log",
-        benchmark:
-            f"logs/experiments/{exp.name}.benchmark.tsv"
         script:
             "../workflow_scripts/experiments.py"

@@ -30,8 +30,6 @@ rule figure_tradeoff:
         "../envs/part.yaml"
     log:
         "logs/figures/tradeoff.log",
-    benchmark:
-        "logs/figures/tradeoff.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -48,8 +46,6 @@ rule figure_training_curves:
         "../envs/part.yaml"
     log:
         "logs/figures/training_curves_{dataset}.log",
-    benchmark:
-        "logs/figures/training_curves_{dataset}.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -66,8 +62,6 @@ rule figure_validation:
         "../envs/part.yaml"
     log:
         "logs/figures/validation_{dataset}.log",
-    benchmark:
-        "logs/figures/validation_{dataset}.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -84,8 +78,6 @@ rule figure_eps_share:
         "../envs/part.yaml"
     log:
         "logs/figures/eps_share.log",
-    benchmark:
-        "logs/figures/eps_share.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -103,8 +95,6 @@ rule figure_gallery:
         "../envs/part.yaml"
     log:
         "logs/figures/gallery_{dataset}.log",
-    benchmark:
-        "logs/figures/gallery_{dataset}.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -121,8 +111,6 @@ rule figure_claim:
         "../envs/part.yaml"
     log:
         "logs/figures/claim.log",
-    benchmark:
-        "logs/figures/claim.benchmark.tsv"
     script:
         "../workflow_scripts/figures.py"
 
@@ -145,7 +133,5 @@ if "curve" in GRID.checks:
             "../envs/part.yaml"
         log:
             "logs/figures/robustness_curve_{dataset}.log",
-        benchmark:
-            "logs/figures/robustness_curve_{dataset}.benchmark.tsv"
         script:
             "../workflow_scripts/figures.py"

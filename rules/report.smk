@@ -1,5 +1,5 @@
-# results/README.md: the run's summary (grid, recorded versions and hardware, compute from the benchmark
-# files). It is written last, after every table and figure it links; `snakemake --report` builds the HTML.
+# results/README.md: the run's summary (grid, recorded versions and hardware, compute from the cost line
+# that ends every job's log). It is written last, after every table and figure it links; `snakemake --report` builds the HTML.
 
 
 localrules:
@@ -19,7 +19,5 @@ rule results_readme:
         "../envs/part.yaml"
     log:
         "logs/results_readme.log",
-    benchmark:
-        "logs/results_readme.benchmark.tsv"
     script:
         "../workflow_scripts/results_readme.py"

@@ -15,8 +15,6 @@ rule train:
         "../envs/part.yaml"
     log:
         "logs/train/{dataset}/{arch}/{variant}/seed{seed}.log",
-    benchmark:
-        "logs/train/{dataset}/{arch}/{variant}/seed{seed}.benchmark.tsv"
     threads: config["resources"]["train"]["cpus_per_gpu"]
     resources:
         **job_resources("train"),

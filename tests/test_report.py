@@ -1,4 +1,4 @@
-"""results/README.md: compute from benchmark files, recorded environments, the summary's content."""
+"""results/README.md: compute from the jobs' logs, recorded environments, the summary's content."""
 
 import json
 
@@ -6,35 +6,42 @@ import pandas as pd
 import pytest
 import yaml
 
-from part import report
+from part import joblog, report
 from part.grid import compute_resource
 
-HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-
-
-def bench(path, *seconds):
+def job(path, *seconds):
+    """A finished job's log: what it printed, then one cost line per attempt (CPU-s half its wall seconds)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(HEADER + "".join(f"{s}\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t{s / 2}\n" for s in seconds))
+    path.write_text("".join(f"[part] epoch 1\n[part] job cost: {s / 2:.2f} CPU-s (user {s / 2:.2f}, sys 0.00), "
+                            f"{s:.2f} s wall, peak memory 100 MB\n" for s in seconds))
 
 
 @pytest.fixture
 def logs(tmp_path):
     logs = tmp_path / "logs"
-    bench(logs / "train/cifar10/resnet18/at/seed0.benchmark.tsv", 3600)
-    bench(logs / "train/tinyimagenet200/wrn34_10/at/seed0.benchmark.tsv", 1800, 5400)  # two repeats: mean 3600
-    bench(logs / "evaluate/cifar10/resnet18/at/seed0/aa.benchmark.tsv", 7200)
-    bench(logs / "metrics/cifar10/resnet18/at/seed0.benchmark.tsv", 36)
-    bench(logs / "aggregate.benchmark.tsv", 3.6)
+    job(logs / "train/cifar10/resnet18/at/seed0.log", 3600)
+    job(logs / "train/tinyimagenet200/wrn34_10/at/seed0.log", 1800, 1800)  # killed once, resumed: 3600 in all
+    job(logs / "evaluate/cifar10/resnet18/at/seed0/aa.log", 7200)
+    job(logs / "metrics/cifar10/resnet18/at/seed0.log", 36)
+    job(logs / "aggregate.log", 3.6)
+    (logs / "train/cifar10/resnet18/at/seed1.log").write_text("[part] epoch 1\n")  # still running: no cost yet
     return logs
 
 
-def test_job_costs_reads_every_benchmark_file_with_stage_and_dataset(logs):
+def test_job_costs_reads_every_finished_jobs_log_with_stage_and_dataset(logs):
     costs = report.job_costs(logs).set_index("job")
     assert len(costs) == 5
     assert costs.loc["train/tinyimagenet200/wrn34_10/at/seed0", "seconds"] == 3600
     assert costs.loc["evaluate/cifar10/resnet18/at/seed0/aa", "dataset"] == "cifar10"
     assert costs.loc["aggregate", "stage"] == "aggregate" and pd.isna(costs.loc["aggregate", "dataset"])
     assert costs.loc["train/cifar10/resnet18/at/seed0", "cpu_seconds"] == 1800
+
+
+def test_the_cost_line_a_job_writes_is_the_one_job_costs_reads():
+    line = joblog.cost_line()
+    cpu, wall = joblog.job_cost("printed\n" + line + "more\n" + line)
+    assert line.startswith("[part] job cost: ") and 0 < cpu and 0 < wall
+    assert joblog.job_cost(line) == pytest.approx((cpu / 2, wall / 2)) and joblog.job_cost("no cost") is None
 
 
 def test_gpu_hours_count_the_gpus_each_compute_job_requested(logs):
@@ -45,13 +52,6 @@ def test_gpu_hours_count_the_gpus_each_compute_job_requested(logs):
     assert table.loc["evaluate", "gpu_hours"] == pytest.approx(2.0)
     assert table.loc["metrics", "gpu_hours"] == 0  # a merge on the host asks for no GPU
     assert table.loc["total", "gpu_hours"] == pytest.approx(7.0) and table.loc["total", "jobs"] == 5
-
-
-def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):
-    (tmp_path / "train").mkdir()
-    (tmp_path / "train" / "x.benchmark.tsv").write_text("a\tb\n1\t2\n")
-    with pytest.raises(ValueError, match=r"x\.benchmark\.tsv: not a Snakemake benchmark file"):
-        report.job_costs(tmp_path)
 
 
 def write_env(path, device, torch_version):

@@ -20,6 +20,7 @@ import yaml
 
 from conftest import tiny_grid
 
+from part.joblog import job_cost
 from part.results import merge_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,31 @@ def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
-    assert log.read_text() == "working\n[part] job stopped by SIGTERM (exit code 143)\n"
+    working, stopped, cost = log.read_text().splitlines()
+    assert (working, stopped) == ("working", "[part] job stopped by SIGTERM (exit code 143)")
+    assert cost.startswith("[part] job cost: ") and 0 < job_cost(cost)[0] < job_cost(cost)[1] < 60, cost
+
+
+def test_a_job_log_ends_with_the_cpu_time_of_its_whole_process(tmp_path):
+    """What the job costs, start-up included; a resumed job appends, and its attempts add up."""
+    log = tmp_path / "job.log"
+    script = textwrap.dedent(f"""
+        import time
+        from part.joblog import job_log
+        def burn(seconds):
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+        burn(0.4)  # before the log opens: an import, say
+        with job_log({str(log)!r}, "a"):
+            burn(0.4)
+    """)
+    for attempt in range(2):
+        subprocess.run([sys.executable, "-c", script], check=True)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("[part] job cost: ") for line in lines)
+    cpu, wall = job_cost(log.read_text())
+    assert 1.6 <= cpu < 1.6 + 2 * 1.0 and cpu <= wall, lines  # + the interpreter's own start
 
 
 @contextlib.contextmanager

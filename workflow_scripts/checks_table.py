@@ -1,13 +1,13 @@
 """Snakemake adapter: the robustness curve's or the evaluation checks' table (params.check) from the runs' results."""
 
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from part import grid
 from part.curve_table import write_curve_table, write_sanity_table
+from part.joblog import job_log
 
 write = write_curve_table if snakemake.params.check == "curve" else write_sanity_table
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with job_log(snakemake.log[0]):
     paths = write(grid.load(snakemake.config, source="workflow config"), snakemake.input.results,
                   Path(snakemake.output.csv).parent)
     print("\n".join(f"wrote {p}" for p in paths.values()))

@@ -1,4 +1,4 @@
-"""Snakemake adapter: results/README.md (grid, recorded versions and hardware, compute from benchmark files)."""
+"""Snakemake adapter: results/README.md (grid, recorded versions and hardware, compute from the jobs' logs)."""
 
 
 from part.grid import compute_resource, job_resources
