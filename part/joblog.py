@@ -7,9 +7,9 @@ Every ``workflow_scripts/*.py`` runs its body inside :func:`job_log`.
 The last line is the job's cost: the CPU and wall seconds of its process's whole life, interpreter start and
 imports included, read from the kernel. ``results/README.md`` (``part.report.job_costs``) and
 ``benchmarks/workflow_cost.py`` add these lines up. They replace Snakemake's ``benchmark:`` files, which
-sample every job's process tree from Snakemake's own process (1 to 2 reads of each process's memory map a
-second): on the demo that sampling cost Snakemake about 50 CPU-seconds, and it still missed a quarter of
-the training jobs' CPU time (490 of 660 CPU-seconds counted).
+sample every job's process tree from Snakemake's own process (reading each process's memory map once a
+second, then every 30 s): on the demo it was a third of what py-spy saw Snakemake's process do, and it still
+missed a quarter of the training jobs' CPU time (490 of 660 CPU-seconds counted).
 """
 
 from __future__ import annotations
