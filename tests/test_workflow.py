@@ -151,3 +151,20 @@ def test_the_robustness_curve_and_the_sanity_checks_reach_their_tables_figure_an
     assert (results / "figures" / "robustness_curve_digits.png").stat().st_size > 10_000
     readme = (results / "README.md").read_text()
     assert "## Evaluation checks" in readme and "robustness_curve_digits.png" in readme
+
+
+@pytest.mark.slow
+def test_every_job_of_a_workflow_reports_its_cost_and_results_readme_adds_them_up(tiny_workflow):
+    """The cost line of every job's log (part.joblog), read back per rule by benchmarks/workflow_cost.py and
+    results/README.md: each job once, none without its cost, a torch job at least its interpreter's start."""
+    workdir, _ = tiny_workflow
+    logs = sorted((workdir / "logs").rglob("*.log"))
+    assert logs and all("[part] job cost: " in log.read_text() for log in logs), logs
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "workflow_cost.py"), "--attribute", str(workdir)],
+                         capture_output=True, text=True, check=True).stdout
+    rules = json.loads(out)["rules"]
+    assert sum(rule["jobs"] for rule in rules.values()) == len(logs)
+    assert rules["train"]["jobs"] == 4 and rules["metrics"]["jobs"] == 4 and rules["evaluate_check"]["jobs"] == 4
+    assert rules["train"]["cpu_s"] > 4 * 1.0 and rules["metrics"]["cpu_s"] > 4 * 1.0
+    assert all(0 < rule["cpu_s"] <= rule["wall_s"] * 2 for rule in rules.values())  # one thread a job, two at most
+    assert "## Compute (from the jobs' logs)" in (workdir / "results" / "README.md").read_text()
