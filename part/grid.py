@@ -250,7 +250,8 @@ def curve_figure_stem(dataset: str) -> str:
 
 COMPUTE_RULES = {"train": "train", "evaluate": "evaluate", "evaluate_check": "evaluate",
                  "evaluate_checkpoints": "evaluate"}
-"""The workflow's rules whose jobs ask for a GPU (where one is configured), by their ``resources`` key."""
+"""The workflow's rules whose jobs ask for a GPU (where one is configured), by their ``resources`` key: what the
+rules request (rules/common.smk's ``job_resources``) and what ``results/README.md`` counts GPU-hours of."""
 
 
 def compute_resource(cfg: dict[str, Any], rule: str) -> str | None:

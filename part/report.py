@@ -20,6 +20,7 @@ from part import files, provenance
 from part.grid import CHECK_TABLE_FILES, curve_figure_stem
 from part.joblog import job_cost
 
+
 def job_costs(logs_dir: str | Path) -> pd.DataFrame:
     """One row per finished job: its stage (rule), dataset (when the log path names one), wall and CPU seconds.
 

@@ -94,8 +94,12 @@ def table_files():
     return files
 
 
-def job_resources(stage):
-    """A job's scheduler resources, resolved per dataset by part.grid.job_resources."""
+def job_resources(rule):
+    """The scheduler resources of a job of `rule`: those of its `resources` key (part.grid.compute_resource, the
+    one home of which rules compute), resolved per dataset by part.grid.job_resources; none for a job on the host."""
+    stage = grid.compute_resource(config, rule)
+    if stage is None:
+        return {}
 
     def of_job(key):
         return lambda wildcards: grid.job_resources(config, stage, wildcards.dataset)[key]

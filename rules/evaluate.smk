@@ -61,7 +61,7 @@ rule metrics:
         "logs/metrics/{dataset}/{arch}/{variant}/seed{seed}.log",
     threads: EVAL_THREADS if PER_MODEL else 1
     resources:
-        **(job_resources("evaluate") if PER_MODEL else {}),
+        **job_resources("metrics"),
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -87,7 +87,7 @@ rule evaluate_check:
         "logs/evaluate_check/{dataset}/{arch}/{variant}/seed{seed}/{check}.log",
     threads: EVAL_THREADS
     resources:
-        **job_resources("evaluate"),
+        **job_resources("evaluate_check"),
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -115,6 +115,6 @@ if GRID.compared_checkpoints:
             "logs/evaluate_checkpoints/{dataset}/{arch}/{variant}/seed{seed}.log",
         threads: EVAL_THREADS
         resources:
-            **job_resources("evaluate"),
+            **job_resources("evaluate_checkpoints"),
         script:
             "../workflow_scripts/evaluate.py"
