@@ -9,6 +9,9 @@ $(BIN)/part: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The release's AutoAttack (attack aa_release); without its dependencies, as its pin of requests 2.25,
+	# which it never imports, would downgrade the requests that snakemake uses.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt torchattacks
 	touch $@
 
 setup: $(BIN)/part

@@ -27,6 +27,7 @@ from part import compare, files, stats
 from part.results import load_correct, worst_case_correct
 from part.grid import TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
+from part.vocabulary import AUTOATTACKS
 
 OUTPUTS = TABLE_FILES
 """Every file ``write_tables`` writes, by key, below the tables directory."""
@@ -378,7 +379,7 @@ def budget(per_seed: pd.DataFrame, seeds: list[int]) -> str:
     """The evaluation budget every table states beside its numbers: seeds per cell, test examples per
     attack (the first N of the test split) and the AutoAttack seed."""
     sizes = example_sizes(per_seed)
-    aa_seeds = per_seed.loc[per_seed["attack"] == "aa", "attack_seed"].dropna().unique()
+    aa_seeds = per_seed.loc[per_seed["attack"].isin(AUTOATTACKS), "attack_seed"].dropna().unique()
     aa = f"; AutoAttack seed {'/'.join(map(str, sorted(aa_seeds)))}" if len(aa_seeds) else ""
     return (f"Evaluation budget: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell "
             f"({', '.join(map(str, seeds))}); test examples per attack (the first N of the test split): "
@@ -396,7 +397,8 @@ def caption(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int]) -> st
             "its value alone. In parentheses (PART rows): the difference of the mean to the family's base method"
             f"{f' ({base_text})' if len(bases) else ''}; its confidence interval is in main.csv and "
             "claim_verdicts.md. Bold: the best mean of each family in each column. "
-            "MMA = the PART release's minimum-margin attack; AA = standard AutoAttack; worst case = the share of "
+            "MMA = the PART release's minimum-margin attack; AA = standard AutoAttack; AA (release) = the "
+            "release's torchattacks AutoAttack (10 iterations per APGD/FAB attack), the paper's protocol; worst case = the share of "
             f"examples correct under every attack. {budget(per_seed, seeds)} † = fewer seeds than the grid's "
             "(listed below); — = no seed finished.")
 

@@ -1,12 +1,15 @@
-"""The attacks that come from the packaged fra31 AutoAttack code (``pyautoattack``, pinned in
+"""The attacks that come from packaged AutoAttack code. From fra31's (``pyautoattack``, pinned in
 pyproject): standard AutoAttack, Gao et al.'s MM3, which is targeted APGD on a margin loss, and APGD and
-Square alone (the white-box and black-box halves of ``part.sanity``'s gradient-masking check).
+Square alone (the white-box and black-box halves of ``part.sanity``'s gradient-masking check). From
+torchattacks (pinned in constraints.txt): the AutoAttack the authors' release evaluated with, whose APGD,
+APGD-T and FAB-T run 10 iterations instead of standard AutoAttack's 100 — the protocol of the paper's AA
+column, so the paper's numbers can be compared under their own protocol.
 
-Everything that touches ``pyautoattack`` lives here, so a new release of it is checked in one place
-(``tests/test_evaluate.py`` asserts the standard preset that ``settings`` reads back). Two habits of
+Everything that touches either package lives here, so a new release of one is checked in one place
+(``tests/test_evaluate.py`` asserts the presets that ``settings`` reads back). Two habits of
 that code are contained here rather than left to callers:
 
-* every sub-attack calls ``torch.manual_seed`` (CPU and CUDA) with its own seed — the global RNG
+* every sub-attack of both packages calls ``torch.manual_seed`` (CPU and CUDA) with its own seed — the global RNG
   state is saved and restored around each call, so evaluating never changes what a caller draws next;
 * its fra31 sanity checks (randomised or dynamic defence, probability outputs, too many target
   classes, Square beating the gradient attacks, zero gradients) go to the ``auto-attack`` logger,
@@ -207,3 +210,61 @@ class Square(Attack):
                               n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
         with _isolated():
             return square.perturb(x, y).to(x.dtype)
+
+
+RELEASE_AA_CLASSES = 10
+"""``n_classes`` of the release's call, which leaves torchattacks' default: APGD-T and FAB-T attack the 9
+highest wrong classes (as standard AutoAttack does) whatever the dataset's number of classes."""
+
+
+class ReleaseAutoAttack(Attack):
+    """AutoAttack as the PART release evaluates with it: torchattacks'
+    ``AutoAttack(model, norm='Linf', eps=ε, version='standard')`` — APGD-CE, APGD-T and FAB-T with 10
+    iterations each (torchattacks' defaults), Square with 5000 queries, each attacking the points the
+    previous ones left robust, on every batch it is called with (as the release calls it per test batch).
+
+    One departure, for reproducibility: the release leaves ``seed`` unset, so torchattacks seeds every
+    sub-attack from the clock; here it is ``seed``. The ``generator`` is unused (isolated RNG state, as for
+    the pyautoattack attacks). ℓ∞, scalar ε only.
+    """
+
+    def __init__(self, eps: float, seed: int = 0, n_classes: int = RELEASE_AA_CLASSES):
+        super().__init__(eps)
+        self.seed, self.n_classes = seed, n_classes
+
+    def build(self, model: nn.Module, eps: float):
+        """The torchattacks object of the release's call, for ``model``."""
+        try:
+            import torchattacks
+        except ImportError as e:
+            raise ImportError("the attack aa_release needs torchattacks 3.5.1: pip install --no-deps -c "
+                              "constraints.txt torchattacks (its pin of requests 2.25 is never imported; "
+                              "`make setup` does this)") from e
+        return torchattacks.AutoAttack(model, norm="Linf", eps=float(eps), version="standard",
+                                       n_classes=self.n_classes, seed=self.seed)
+
+    def settings(self, model: nn.Module) -> dict[str, Any]:
+        """The preset as the constructed object holds it (read back, not restated), for metrics.json."""
+        import torchattacks
+
+        aa = self.build(model, self.eps)
+        apgd, apgdt, fab, square = aa._autoattack.attacks
+        return {
+            "package": "torchattacks", "package_version": torchattacks.__version__, "version": aa.version,
+            "norm": aa.norm, "eps": float(aa.eps), "seed": aa.seed, "n_classes": aa.n_classes,
+            "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
+            "apgd-ce": {"n_iter": apgd.steps, "n_restarts": apgd.n_restarts, "loss": apgd.loss, "rho": apgd.thr_decr,
+                        "eot_iter": apgd.eot_iter},
+            "apgd-t": {"n_iter": apgdt.steps, "n_restarts": apgdt.n_restarts,
+                       "n_target_classes": apgdt.n_target_classes, "rho": apgdt.thr_decr},
+            "fab-t": {"n_iter": fab.steps, "n_restarts": fab.n_restarts, "multi_targeted": fab.multi_targeted,
+                      "n_target_classes": fab.n_target_classes},
+            "square": {"n_queries": square.n_queries, "n_restarts": square.n_restarts, "p_init": square.p_init},
+        }
+
+    def perturb(self, model, x, y, eps, g):
+        if torch.is_tensor(eps):
+            raise ValueError("the release's AutoAttack takes a scalar ε only")
+        aa = self.build(model, eps)
+        with _isolated():
+            return aa(x, y).to(x.dtype)

@@ -1,5 +1,5 @@
-"""Robustness evaluation of trained runs: natural, PGD-20, MMA (the release's and Gao et al.'s MM3)
-and standard AutoAttack, each kept per example so that any set of attacks can be merged later.
+"""Robustness evaluation of trained runs: natural, PGD-20, MMA (the release's and Gao et al.'s MM3),
+standard AutoAttack and the release's weaker AutoAttack (``aa_release``), each kept per example so that any set of attacks can be merged later.
 
 Each attack of a run is its own unit of work, because AutoAttack costs far more than the rest and a
 workflow runs one job per (model, attack). A job writes only its own pair of files in the run
@@ -31,7 +31,8 @@ from torch import nn
 
 from part import files, lock, provenance, results, torchfiles
 from part.attacks import MMA, PGD, Attack
-from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
+from part.autoattack_adapter import (MM3, RELEASE_AA_CLASSES, EvaluationWarning, ReleaseAutoAttack,
+                                     StandardAutoAttack)
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
 from part.data import Split, load_prepared
 from part.grid import KEEPS
@@ -70,6 +71,8 @@ def attack_specs(eps: float, alpha: float, seed: int = 0) -> dict[str, dict[str,
         "mm3": {"kind": "mm3", "variant": "Gao et al. 2022: targeted APGD on the margin, targets in turn",
                 **ball, "steps": 20, "k": 3, "confidence": 50.0, "rho": 0.75, "restarts": 1, "seed": seed},
         "aa": {"kind": "autoattack", "version": "standard", **ball, "seed": seed},
+        "aa_release": {"kind": "torchattacks_autoattack", "version": "standard", **ball, "seed": seed,
+                       "n_classes": RELEASE_AA_CLASSES},
     }
 
 
@@ -84,6 +87,8 @@ def build_attack(spec: dict[str, Any]) -> Attack | None:
         return MMA(spec["eps"], spec["alpha"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"])
     if kind == "mm3":
         return MM3(spec["eps"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"], seed=spec["seed"])
+    if kind == "torchattacks_autoattack":
+        return ReleaseAutoAttack(spec["eps"], seed=spec["seed"], n_classes=spec["n_classes"])
     raise ValueError(f"attack kind {kind!r} has no per-batch implementation")
 
 
@@ -213,9 +218,10 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
             settings = {**spec, **adapter.settings}
             correct = _batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
         else:
-            settings = dict(spec)
+            attack = build_attack(spec)
+            settings = {**spec, **attack.settings(model)} if isinstance(attack, ReleaseAutoAttack) else dict(spec)
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
-            correct = _batched_correct(model, x, y, build_attack(spec), batch_size, generator)
+            correct = _batched_correct(model, x, y, attack, batch_size, generator)
         synchronize(device)
         seconds = time.perf_counter() - t0
     check_accuracies(name, natural, correct, logits.shape[1])

@@ -315,7 +315,7 @@ class Grid:
         run on a subset (``evaluation.aa_n_examples``), a check on its block's ``n_examples``, everything else
         on ``evaluation.n_examples``."""
         evaluation = self.cfg["evaluation"]
-        own = (evaluation.get("aa_n_examples") if attack == "aa" else
+        own = (evaluation.get("aa_n_examples") if attack in vocabulary.AUTOATTACKS else
                self._check_block(attack).get("n_examples") if attack in CHECK_BLOCKS else None)
         return own or evaluation.get("n_examples")
 

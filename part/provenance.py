@@ -43,7 +43,7 @@ def environment(hardware: bool = True) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("part-repro", "torch", "torchvision", "grad-cam", "pyautoattack", "numpy"):
+    for dist in ("part-repro", "torch", "torchvision", "grad-cam", "pyautoattack", "torchattacks", "numpy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-COLUMNS = {"natural": "Natural", "pgd20": "PGD-20", "mma": "MMA", "aa": "AA", "mm3": "MM3", "worst_case": "Worst case"}
+COLUMNS = {"natural": "Natural", "pgd20": "PGD-20", "mma": "MMA", "aa": "AA", "aa_release": "AA (release)", "mm3": "MM3", "worst_case": "Worst case"}
 """Table columns by attack key, in the paper's order."""
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "tinyimagenet200": "TinyImageNet-200",

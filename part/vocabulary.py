@@ -59,14 +59,19 @@ TRADES_FORWARDS = (2, 3)
 
 TABLE_ATTACKS = ("natural", "pgd20", "mma", "aa")
 """The paper's table columns; its MMA column is the release's variant."""
-ATTACKS = TABLE_ATTACKS + ("mm3",)
+ATTACKS = TABLE_ATTACKS + ("mm3", "aa_release")
+"""Every evaluation attack. ``aa_release`` is the AutoAttack the paper's AA column was measured with
+(torchattacks, 10 iterations per APGD/FAB attack): weaker than standard ``aa``, offered so that the paper's
+numbers are compared with ours under their own protocol."""
+AUTOATTACKS = ("aa", "aa_release")
+"""The AutoAttack protocols: run on ``evaluation.aa_n_examples`` test images, the costly tail of every grid."""
 CHECKS = ("curve", "sanity")
 """Evaluation units that are not table columns: the robustness curve (accuracy vs ε, ``part.curve``) and the
 convergence / gradient-masking checks (``part.sanity``). ``part.evaluate.evaluate`` runs them like an attack,
 each into its own ``eval/<name>.json`` + ``.correct.npz``; they are never merged into ``metrics.json``."""
 EVALUATIONS = ATTACKS + CHECKS
 """Every name ``part.evaluate.evaluate`` accepts."""
-ATTACK_KINDS = ("natural", "pgd", "mma", "mm3", "autoattack")
+ATTACK_KINDS = ("natural", "pgd", "mma", "mm3", "autoattack", "torchattacks_autoattack")
 NORMS = ("Linf", "L2", "L1")
 REFERENCES = ("paper_figure1",)
 """Published numbers an experiment can print and plot beside its own (``part/reference/*.csv``)."""

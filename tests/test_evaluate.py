@@ -19,7 +19,7 @@ from torch import nn
 
 from part import config
 from part.attacks import MMA, PGD
-from part.autoattack_adapter import MM3, EvaluationWarning, StandardAutoAttack
+from part.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
 from part.cli import main
 from part.data import load_prepared
 from part.evaluate import BATCH_SIZE, attack_specs, check_accuracies, evaluate, evaluation_budget, run_attack
@@ -104,18 +104,18 @@ def test_attacks_lower_accuracy_and_aa_is_at_least_as_strong_as_pgd20(evaluated)
     metrics, caught = evaluated
     acc = {name: e["accuracy"] for name, e in metrics["attacks"].items()}
     assert acc["natural"] > 80
-    for name in ("pgd20", "mma", "mm3", "aa"):
+    for name in ("pgd20", "mma", "mm3", "aa", "aa_release"):
         assert acc[name] < acc["natural"], name
         assert metrics["attacks"][name]["natural_accuracy"] == acc["natural"]
     assert acc["aa"] <= acc["pgd20"] + 1
     assert not [str(w.message) for w in caught if "chance" in str(w.message) or "above natural" in str(w.message)]
 
 
-@pytest.mark.parametrize("name", ["pgd20", "mma", "mm3", "aa"])
+@pytest.mark.parametrize("name", ["pgd20", "mma", "mm3", "aa", "aa_release"])
 def test_zero_budget_leaves_natural_accuracy(model_and_data, name):
     model, x, y = model_and_data
     spec = attack_specs(0.0, ALPHA)[name]
-    n = 8 if name == "aa" else N  # AutoAttack's Square spends its 5 000 queries on every robust point
+    n = 8 if name.startswith("aa") else N  # AutoAttack's Square spends its 5 000 queries on every robust point
     result = run_attack(model, x[:n], y[:n], name, spec, log=None)
     assert torch.equal(result.correct, result.natural_correct)
 
@@ -126,10 +126,36 @@ def test_adversarial_examples_stay_in_the_ball_and_the_box(model_and_data):
     attacks = [PGD(EPS, ALPHA, 20), MMA(EPS, ALPHA, steps=20, k=3), MM3(EPS)]
     advs = [a(model, x, y, generator=g) for a in attacks]
     advs.append(StandardAutoAttack(model, EPS, device="cpu", seed=0, batch_size=BATCH_SIZE).perturb(x[:12], y[:12]))
+    advs.append(ReleaseAutoAttack(EPS)(model, x[:12], y[:12]))
     for x_adv in advs:
         delta = (x_adv - x[:len(x_adv)]).abs()
         assert delta.max() <= EPS + 1e-6 and delta.max() > EPS / 2
         assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_release_autoattack_is_the_call_of_the_release(evaluated, model_and_data, at_run):
+    """The paper's AA column: torchattacks' AutoAttack(model, norm='Linf', eps=ε, version='standard') as the
+    release calls it — 10 iterations per APGD/FAB attack, 9 targets, Square 5 000 queries — but seeded."""
+    import torchattacks
+
+    metrics, _ = evaluated
+    s = metrics["attacks"]["aa_release"]["settings"]
+    assert (s["kind"], s["package"], s["package_version"], s["version"]) == (
+        "torchattacks_autoattack", "torchattacks", "3.5.1", "standard")
+    assert s["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and s["eps"] == pytest.approx(EPS)
+    assert (s["apgd-ce"]["n_iter"], s["apgd-ce"]["loss"], s["apgd-ce"]["n_restarts"]) == (10, "ce", 1)
+    assert (s["apgd-t"]["n_iter"], s["apgd-t"]["n_target_classes"], s["apgd-t"]["n_restarts"]) == (10, 9, 1)
+    assert (s["fab-t"]["n_iter"], s["fab-t"]["n_target_classes"], s["fab-t"]["multi_targeted"]) == (10, 9, True)
+    assert (s["square"]["n_queries"], s["square"]["p_init"]) == (5000, 0.8)
+    assert metrics["environment"]["versions"]["torchattacks"] == "3.5.1"
+    # the same examples fall as under the package's own object, built as the release builds it
+    model, x, y = model_and_data
+    reference = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", seed=0)
+    with torch.random.fork_rng():
+        x_ref = reference(x, y)
+    expected = (model(x_ref).argmax(1) == y).numpy()
+    correct, _ = load_correct(at_run, "aa_release")
+    assert np.array_equal(correct, expected)
 
 
 def test_autoattack_is_seeded_and_leaves_the_global_rng_alone(model_and_data):
