@@ -34,6 +34,9 @@ PAPER_RUNS = 3
 REPRODUCTION_TOLERANCE = 1.0
 """Points within which a cell counts as reproduced (the workflow's ``statistics.reproduction_tolerance``)."""
 MATCH_KEYS = ["dataset", "arch", "base_method", "part", "s_key"]
+PROTOCOLS = {"aa_release": "the release's torchattacks AutoAttack, 10 iterations per APGD/FAB attack: the paper's",
+             "aa": "standard AutoAttack (fra31), 100 iterations per APGD/FAB attack: stronger than the paper's"}
+"""Our AutoAttack protocols, as the comparison names them beside the paper's AA column."""
 
 
 def load_reference(name: str) -> pd.DataFrame:
@@ -102,10 +105,12 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
     published = _pooled_paper(paper, settings.paper_runs)
     published = published[[(d, a) in grid for d, a in zip(published["dataset"], published["arch"])]]
     matched = published.merge(variants[[*MATCH_KEYS, "variant", "label"]], on=MATCH_KEYS, how="left")
+    matched["ours_attack"] = matched["attack"].replace({"aa": aa_protocol(table)})
     stats_cols = ["mean", "std", "n_seeds", "missing_seeds", "n_examples", "estimate"]
-    out = matched.merge(table[["dataset", "arch", "variant", "attack", *stats_cols]],
-                        on=["dataset", "arch", "variant", "attack"], how="left")
+    ours = table[["dataset", "arch", "variant", "attack", *stats_cols]].rename(columns={"attack": "ours_attack"})
+    out = matched.merge(ours, on=["dataset", "arch", "variant", "ours_attack"], how="left")
     out = out.rename(columns={c: f"ours_{c}" for c in stats_cols} | {"label": "ours_label", "variant": "ours_variant"})
+    out = _beside_standard_aa(out, table)
     out["ours_n_seeds"] = out["ours_n_seeds"].astype("Int64")
     out["ours_estimate"] = [_on_test_set(e, test_sets.get(d)) for e, d in zip(out["ours_estimate"], out["dataset"])]
     out[["ours_ci_low", "ours_ci_high"]] = stats.intervals(out["ours_estimate"], settings.confidence)
@@ -115,15 +120,45 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
               zip(out["ours_estimate"], out["paper_mean"], out["paper_pooled_std"], out["paper_df"])]
     out["diff"] = out["ours_mean"] - out["paper_mean"]
     out[["diff_low", "diff_high"]] = stats.intervals(versus, settings.confidence)
-    judged = [reproduction(v, settings, test_sets.get(d), COLUMNS[a]) if v is not None else ("", "")
-              for v, d, a in zip(versus, out["dataset"], out["attack"])]
+    judged = [_protocol_differs(a) if v is not None and a == "aa" else
+              reproduction(v, settings, test_sets.get(d), COLUMNS[a]) if v is not None else ("", "")
+              for v, d, a in zip(versus, out["dataset"], out["ours_attack"])]
     out["reproduction"], out["reproduction_detail"] = [j[0] for j in judged], [j[1] for j in judged]
     out["min_detectable"] = [np.nan if v is None else stats.min_detectable(v, settings.confidence) for v in versus]
     out["status"] = [_status(v, n) for v, n in zip(out["ours_variant"], out["ours_n_seeds"])]
-    return out[["dataset", "arch", "paper_method", "base_method", "s", "attack", "paper_mean", "paper_std",
-                "paper_pooled_std", "paper_df", "ours_variant", "ours_label", "ours_mean", "ours_std", "ours_n_seeds",
-                "ours_missing_seeds", "ours_n_examples", "ours_ci_low", "ours_ci_high", "interval_on", "diff",
-                "diff_low", "diff_high", "reproduction", "reproduction_detail", "min_detectable", "status"]]
+    return out[["dataset", "arch", "paper_method", "base_method", "s", "attack", "ours_attack", "paper_mean",
+                "paper_std", "paper_pooled_std", "paper_df", "ours_variant", "ours_label", "ours_mean", "ours_std",
+                "ours_n_seeds", "ours_missing_seeds", "ours_n_examples", "ours_ci_low", "ours_ci_high", "interval_on",
+                "diff", "diff_low", "diff_high", "reproduction", "reproduction_detail", "min_detectable", "status",
+                *STANDARD_AA_COLUMNS]]
+
+
+def aa_protocol(table: pd.DataFrame) -> str:
+    """Our attack set against the paper's AA column: the release's own protocol (``aa_release``) where the grid
+    evaluates it, else standard AutoAttack — a stronger attack, so that gap is no reproduction test."""
+    return "aa_release" if "aa_release" in set(table["attack"]) else "aa"
+
+
+STANDARD_AA_COLUMNS = ["standard_aa_mean", "standard_aa_std", "standard_aa_n_seeds", "standard_aa_missing_seeds",
+                       "standard_aa_ci_low", "standard_aa_ci_high"]
+
+
+def _beside_standard_aa(out: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Our standard-AA cell beside each AA row compared under the release's protocol (empty elsewhere), so the
+    comparison shows both protocols' numbers for the same models."""
+    cols = [c.removeprefix("standard_aa_") for c in STANDARD_AA_COLUMNS]
+    standard = (table.loc[table["attack"] == "aa", ["dataset", "variant", *cols]]
+                .rename(columns={"variant": "ours_variant"} | {c: f"standard_aa_{c}" for c in cols})
+                .assign(ours_attack="aa_release"))
+    out = out.merge(standard, on=["dataset", "ours_variant", "ours_attack"], how="left")
+    out["standard_aa_n_seeds"] = out["standard_aa_n_seeds"].astype("Int64")
+    return out
+
+
+def _protocol_differs(attack: str) -> tuple[str, str]:
+    """The verdict of an AA cell measured with standard AutoAttack against the paper's weaker protocol."""
+    return "protocols differ", (f"ours is {attack}, {PROTOCOLS[attack]}: a lower number is expected; evaluate "
+                                "aa_release to compare")
 
 
 def _pooled_paper(paper: pd.DataFrame, runs: int) -> pd.DataFrame:
@@ -215,14 +250,15 @@ def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFra
     ``budget`` is the grid's evaluation budget in words (``part.aggregate.budget``).
     """
     head = "# The paper's main table vs this reproduction\n\n"
+    protocols = _protocols_note(table)
     if versus.empty:
         return (head + f"No cell of the paper matches this grid: the paper reports {_dataset_list(paper)}; this grid "
                 f"has {_dataset_list(table)}. Only the same dataset trained with the same architecture is compared."
-                f"\n\n{budget}\n")
+                f"\n\n{protocols}\n\n{budget}\n")
     level, tolerance = _percent(settings.confidence), f"{settings.tolerance:g}"
     shown = pd.DataFrame({
         "Dataset": [dataset_name(d, a) for d, a in zip(versus["dataset"], versus["arch"])],
-        "Paper row": versus["paper_method"], "Attack": versus["attack"].map(COLUMNS),
+        "Paper row": versus["paper_method"], "Attack (ours)": versus["ours_attack"].map(COLUMNS),
         "Paper": [f"{m:.2f} ± {s:.2f}" for m, s in zip(versus["paper_mean"], versus["paper_std"])],
         "Ours": [_ours(r) for r in versus.itertuples()], "Our row": versus["ours_label"].fillna(""),
         f"Ours − paper ({level} interval)": [format_interval(d, lo, hi) if pd.notna(d) else "" for d, lo, hi in
@@ -231,13 +267,17 @@ def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFra
                                    zip(versus["reproduction"], versus["reproduction_detail"])],
         "Detectable": ["" if math.isnan(m) else f"{m:.2f}" for m in versus["min_detectable"]],
     })
+    if versus["standard_aa_mean"].notna().any():
+        shown["Ours, standard AA"] = [_standard_aa(r) for r in versus.itertuples()]
     judged = versus.loc[versus["reproduction"] != "", "reproduction"]
-    counts = ", ".join(f"{int((judged == v).sum())} {v}" for v in ("reproduced", "differs", "inconclusive"))
+    shown_verdicts = ("reproduced", "differs", "inconclusive") + (
+        ("protocols differ",) if (judged == "protocols differ").any() else ())
+    counts = ", ".join(f"{int((judged == v).sum())} {v}" for v in shown_verdicts)
     compared_sets = versus.set_index(["dataset", "arch"]).index
     not_here = paper[~paper.set_index(["dataset", "arch"]).index.isin(compared_sets)]
     not_there = table[~table.set_index(["dataset", "arch"]).index.isin(compared_sets)]
     pooled = versus["paper_df"] > settings.paper_runs - 1
-    note = (f"\n\n{budget}\n\nOf {len(judged)} compared cells: {counts} (tolerance ± {tolerance} points, "
+    note = (f"\n\n{protocols}\n\n{budget}\n\nOf {len(judged)} compared cells: {counts} (tolerance ± {tolerance} points, "
             f"`statistics.reproduction_tolerance`). *Ours − paper*: the difference of means with its {level} interval, "
             "which holds our seed-to-seed noise (on this test set where we evaluated all of it, as the paper did; "
             "an evaluated subset adds its share of the test sample) and the paper's own, its std over "
@@ -255,6 +295,28 @@ def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFra
     if not not_there.empty:
         note += f" Not in the paper: {_dataset_list(not_there)}."
     return head + shown.to_markdown(index=False, disable_numparse=True) + note + "\n"
+
+
+def _protocols_note(table: pd.DataFrame) -> str:
+    """Which AutoAttack each AA number is: the paper's, ours compared with it, and ours beside it."""
+    evaluated = [a for a in PROTOCOLS if a in set(table["attack"])]
+    ours = aa_protocol(table)
+    text = (f"AutoAttack protocols: the paper's AA column is {PROTOCOLS['aa_release'].rsplit(':', 1)[0]} "
+            "(torchattacks' `AutoAttack(model, norm='Linf', eps=ε, version='standard')` as the authors' release calls "
+            f"it). This grid evaluates {', '.join(f'`{a}` ({PROTOCOLS[a]})' for a in evaluated) or 'no AutoAttack'}")
+    if ours == "aa_release":
+        return text + ("; the paper's AA is compared with `aa_release`, and our standard AA is shown beside it "
+                       "(*Ours, standard AA*) for the same models.")
+    return text + ("; with no `aa_release` the paper's AA cells are not judged (*protocols differ*): standard AA is "
+                   "stronger, so a lower number is expected by construction. Add `aa_release` to "
+                   "`evaluation.attacks` to compare them.")
+
+
+def _standard_aa(r: object) -> str:
+    if pd.isna(r.standard_aa_mean):
+        return ""
+    return format_cell(r.standard_aa_mean, r.standard_aa_std, int(r.standard_aa_n_seeds), r.standard_aa_missing_seeds,
+                       math.nan, False, MARKDOWN)
 
 
 def _ours(r: object) -> str:
