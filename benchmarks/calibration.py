@@ -180,7 +180,7 @@ def _reproduction(flags: dict[str, np.ndarray], cells: dict[str, stats.Crossed],
 def _suggested_seeds(estimates: dict[str, stats.Crossed], confidence: float) -> int | None:
     """The seeds an inconclusive claim's advice asks for: the most any open criterion needs (None: none would)."""
     needed = []
-    for c in compare.CLAIM:
+    for c in compare.Claim().criteria:
         est = estimates[c.attack]
         if c.status(*stats.interval(est, confidence)) == "open":
             needed.append(stats.to_decide(est, est.mean - c.threshold, "n_seeds", confidence))

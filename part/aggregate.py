@@ -448,9 +448,11 @@ def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: 
 def statistics_settings(cfg: dict[str, Any]) -> compare.Settings:
     """The workflow's ``statistics`` section, with ``part.stats`` / ``part.compare``'s defaults."""
     settings = cfg.get("statistics") or {}
+    claim = settings.get("claim") or {}
     return compare.Settings(settings.get("confidence", stats.CONFIDENCE),
                             settings.get("paper_runs", compare.PAPER_RUNS),
-                            settings.get("reproduction_tolerance", compare.REPRODUCTION_TOLERANCE))
+                            settings.get("reproduction_tolerance", compare.REPRODUCTION_TOLERANCE),
+                            compare.Claim(claim.get("aa_tolerance", compare.Claim.aa_tolerance)))
 
 
 def whole_test_sets(cfg: dict[str, Any], per_seed: pd.DataFrame) -> dict[str, int | None]:
@@ -488,5 +490,6 @@ def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -
     files.write_text(paths["paper_csv"], versus.to_csv(index=False, float_format="%.4f"))
     files.write_text(paths["paper_md"], compare.versus_markdown(versus, table, paper, evaluation, settings))
     files.write_text(paths["verdicts_csv"], verdicts.to_csv(index=False, float_format="%.4f"))
-    files.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, settings.confidence))
+    sensitivity = compare.claim_sensitivity(table, paper, settings, test_sets)
+    files.write_text(paths["verdicts_md"], compare.verdicts_markdown(verdicts, evaluation, settings, sensitivity))
     return paths

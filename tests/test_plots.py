@@ -191,10 +191,13 @@ def test_claim_figure_draws_ours_beside_the_papers_with_the_tolerance():
            "natural_diff": 0.8, "natural_low": 0.3, "natural_high": 1.3, "natural_n_examples": 10000,
            "aa_diff": -0.6, "aa_low": -1.0, "aa_high": -0.2, "aa_n_examples": 1000, "verdict": "inconclusive",
            "paper_natural_diff": 0.84, "paper_natural_low": 0.3, "paper_natural_high": 1.38, "paper_aa_diff": 0.11,
-           "paper_aa_low": -0.41, "paper_aa_high": 0.63, "paper_verdict": "holds", "paper_runs": 3, "confidence": 0.95}
+           "paper_aa_low": -0.41, "paper_aa_high": 0.63, "paper_verdict": "holds", "paper_runs": 3, "confidence": 0.95,
+           "aa_tolerance": 0.5}
     fig = plots.claim_figure(pd.DataFrame([row]), ROWS)
     natural, aa = fig.axes[:2]
     assert [c.lines[0].get_xdata()[0] for c in aa.containers] == [-0.6, 0.11]  # ours, then the paper's
     assert [line.get_xdata()[0] for line in aa.lines if line.get_linestyle() == "-"] == [-0.5]  # the tolerance
     assert "ours: inconclusive" in natural.get_yticklabels()[0].get_text()
     assert "3 seeds × 1000 AA examples" in aa.get_title()
+    loose = plots.claim_figure(pd.DataFrame([{**row, "aa_tolerance": 1.0}]), ROWS).axes[1]
+    assert [line.get_xdata()[0] for line in loose.lines if line.get_linestyle() == "-"] == [-1.0]
