@@ -32,9 +32,9 @@ def resolve_device(name: str, source: str) -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise DeviceError(f"{source}: got {name!r}, expected auto, cpu, cuda or cuda:N (N the index of a GPU)")
     if device.type == "cuda" and (device.index or 0) >= (seen := torch.cuda.device_count()):
-        raise DeviceError(f"{source}: got {name!r}, but {_seen(seen)}; expected "
-                          f"{'cpu or auto' if not seen else f'cuda:0 … cuda:{seen - 1}, cpu or auto'} on this machine, "
-                          "or run where torch sees the GPU (docs/gpu.md)")
+        gpus_here = "" if not seen else "cuda:0, " if seen == 1 else f"cuda:0 … cuda:{seen - 1}, "
+        raise DeviceError(f"{source}: got {name!r}, but {_seen(seen)}; expected {gpus_here}cpu or auto on this "
+                          "machine, or run where torch sees the GPU (docs/gpu.md)")
     return device
 
 
