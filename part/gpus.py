@@ -79,7 +79,8 @@ def _pool(count: int) -> list[str] | None:
     """The GPUs a job asking for ``count`` chooses among; None where it asks for none, where its GPUs are
     assigned already, or where there are fewer than it asks for."""
     visible = visible_gpus()
-    if count < 1 or (visible is not None and len(visible) == count) or (visible is None and "SLURM_JOB_ID" in os.environ):
+    assigned = len(visible) == count if visible is not None else "SLURM_JOB_ID" in os.environ
+    if count < 1 or assigned:
         return None
     pool = machine_gpus() if visible is None else visible
     return pool if len(pool) >= count else None

@@ -22,7 +22,8 @@ from part.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the refusals need a machine where torch sees no GPU")
+without_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a refusal needs a machine where torch sees no GPU")
+BUILD = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
 
 
 def part(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -30,6 +31,7 @@ def part(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
+@without_gpu
 def test_a_cuda_run_config_is_refused_in_one_line_before_anything_is_written(tmp_path):
     done = part("train", "--config", str(ROOT / "configs" / "run_digits.yaml"), "--out", str(tmp_path / "run"),
                 "--set", "device=cuda", CUDA_VISIBLE_DEVICES="0")
@@ -37,7 +39,7 @@ def test_a_cuda_run_config_is_refused_in_one_line_before_anything_is_written(tmp
     [line] = done.stderr.splitlines()
     assert line.startswith("part train: error: ") and "run_digits.yaml: key 'device': got 'cuda', but torch sees no " \
         "CUDA device here" in line
-    assert f"torch {torch.__version__}, a CUDA {torch.version.cuda} build" in line
+    assert f"torch {torch.__version__}, {BUILD}" in line
     assert "NVIDIA driver " in line and "CUDA_VISIBLE_DEVICES='0'" in line and "expected cpu or auto" in line
     assert not (tmp_path / "run").exists()
 
@@ -51,6 +53,7 @@ def fake_run(tmp_path) -> Path:
     return run
 
 
+@without_gpu
 @pytest.mark.parametrize(("device", "expected"), [
     ("tpu9", "--device: got 'tpu9', expected auto, cpu, cuda or cuda:N"),
     ("", "--device: got '', expected auto, cpu, cuda or cuda:N"),
@@ -76,6 +79,7 @@ def test_a_run_config_device_that_does_not_parse_names_the_key(tmp_path, capsys)
     assert "key 'device': got 'tpu9', expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
+@without_gpu
 def test_a_workflow_job_that_asks_for_a_gpu_is_refused_not_run_on_the_cpu(tmp_path):
     """``device: auto`` falls back to the CPU only where no GPU was asked for: a training job with
     ``resources.train.gpu: 1`` exits 2, its log saying why in one line, and trains nothing."""
@@ -89,8 +93,8 @@ def test_a_workflow_job_that_asks_for_a_gpu_is_refused_not_run_on_the_cpu(tmp_pa
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     model = "results/digits/small_cnn/at/seed0/model.pt"
     done = subprocess.run([sys.executable, "-m", "snakemake", model, "--cores", "1", "--snakefile",
-                           str(ROOT / "Snakefile"), "--configfile", "grid.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PART_GPU_SLOTS_DIR": str(tmp_path / "slots")})
+                           str(ROOT / "Snakefile"), "--configfile", "grid.yaml"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PART_GPU_SLOTS_DIR": str(tmp_path / "slots")})
     assert done.returncode != 0 and (tmp_path / "logs/train").exists(), done.stdout + done.stderr
     log = (tmp_path / "logs/train/digits/small_cnn/at/seed0.log").read_text().splitlines()
     refusal = [line for line in log if line.startswith("[part] job refused: ")]
@@ -153,7 +157,7 @@ def test_concurrent_jobs_get_distinct_gpus_and_give_them_back(gpus_env, tmp_path
     """The machine's GPUs (nvidia-smi's count) are shared out: one each, two to a job that asks for two."""
     first, second, pair = Holder(1, gpus_env), Holder(1, gpus_env), Holder(2, gpus_env)
     assert (first.visible, second.visible, pair.visible) == ("0", "1", "2,3")
-    assert sorted(p.name for p in (tmp_path / "slots").iterdir()) == ["gpu0.lock", "gpu1.lock", "gpu2.lock", "gpu3.lock"]
+    assert sorted(p.name for p in (tmp_path / "slots").iterdir()) == [f"gpu{k}.lock" for k in range(4)]
     assert second.end() == 0
     third = Holder(1, gpus_env)
     assert third.visible == "1"  # the slot given back is the free one
@@ -204,6 +208,7 @@ def test_gpus_a_scheduler_assigned_are_left_alone(gpus_env, tmp_path, visible, c
     assert not (tmp_path / "slots").exists()
 
 
+@without_gpu
 def test_the_refusal_of_a_gpu_job_names_the_driver_nvidia_smi_reports(gpus_env, tmp_path):
     """A driver too old for torch's CUDA build is the usual reason a GPU machine shows no GPU to torch."""
     done = part("train", "--config", str(ROOT / "configs" / "run_digits.yaml"), "--out", str(tmp_path / "run"),
