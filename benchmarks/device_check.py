@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
 
     t0 = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     sizes = TINY if args.tiny else FULL
     torch._dynamo.config.recompile_limit = 64  # attack (eval) + step (train) graphs per run, several runs a mode
     env = provenance.environment()

@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if args.run:
         run = load_run(args.run, n_examples=args.n, device=str(device), precision=args.precision,
                        data_dir=args.data_dir)

@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--loop-images", type=int, default=64, help="images timed in the per-image loop")
     args = p.parse_args()
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     split = synthetic_split(args.n, args.channels, args.size, args.classes)
     common = {"dataset": "cifar10", "model": args.model, "device": str(device), "batch_size": args.batch_size,
               "epochs": 2, "warmup_epochs": 0, "precision": args.precision, "channels_last": args.channels_last,

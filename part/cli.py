@@ -48,12 +48,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     """Train in this process or, launched by torchrun (WORLD_SIZE > 1), as one of its processes."""
     from part import config, distributed
-    from part.runtime import resolve_device
+    from part.runtime import config_device
     from part.train import train
 
     distributed.exit_on_sigterm()
     cfg = config.load(args.config, _overrides(args.set))
-    with distributed.process_group(resolve_device(cfg.device)):
+    with distributed.process_group(config_device(cfg)):
         train(cfg, args.out)
 
 

@@ -278,6 +278,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"unknown key (allowed here: {', '.join(allowed)})"
     if err.validator == "required":
         return err.message
+    if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
+        return f"got {err.instance!r}, expected {err.schema['description']}"
     return f"got {err.instance!r}: {err.message}"
 
 

@@ -38,7 +38,7 @@ from part.data import Split, load_prepared
 from part.grid import KEEPS
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
-from part.runtime import autocast_factory, eval_mode, resolve_device, synchronize
+from part.runtime import autocast_factory, config_device, eval_mode, resolve_device, synchronize
 from part.vocabulary import CHECKS, EVALUATIONS, TABLE_ATTACKS
 
 BATCH_SIZE = 500
@@ -269,7 +269,7 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     cfg = from_dict(files.read_json_object(paths.config, "train the run again"), str(paths.config))
     if not weights.is_file():
         raise FileNotFoundError(_missing_weights(weights, checkpoint, cfg, paths))
-    dev = resolve_device(device or cfg.device)
+    dev = resolve_device(device, "--device") if device is not None else config_device(cfg)
     data = load_prepared(Path(data_dir or cfg.data_dir) / f"{cfg.dataset}.pt")
     n_test = len(data.test)
     n = n_test if n_examples is None else n_examples

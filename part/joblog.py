@@ -26,12 +26,15 @@ from typing import TextIO
 import psutil
 
 from part import files
+from part.errors import DeviceError
 
 
 @contextlib.contextmanager
 def job_log(path: str | Path, mode: str = "w") -> Iterator[TextIO]:
     """Send stdout and stderr to ``path`` while the body runs; an exception leaving the body is written
-    there (summary line, then traceback) before it propagates, so Snakemake still sees the job fail.
+    there (summary line, then traceback) before it propagates, so Snakemake still sees the job fail. A
+    refusal (:class:`DeviceError`: the job asks for GPUs torch does not see) is its one line and exit code 2,
+    as from the command line: nothing ran, there is no traceback to read.
 
     ``mode`` "a" keeps an earlier attempt's lines (a resumed training run).
     """
@@ -40,6 +43,9 @@ def job_log(path: str | Path, mode: str = "w") -> Iterator[TextIO]:
     with open(path, mode) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             yield log
+        except DeviceError as err:
+            log.write(f"[part] job refused: {err}\n")
+            raise SystemExit(2) from None
         except BaseException as err:
             log.write(failure(err))
             raise

@@ -1,5 +1,5 @@
-"""Where and how a model runs: the device, bf16 autocast, synchronisation before a clock is read, eval mode,
-and the host allocator's settings for a training process."""
+"""Where and how a model runs: the device (a workflow job's GPUs included), bf16 autocast, synchronisation
+before a clock is read, eval mode, and the host allocator's settings for a training process."""
 
 from __future__ import annotations
 
@@ -7,21 +7,70 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
+from part import gpus, grid
+from part.config import RunConfig
+from part.errors import DeviceError
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is one; a CUDA device on a machine without one is an error, not a fallback."""
+
+def resolve_device(name: str, source: str) -> torch.device:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU; a name that is not a device, or a GPU torch does not
+    see here, is refused (:class:`DeviceError`, naming ``source``: the flag, or the config file and its key)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"{source}: got {name!r}, expected auto, cpu, cuda or cuda:N (N the index of a GPU)")
+    if device.type == "cuda" and (device.index or 0) >= (seen := torch.cuda.device_count()):
+        gpus_here = "" if not seen else "cuda:0, " if seen == 1 else f"cuda:0 … cuda:{seen - 1}, "
+        raise DeviceError(f"{source}: got {name!r}, but {_seen(seen)}; expected {gpus_here}cpu or auto on this "
+                          "machine, or run where torch sees the GPU (docs/gpu.md)")
     return device
+
+
+def config_device(cfg: RunConfig) -> torch.device:
+    """The device of a run config's key ``device``."""
+    return resolve_device(cfg.device, f"{cfg.source}: key 'device'")
+
+
+def require_gpus(count: int, job: str, stage: str) -> None:
+    """Refuse a workflow job that asks for ``count`` GPUs (``resources.<stage>.gpu``) where torch sees fewer: it
+    would otherwise run on the CPU (``device: auto``) or fail later on a missing device, hours into a queue."""
+    if (seen := torch.cuda.device_count()) < count:
+        raise DeviceError(f"{job} asks for {count} GPU(s) (resources.{stage}.gpu in the workflow config), but "
+                          f"{_seen(seen)}; run it where torch sees its GPUs (docs/gpu.md), or set "
+                          f"resources.{stage}.gpu: 0 to run it on the CPU")
+
+
+def _seen(count: int) -> str:
+    """How many GPUs torch sees, and what decides it: torch's CUDA build, the driver, CUDA_VISIBLE_DEVICES."""
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    visible = os.environ.get(gpus.VISIBLE)
+    return (f"torch sees {count or 'no'} CUDA device{'s' if count > 1 else ''} here (torch {torch.__version__}, "
+            f"{build}; NVIDIA driver {gpus.driver_version() or 'not found'}; CUDA_VISIBLE_DEVICES"
+            f"{' unset' if visible is None else '=' + repr(visible)})")
+
+
+@contextlib.contextmanager
+def job_gpus(job: Any) -> Iterator[None]:
+    """A workflow job's GPUs (``job`` is the script's ``snakemake`` object): its own slots on this machine
+    (``part.gpus``), then checked against what torch sees, so a job that asks for a GPU never runs on the CPU."""
+    count = getattr(job.resources, "gpu", 0)
+    name = f"rule {job.rule} ({', '.join(f'{key}={value}' for key, value in job.wildcards.items())})"
+    with gpus.slots(count, name):
+        if count:
+            require_gpus(count, name, grid.compute_resource(job.config, job.rule))
+        yield
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:

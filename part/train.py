@@ -45,7 +45,7 @@ from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_ex
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
-from part.runtime import autocast_factory, resolve_device, retain_freed_memory, synchronize
+from part.runtime import autocast_factory, config_device, retain_freed_memory, synchronize
 
 SHUFFLE_STREAM, ATTACK_STREAM, VALIDATION_STREAM = 1, 2, 4  # 3 is the held-out draw (part.data.HOLD_OUT_STREAM)
 CHECKPOINT_KEYS = frozenset({"config", "epoch", "model", "optimizer", "masks", "rng", "history", "ema"})
@@ -210,7 +210,7 @@ def _train(cfg: RunConfig, paths: RunPaths, log: Callable[[str], None]) -> dict[
         return done
     if writes:
         _prepare_directory(paths, cfg, log)
-    device = distributed.local_device(resolve_device(cfg.device))
+    device = distributed.local_device(config_device(cfg))
     data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
     train_split, validation = split_for_training(cfg, data.train, device)
     _check_trainable(cfg, data.image_shape[0], len(train_split))

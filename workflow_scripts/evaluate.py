@@ -18,13 +18,15 @@ def evaluate_all():
 
     from part import distributed
     from part.evaluate import evaluate
+    from part.runtime import job_gpus
 
-    distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks and temporaries are removed
+    distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks, GPU slots and temporaries are removed
     torch.set_num_threads(snakemake.threads)
-    for checkpoint in checkpoints:
-        evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
-                 merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True),
-                 **getattr(params, "checks", {}))
+    with job_gpus(snakemake):  # its own GPUs, or refused where torch sees fewer than it asks for
+        for checkpoint in checkpoints:
+            evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
+                     merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True),
+                     **getattr(params, "checks", {}))
 
 
 with job_log(snakemake.log[0]):

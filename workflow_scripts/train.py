@@ -1,7 +1,8 @@
 """Snakemake adapter: train one run (resuming from its checkpoint if a previous attempt was killed).
 
 With more than one GPU for the job (``resources.train.gpu``, or the dataset's ``resources.train.gpu``) the
-run is trained by one process per GPU, launched by torchrun (see part.distributed); otherwise here.
+run is trained by one process per GPU, launched by torchrun (see part.distributed); otherwise here. A job
+that asks for GPUs gets its own (part.gpus) and is refused where torch sees fewer (part.runtime.job_gpus).
 """
 
 import os
@@ -14,6 +15,7 @@ from part import distributed, files
 from part.config import from_dict
 from part.joblog import job_log
 from part.rundir import RunPaths
+from part.runtime import job_gpus
 from part.train import train
 
 distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: close the log, stop torchrun, exit 143
@@ -37,7 +39,7 @@ def train_with_torchrun(cfg, out_dir, gpus, log):
 
 
 torch.set_num_threads(snakemake.threads)
-with job_log(snakemake.log[0], "a") as log:
+with job_log(snakemake.log[0], "a") as log, job_gpus(snakemake):
     cfg = from_dict(snakemake.params.run, source=f"rule train ({snakemake.output.model})")
     out_dir = Path(snakemake.output.model).parent
     if snakemake.resources.gpu > 1:
