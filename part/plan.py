@@ -248,7 +248,7 @@ def _from_device_check(report: dict[str, Any], source: str) -> Throughput:
 def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
     """Each attack's images/s of ``benchmarks/eval_throughput.py``, on a run's dataset or synthetic images."""
     dataset = report["dataset"]
-    synthetic = re.fullmatch(r"synthetic \d+x(\d+)x\d+", dataset)
+    synthetic = re.fullmatch(r"synthetic (\d+)x(\d+)x\d+", dataset)
     if synthetic is None and dataset not in SHAPES:
         raise ValueError(f"{source}: key 'dataset' is {dataset!r}; expected a dataset name or 'synthetic CxHxW'")
     channels, side = (int(synthetic[1]), int(synthetic[2])) if synthetic else SHAPES[dataset][:2]
