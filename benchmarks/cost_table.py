@@ -1,7 +1,9 @@
-"""The cost table of docs/cost.md, recomputed from a device check's measurements instead of estimates.
+"""The cost table of docs/cost.md: from a device check's measurements, or (without ``--json``) from the
+shipped estimate that ``part plan`` also falls back to (``part/reference/rates.json``).
 
     python benchmarks/cost_table.py --json device_check/device_check.json              # print the table
     python benchmarks/cost_table.py --json device_check/device_check.json --readme docs/cost.md   # and rewrite it
+    python benchmarks/cost_table.py --readme docs/cost.md                    # the shipped estimate's table
 
 Every training run of the grid (``config.yaml`` through ``part.grid``, experiments included) is costed
 from the JSON's ``cost_basis``: the model's AT epoch on 50 k 32×32 images, scaled by the dataset's training
@@ -25,7 +27,7 @@ import yaml
 from part import grid
 from part.config import from_dict
 from part.data import SHAPES
-from part.plan import TRAIN_IMAGES, Basis, run_seconds
+from part.plan import SHIPPED_RATES, TRAIN_IMAGES, Basis, run_seconds, shipped_estimate, shipped_rates
 
 BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
 
@@ -53,14 +55,23 @@ NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "tinyimagenet200": "TinyImageNet
 MODEL_NAMES = {"resnet18": "ResNet-18", "wrn34_10": "WRN-34-10", "preact_resnet18": "PreAct ResNet-18"}
 
 
-def markdown(rows: list[dict[str, Any]], grid_cfg: dict[str, Any], basis: Basis, report: dict[str, Any]) -> str:
+def provenance(report: dict[str, Any] | None) -> str:
+    """Where the table's numbers come from: the device check that measured them, or the shipped estimate."""
+    if report is None:
+        return (f"**Estimate, not a measurement of this pipeline**: the shipped rates (`part/{SHIPPED_RATES}`, which "
+                f"`part plan` falls back to), from {shipped_rates()['provenance']}; scaled")
+    return (f"Measured by `benchmarks/device_check.py` on {report['device_name']} ({report['created'][:10]}, "
+            f"git {report['environment'].get('git_revision')}): epochs timed on a few batches and extrapolated, "
+            "scaled")
+
+
+def markdown(rows: list[dict[str, Any]], grid_cfg: dict[str, Any], basis: Basis, report: dict[str, Any] | None) -> str:
     variants, seeds = len(grid_cfg["variants"]), len(grid_cfg["seeds"])
     settings = "; ".join(f"{MODEL_NAMES.get(m, m)}: {s}" for m, s in basis.settings.items())
     family = ", ".join(f"{f.upper()} {r:.2f} × AT" for f, r in basis.family.items() if f in ("trades", "mart"))
-    lines = [f"Measured by `benchmarks/device_check.py` on {report['device_name']} ({report['created'][:10]}, "
-             f"git {report['environment'].get('git_revision')}): epochs timed on a few batches and extrapolated, "
-             f"scaled by training-set size and input pixels, the grid's epochs per run. Settings: {settings}; "
-             f"PART epoch {basis.part_train:.3f} × AT + refresh {basis.refresh:.3f} × AT; {family}. "
+    lines = [f"{provenance(report)} by training-set size and input pixels, the grid's epochs per run. Settings: "
+             f"{settings}; PGD-{basis.steps} AT epochs; PART epoch {basis.part_train:.3f} × AT + refresh "
+             f"{basis.refresh:.3f} × AT; {family}. "
              "Regenerate with `benchmarks/cost_table.py` (see *Measuring your own hardware*).", "",
              f"| dataset (model) | one AT run | one PART (s = 1) run | {variants * seeds} runs "
              f"({variants} variants × {seeds} seeds) |", "|---|---:|---:|---:|"]
@@ -85,14 +96,15 @@ def rewrite_readme(readme: Path, table: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", required=True, help="device_check.json written by benchmarks/device_check.py")
+    p.add_argument("--json", help="device_check.json written by benchmarks/device_check.py (default: the shipped "
+                   "estimate)")
     p.add_argument("--config", default="config.yaml", help="the workflow grid to cost (default config.yaml)")
     p.add_argument("--readme", metavar="FILE", help="rewrite the cost table between this Markdown file's cost-table "
                    "markers (the project's: docs/cost.md)")
     args = p.parse_args(argv)
-    report = json.loads(Path(args.json).read_text())
+    report = json.loads(Path(args.json).read_text()) if args.json else None
     grid_cfg = yaml.safe_load(Path(args.config).read_text())
-    basis = Basis.from_report(report)
+    basis = Basis.from_report(report) if report else shipped_estimate().basis
     table = markdown(table_rows(grid_cfg, basis), grid_cfg, basis, report)
     print(table, end="")
     if args.readme:

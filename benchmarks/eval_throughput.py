@@ -63,7 +63,8 @@ def main() -> None:
         model = with_precision(model, args.precision, device)
         eps = parse_budget(args.eps or "8/255")
         alpha = eps / 4
-        what = {"run": None, "dataset": f"synthetic {args.channels}x{args.size}x{args.size}", "model": args.model}
+        what = {"run": None, "dataset": f"synthetic {args.channels}x{args.size}x{args.size}", "model": args.model,
+                "classes": args.classes}
 
     specs = attack_specs(eps, alpha)
     run_attack(model, x[:64], y[:64], "pgd20", specs["pgd20"], batch_size=args.batch_size, log=None)  # warm-up

@@ -102,11 +102,19 @@ def cmd_plan(args: argparse.Namespace) -> None:
     """A grid's jobs and device-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
     from part import grid, plan
 
-    g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
+    cfg = read_yaml(args.configfile, "workflow config")
+    if args.workflow_profile:
+        cfg = plan.with_profile(cfg, args.workflow_profile)
+    g = grid.load(cfg, source=args.configfile)
     throughput = [plan.load_throughput(path) for path in args.throughput]
-    rows = plan.plan(g, throughput)
+    for warning in plan.check_files(g, throughput):
+        print(f"part plan: warning: {warning}", file=sys.stderr)
+    estimate = plan.shipped_estimate()
+    rows = plan.plan(g, throughput, estimate)
     print((plan.markdown if args.markdown else plan.text)(rows), end="")
-    print(plan.legend(throughput))
+    used = [estimate] if any(r.source == estimate.label for r in rows) else []
+    print(plan.legend([*throughput, *used]))
+    print(plan.summary(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,7 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
     p.add_argument("--throughput", action="extend", nargs="+", default=[], metavar="FILE",
                    help="JSONs of benchmarks/device_check.py, train_throughput.py or eval_throughput.py (the first that "
-                        "measured a job costs it; the grid's own runs come before any)")
+                        "measured a job costs it; the grid's own runs come before any; rows nothing measured take "
+                        "the shipped estimate, part/reference/rates.json)")
+    p.add_argument("--workflow-profile", metavar="DIR", help="count jobs as this Snakemake profile cuts them (its "
+                   "config: entries, e.g. profiles/slurm's one job per attack)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=cmd_plan)
 

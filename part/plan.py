@@ -9,10 +9,18 @@ measurement there is, in this order, and every number says where it came from:
 2. a throughput file measured on the user's hardware, the first given that covers the job:
    ``benchmarks/device_check.py``'s JSON (its ``cost_basis`` and AutoAttack rate),
    ``benchmarks/train_throughput.py``'s or ``benchmarks/eval_throughput.py``'s;
-3. within a row, the mean of its costed jobs for the jobs nothing measured; a row with none has no number.
+3. within a row, the mean of its costed jobs for the jobs nothing measured;
+4. a row nothing measured: the shipped estimate (``part/reference/rates.json``: the H100 timings of the
+   project's notes), labelled as such; a row it has no rate for (a model or attack it does not know) has no
+   number, and says which rate is missing.
 
 Training is scaled from the measured setting by training images and input pixels, evaluation by test
-images (``evaluation.n_examples`` / ``aa_n_examples``) and pixels. A throughput file times one device,
+images (``evaluation.n_examples`` / ``aa_n_examples``) and pixels. A training measurement made with
+another number of attack steps than a run's is rescaled, with a warning, by (steps + 1) forward + backward
+passes per image (the attack's steps and the training step): exact for an AT epoch, so better than refusing
+a valid measurement. A file measured on images of another number of channels is refused (the first layers,
+a large share of a small model's cost, see them); one of another number of classes is used unscaled, with a
+warning (only the last layer sees them, and the attacks' targets are a fixed number: AutoAttack's 9, MMA's 3). A throughput file times one device,
 so its seconds are device-seconds however many GPUs a job asks for (perfect scaling assumed); a run's own
 log times the job's wall clock, so it counts ``max(gpu, 1)`` GPUs (a CPU job counts as one device).
 Attack timings are the attacks alone: job start-up, model loading and the natural pass each job makes
@@ -31,12 +39,16 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from part import vocabulary
 from part.vocabulary import SHAPES
-from part.config import RunConfig
+from part.config import RunConfig, deep_merge
 from part.grid import Grid, Run, job_resources
 from part.rundir import RunPaths, eval_dir_name, read_log
 
@@ -58,12 +70,14 @@ NO_MEASUREMENT = "no measurement"
 
 @dataclass(frozen=True)
 class Basis:
-    """Seconds of one 50 k-image 32×32 AT epoch per model, and the per-epoch ratios to it."""
+    """Seconds of one 50 k-image 32×32 AT epoch per model with ``steps`` attack steps, and the per-epoch
+    ratios to it."""
     at_epoch: dict[str, float]
     settings: dict[str, str]
     part_train: float
     refresh: float
     family: dict[str, float]
+    steps: int
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Basis:
@@ -73,8 +87,12 @@ class Basis:
             why = "it was written with --tiny" if report.get("tiny") else "its speed stage measured no AT + PART pair"
             raise ValueError(f"the device check has no cost basis ({why}); run it on a GPU without --tiny")
         ratios = basis[RATIO_MODEL]
+        try:
+            steps = report["stages"]["speed"]["result"]["attack_steps"]
+        except (KeyError, TypeError):
+            raise KeyError("stages.speed.result.attack_steps") from None
         return cls({m: b["at_epoch_seconds_50k"] for m, b in basis.items()}, {m: b["setting"] for m, b in basis.items()},
-                   ratios["part_train_over_at"], ratios["refresh_over_at"], _families(ratios))
+                   ratios["part_train_over_at"], ratios["refresh_over_at"], _families(ratios), steps)
 
     @classmethod
     def from_train_throughput(cls, report: dict[str, Any]) -> Basis:
@@ -85,7 +103,14 @@ class Basis:
         setting = f"batch {args['batch_size']}, {args['precision']}, compile {args['compile']}"
         return cls({args["model"]: at * scale}, {args["model"]: setting},
                    (report["part_epoch_seconds"] - report["refresh_seconds"]) / at, report["refresh_seconds"] / at,
-                   _families({}))
+                   _families({}), args["steps"])
+
+    @classmethod
+    def from_shipped(cls, train: dict[str, Any]) -> Basis:
+        """The basis of the shipped rates' ``train`` block (its refresh as a ratio to ResNet-18's AT epoch)."""
+        at = train["at_epoch_seconds_50k"]
+        return cls(dict(at), {m: train["setting"] for m in at}, train["part_train_over_at"],
+                   train["refresh_seconds_50k"] / at[RATIO_MODEL], _families({}), train["attack_steps"])
 
 
 def _families(ratios: dict[str, Any]) -> dict[str, float]:
@@ -94,13 +119,20 @@ def _families(ratios: dict[str, Any]) -> dict[str, float]:
             **{f: ratios.get(f"{f}_over_at") or ASSUMED_FAMILY_RATIO for f in ("trades", "mart")}}
 
 
+def steps_factor(measured: int, steps: int) -> float:
+    """An AT epoch with ``steps`` attack steps over one with ``measured``: each image costs the attack's
+    forward + backward passes and the training step's."""
+    return (steps + 1) / (measured + 1)
+
+
 def run_seconds(cfg: RunConfig, basis: Basis) -> float:
-    """Device-seconds of one training run (natural training is costed as AT: an upper bound)."""
+    """Device-seconds of one training run (natural training is costed as AT: an upper bound); the epochs at
+    the run's attack steps, the refreshes (no attack in them) as measured."""
     if cfg.model not in basis.at_epoch:
         raise ValueError(f"no measured epoch for model {cfg.model!r} (the device check measured {sorted(basis.at_epoch)})")
     side = SHAPES[cfg.dataset][1]
     epoch = basis.at_epoch[cfg.model] * TRAIN_IMAGES[cfg.dataset] / BASIS_IMAGES * (side / BASIS_SIDE) ** 2
-    base = epoch * basis.family[cfg.base_method]
+    base = epoch * basis.family[cfg.base_method] * steps_factor(basis.steps, cfg.attack.steps)
     part_epochs = sum(cfg.is_part_epoch(e) for e in range(cfg.epochs))
     refreshes = (0 if cfg.mask.recipe in vocabulary.QUADRANT_RECIPES
                  else sum(cfg.refreshes_at(e) for e in range(cfg.epochs)))
@@ -124,16 +156,28 @@ def device_kind(device: str) -> str:
 class Throughput:
     """What one throughput file measured: a training basis and attack rates (images/s at 32×32, by
     (model, attack)); ``source`` names the file, ``what`` says which benchmark wrote it and on which
-    device, ``device`` is that device as the file records it (``cpu``, ``cuda``)."""
+    device, ``device`` is that device as the file records it (``cpu``, ``cuda``); ``shape`` the input
+    ``channels`` and ``classes`` it measured, where it records them; ``estimate``: the shipped rates."""
     source: str
     what: str
     basis: Basis | None = None
     attack_rates: dict[tuple[str, str], float] = field(default_factory=dict)
     device: str = "cuda"
+    shape: dict[str, int] = field(default_factory=dict)
+    estimate: bool = False
 
     @property
     def kind(self) -> str:
         return device_kind(self.device)
+
+    @property
+    def label(self) -> str:
+        """How the plan names this source: ``measured (FILE)`` or ``estimate (shipped rates from FILE)``."""
+        return f"estimate (shipped rates from {self.source})" if self.estimate else f"measured ({self.source})"
+
+    def models(self) -> set[str]:
+        """The models it costs a job of (training or an attack)."""
+        return set(self.basis.at_epoch if self.basis else ()) | {m for m, _ in self.attack_rates}
 
     def train_seconds(self, cfg: RunConfig) -> float | None:
         if self.basis is None or cfg.model not in self.basis.at_epoch:
@@ -153,8 +197,10 @@ def load_throughput(path: str | Path) -> Throughput:
         if "cost_basis" in report:
             return _from_device_check(report, source)
         if report.get("benchmark") == "train_throughput":
-            return Throughput(source, f"train_throughput {report['args']['model']} on {_named(report)}",
-                              basis=Basis.from_train_throughput(report), device=report["device"])
+            args = report["args"]
+            return Throughput(source, f"train_throughput {args['model']} on {_named(report)}",
+                              basis=Basis.from_train_throughput(report), device=report["device"],
+                              shape={"channels": args["channels"], "classes": args["classes"]})
         if "results" in report:
             return _from_eval_throughput(report, source)
     except KeyError as err:
@@ -176,6 +222,10 @@ def _rate_at_basis(rate: float, side: int) -> float:
     return rate * (side / BASIS_SIDE) ** 2
 
 
+DEVICE_CHECK_SHAPE = {"channels": 3, "classes": 10}
+"""What the device check's speed stages train on: synthetic CIFAR-10-shaped images (its full sizes)."""
+
+
 def _from_device_check(report: dict[str, Any], source: str) -> Throughput:
     """The device check's cost basis (if it has one) and its AutoAttack rates: each model it attacked,
     on the first batch size it measured (the largest)."""
@@ -192,20 +242,80 @@ def _from_device_check(report: dict[str, Any], source: str) -> Throughput:
         raise ValueError(f"{source}: key 'cost_basis' is null and 'stages.autoattack' timed nothing: the device "
                          "check measured no cost (it was run with --tiny or its stages failed)")
     return Throughput(source, f"device_check on {_named(report)}", basis=basis, attack_rates=rates,
-                      device=report["device"])
+                      device=report["device"], shape=DEVICE_CHECK_SHAPE if basis else {})
 
 
 def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
     """Each attack's images/s of ``benchmarks/eval_throughput.py``, on a run's dataset or synthetic images."""
     dataset = report["dataset"]
-    synthetic = re.fullmatch(r"synthetic \d+x(\d+)x\d+", dataset)
+    synthetic = re.fullmatch(r"synthetic (\d+)x(\d+)x\d+", dataset)
     if synthetic is None and dataset not in SHAPES:
         raise ValueError(f"{source}: key 'dataset' is {dataset!r}; expected a dataset name or 'synthetic CxHxW'")
-    side = int(synthetic[1]) if synthetic else SHAPES[dataset][1]
+    channels, side = (int(synthetic[1]), int(synthetic[2])) if synthetic else SHAPES[dataset][:2]
+    classes = report.get("classes") if synthetic else SHAPES[dataset][3]
     rates = {(report["model"], attack): _rate_at_basis(r["images_per_second"], side)
              for attack, r in report["results"].items()}
     return Throughput(source, f"eval_throughput {report['model']} on {_named(report)}", attack_rates=rates,
-                      device=report["device"])
+                      device=report["device"], shape={"channels": channels} | ({"classes": classes} if classes else {}))
+
+
+SHIPPED_RATES = "reference/rates.json"
+"""The shipped estimate, package data of ``part``: one home for the rates ``part plan`` and docs/cost.md use."""
+
+
+@cache
+def shipped_rates() -> dict[str, Any]:
+    return json.loads(resources.files("part").joinpath(SHIPPED_RATES).read_text())
+
+
+def _shipped_rate(attacks: dict[str, Any], name: str, passes_per_second: float) -> float:
+    """ResNet-18's images/s at 32×32 under attack ``name``: measured, as a ratio of another's time, or from
+    its forward + backward passes per image."""
+    entry = attacks[name]
+    if "images_per_second" in entry:
+        return entry["images_per_second"]
+    if "relative_to" in entry:
+        return _shipped_rate(attacks, entry["relative_to"], passes_per_second) / entry["ratio"]
+    return passes_per_second / entry["passes"]
+
+
+def shipped_estimate() -> Throughput:
+    """The shipped rates as a source: the training basis, and every attack's rate for every model it has an
+    AT epoch of, at the ratio of that model's AT epoch to ResNet-18's."""
+    rates = shipped_rates()
+    train = rates["train"]
+    basis = Basis.from_shipped(train)
+    reference = basis.at_epoch[RATIO_MODEL]
+    passes_per_second = BASIS_IMAGES * (basis.steps + 1) / reference
+    attack_rates = {(model, name): _shipped_rate(rates["attacks"], name, passes_per_second) * reference / epoch
+                    for model, epoch in basis.at_epoch.items() for name in rates["attacks"]}
+    return Throughput(f"part/{SHIPPED_RATES}", f"the authors' release timed on {rates['device_name']} ({rates['train']['setting']})",
+                      basis=basis, attack_rates=attack_rates, device=rates["device"], estimate=True)
+
+
+def check_files(g: Grid, throughput: Iterable[Throughput]) -> list[str]:
+    """What differs between each file's measured setting and the grid jobs it costs (those of its models), as
+    warnings: attack steps (training rescaled), classes (used unscaled). Another number of input channels
+    refuses the file (ValueError naming the file, the field, its value and the grid's)."""
+    warnings = []
+    for t in throughput:
+        for dataset in dict.fromkeys(run.dataset for run in g.runs.values()):
+            runs = [r for r in g.runs.values() if r.dataset == dataset and r.config.model in t.models()]
+            if not runs:
+                continue
+            channels, classes = SHAPES[dataset][0], SHAPES[dataset][3]
+            if t.shape.get("channels", channels) != channels:
+                raise ValueError(f"{t.source}: channels {t.shape['channels']} measured, the grid's {dataset} has "
+                                 f"{channels}: measure the grid's input (e.g. train_throughput.py --channels {channels})")
+            if t.shape.get("classes", classes) != classes:
+                warnings.append(f"{t.source}: classes {t.shape['classes']} measured, the grid's {dataset} has "
+                                f"{classes}: used unscaled (only the last layer sees them)")
+            trained = [r for r in runs if t.basis and r.config.model in t.basis.at_epoch]
+            for steps in sorted({r.config.attack.steps for r in trained} - {t.basis.steps} if trained else ()):
+                warnings.append(f"{t.source}: attack steps {t.basis.steps} measured, the grid's {dataset} runs "
+                                f"attack with {steps}: their training rescaled × {steps_factor(t.basis.steps, steps):.2f} "
+                                f"(({steps} + 1) / ({t.basis.steps} + 1) forward + backward passes per image)")
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +324,12 @@ def _from_eval_throughput(report: dict[str, Any], source: str) -> Throughput:
 
 @dataclass(frozen=True)
 class Stage:
-    """A kind of job: training (no attacks) or evaluating each of ``checkpoints``' weights with ``attacks``."""
+    """A kind of job: training (no attacks) or evaluating each of ``checkpoints``' weights with ``attacks``;
+    ``rule`` is the workflow rule whose jobs these are (``rules/*.smk``)."""
     name: str
     attacks: tuple[str, ...] = ()
     checkpoints: tuple[str, ...] = ("last",)
+    rule: str = "train"
 
     @property
     def resource(self) -> str:
@@ -236,7 +348,8 @@ def _evaluation_stages(g: Grid, runs: list[Run]) -> list[tuple[Stage, list[Run]]
         members = {}
         for run in runs:
             members.setdefault(g.attacks[run.path], []).append(run)
-    return [(Stage("+".join(attacks), attacks, (g.checkpoint,)), jobs) for attacks, jobs in members.items()]
+    rule = "evaluate" if g.eval_jobs == "per_attack" else "metrics"
+    return [(Stage("+".join(attacks), attacks, (g.checkpoint,), rule), jobs) for attacks, jobs in members.items()]
 
 
 def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
@@ -248,8 +361,10 @@ def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
     out = [(Stage("train"), runs), *_evaluation_stages(g, runs)]
     if g.compared_checkpoints:
         name = f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({', '.join(g.compared_checkpoints)})"
-        out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints), g.main_runs(dataset)))
-    out += [(Stage(check, (check,), (g.checkpoint,)), list(g.check_runs(check, dataset))) for check in g.checks]
+        out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints, "evaluate_checkpoints"),
+                    g.main_runs(dataset)))
+    out += [(Stage(check, (check,), (g.checkpoint,), "evaluate_check"), list(g.check_runs(check, dataset)))
+            for check in g.checks]
     return [(stage, jobs) for stage, jobs in out if jobs]
 
 
@@ -323,8 +438,15 @@ def job_cost(g: Grid, run: Run, stage: Stage, throughput: Iterable[Throughput]) 
     for t in throughput:
         seconds = throughput_seconds(g, run, stage, t)
         if seconds is not None:
-            return seconds, t.source
+            return seconds, t.label
     return None
+
+
+def missing_rate(t: Throughput, cfg: RunConfig, stage: Stage) -> str:
+    """Which rate a source lacks for a job of ``stage``: the model's, or the first attack's it has none of."""
+    if cfg.model not in t.models() or not stage.attacks:
+        return f"model {cfg.model!r}"
+    return "attack " + repr(next(a for a in stage.attacks if (cfg.model, a) not in t.attack_rates))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +475,7 @@ def runs_device(g: Grid, run: Run, stage: Stage) -> str:
 def _devices(g: Grid, stage: Stage, runs: list[Run], sources: Iterable[str],
              throughput: Iterable[Throughput]) -> tuple[str, ...]:
     """The kinds of device behind a row's sources: each file's, and for ``RUNS`` its jobs'."""
-    by_file = {t.source: t.kind for t in throughput}
+    by_file = {t.label: t.kind for t in throughput}
     kinds = {kind for source in sources
              for kind in ({runs_device(g, run, stage) for run in runs} if source == RUNS else {by_file[source]})}
     return tuple(sorted(kinds))
@@ -369,9 +491,16 @@ def _source(counts: Counter[str], filled: int) -> str:
     return ", ".join(parts) + (f"; their mean for {filled} unmeasured" if filled else "")
 
 
-def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: Iterable[Throughput]) -> PlanRow:
-    """One stage's jobs summed; jobs nothing measured take the mean of those something did."""
+def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: Iterable[Throughput],
+             estimate: Throughput | None = None) -> PlanRow:
+    """One stage's jobs summed; jobs nothing measured take the mean of those something did; a row nothing
+    measured is costed by ``estimate`` (the shipped rates), or says which rate it lacks."""
     costs = [c for run in runs if (c := job_cost(g, run, stage, throughput)) is not None]
+    if not costs and estimate is not None:
+        if any(throughput_seconds(g, run, stage, estimate) is not None for run in runs):
+            return plan_row(g, dataset, stage, runs, [estimate])
+        lacking = missing_rate(estimate, runs[0].config, stage)
+        return PlanRow(dataset, stage.name, len(runs), None, f"{NO_MEASUREMENT}; no shipped rate for {lacking}")
     if not costs:
         return PlanRow(dataset, stage.name, len(runs), None, NO_MEASUREMENT)
     seconds = [s for s, _ in costs]
@@ -382,22 +511,45 @@ def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: I
                    _devices(g, stage, runs, sources, throughput))
 
 
+ESTIMATED = "estimate"
+"""How the total row's source begins where any row was costed by the shipped rates."""
+
+
 def total_row(rows: list[PlanRow]) -> PlanRow:
-    """Every job; the hours of the rows that have a number, a lower bound where some have none."""
+    """Every job; the hours of the rows that have a number, a lower bound where some have none; an estimate
+    where any row's number is the shipped rates'."""
     known = [r.gpu_hours for r in rows if r.gpu_hours is not None]
     missing = len(rows) - len(known)
     source = (f"sum of all {len(rows)} rows" if not missing else
               f"lower bound: {missing} of {len(rows)} rows have no measurement" if known else NO_MEASUREMENT)
+    estimated = sum(r.source.startswith(ESTIMATED) for r in rows)
+    if estimated and known:
+        source = f"{ESTIMATED} ({estimated} of {len(rows)} rows from the shipped rates): {source}"
     return PlanRow("total", "all", sum(r.jobs for r in rows), sum(known) if known else None, source,
                    tuple(sorted({d for r in rows for d in r.devices})))
 
 
-def plan(g: Grid, throughput: Iterable[Throughput] = ()) -> list[PlanRow]:
-    """Per dataset and stage the jobs and device-hours of ``g``, then the total row."""
+def plan(g: Grid, throughput: Iterable[Throughput] = (), estimate: Throughput | None = None) -> list[PlanRow]:
+    """Per dataset and stage the jobs and device-hours of ``g``, then the total row; ``estimate`` (e.g.
+    :func:`shipped_estimate`) costs the rows nothing measured. Refuses a file :func:`check_files` refuses."""
     throughput = list(throughput)
-    rows = [plan_row(g, dataset, stage, runs, throughput)
+    check_files(g, throughput)
+    rows = [plan_row(g, dataset, stage, runs, throughput, estimate)
             for dataset in g.datasets for stage, runs in stages(g, dataset)]
     return [*rows, total_row(rows)]
+
+
+def with_profile(cfg: dict[str, Any], profile: str | Path) -> dict[str, Any]:
+    """The workflow config as a Snakemake profile directory's ``config:`` entries (``KEY=YAML``, merged over
+    the config file as Snakemake does) change it: ``profiles/slurm`` cuts evaluation per attack."""
+    path = Path(profile) / "config.yaml"
+    entries = (yaml.safe_load(path.read_text()) or {}).get("config") or []
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep:
+            raise ValueError(f"{path}: config entry {entry!r}: expected KEY=VALUE")
+        cfg = deep_merge(cfg, {key: yaml.safe_load(value)})
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +603,15 @@ def text(rows: list[PlanRow]) -> str:
 
 def legend(throughput: Iterable[Throughput]) -> str:
     """One line saying what each source means and which device it measured."""
-    files = "; ".join(f"{t.source} = {t.what} [{t.kind}-h]" for t in throughput)
+    files = "; ".join(f"{t.label} = {t.what} [{t.kind}-h]" for t in throughput)
     return (f"sources: runs = the grid's own log.jsonl / eval JSON timings, on the device each job ran on "
             f"[CPU-h where it asks for no GPU or trains on device: cpu]; {files + '; ' if files else ''}"
             "— = no measurement (pass --throughput FILE)")
+
+
+def summary(rows: list[PlanRow]) -> str:
+    """The total in words: its jobs, its hours and where they came from (an estimate, measured, a lower bound)."""
+    total = rows[-1]
+    if total.gpu_hours is None:
+        return "total: no number (nothing measured, and no shipped rate for these jobs)"
+    return f"total: {total.jobs} jobs, ≈ {hours(total.gpu_hours)} {header(rows)[3]}: {total.source}"

@@ -14,6 +14,7 @@ import cost_table  # noqa: E402
 
 REPORT = {
     "tiny": False, "device_name": "NVIDIA H200", "created": "2026-11-20T10:00:00+0000",
+    "stages": {"speed": {"status": "ok", "result": {"attack_steps": 10}}},
     "environment": {"git_revision": "abc123"},
     "cost_basis": {
         "resnet18": {"setting": "batch 128, bf16, compile max-autotune", "at_epoch_seconds_50k": 10.0,
