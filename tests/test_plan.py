@@ -234,7 +234,7 @@ def test_part_plan_prints_the_paper_grid_from_a_device_check(tmp_path, capsys, m
     assert lines[0].split()[3] == "GPU-h" and "dc.json) = device_check on cuda (NVIDIA H200) [GPU-h]" in lines[-2]
     # one job per run for all four attacks (config.yaml's evaluation.jobs): the file measured none, the shipped
     # rates cost them, and say so
-    estimated = [line for line in lines if " natural+pgd20+mma+aa " in line]
+    estimated = [line for line in lines if " natural+pgd20+mma+aa+aa_release " in line]
     assert len(estimated) == 3 and all(line.rstrip().endswith(f"estimate (shipped rates from {SHIPPED})")
                                        for line in estimated)
     assert lines[-1].startswith("total: ") and " GPU-h: estimate (" in lines[-1]
@@ -302,17 +302,19 @@ def test_the_paper_grid_without_measurements_is_the_shipped_estimate_evaluation_
     rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
     rows = {tuple(line.split()[:2]): line.split() for line in lines[1:rule]}
     estimate = ["estimate", "(shipped", "rates", "from", f"{SHIPPED})"]
-    assert len(rows) == 21 and all(cells[4:] == estimate for cells in rows.values())
+    assert len(rows) == 24 and all(cells[4:] == estimate for cells in rows.values())
     # standard AutoAttack at 2 images/s (ResNet-18, 32²) on every test image: SVHN's 26 032, TinyImageNet's 10 000
     # of 64² (4 x the pixels) on WRN-34-10
     assert float(rows["svhn", "aa"][3]) == pytest.approx(27 * 26_032 / 2 / 3600, abs=0.01)
     assert float(rows["tinyimagenet200", "aa"][3]) == pytest.approx(27 * 10_000 / (2 * WIDE / 4) / 3600, abs=0.01)
+    # the release's AutoAttack (the paper comparison's protocol) at 0.51 of standard AA's time
+    assert float(rows["svhn", "aa_release"][3]) == pytest.approx(27 * 26_032 * 0.51 / 2 / 3600, abs=0.01)
     # PGD-20 (20 steps + a forward) on CIFAR-10's 10 000, main table and experiments; the curve on 1 000 images
     assert float(rows["cifar10", "pgd20"][3]) == pytest.approx(46 * 10_000 * 20.33 / PASSES_PER_SECOND / 3600, abs=0.01)
     assert rows["cifar10", "curve"][2] == "9" and float(rows["cifar10", "curve"][3]) == pytest.approx(
         9 * 1000 * 358 / PASSES_PER_SECOND / 3600, rel=0.01)
     total = lines[-1]
-    assert total.startswith("total: 516 jobs, ≈ ") and " GPU-h: estimate (21 of 21 rows from the shipped rates)" in total
+    assert total.startswith("total: 597 jobs, ≈ ") and " GPU-h: estimate (24 of 24 rows from the shipped rates)" in total
     assert float(total.split("≈ ")[1].split()[0]) == pytest.approx(
         sum(float(cells[3]) for cells in rows.values()), abs=0.05)
 

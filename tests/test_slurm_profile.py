@@ -146,13 +146,13 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
                                                                           "part.files"}  # the standard library only
     jobs = planned_jobs(out)
     counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
-    runs, attacks = 3 * 9 * 3, 4
+    runs, attacks = 3 * 9 * 3, 5  # natural, PGD-20, MMA, AA and the release's AA
     # config.yaml's experiments add CIFAR-10 runs (seed 0) evaluated with natural + PGD-20 only:
     # 4 quadrants + 2 CAM methods + 3 ε_low + 3 s + 6 release switches (one each, then all: the preset)
     # + 1 MMA generator; the rest reuse main-table runs.
     experiment_runs, experiment_attacks = 4 + 2 + 3 + 3 + 6 + 1, 2
     assert counts["train"] == runs + experiment_runs == 100
-    assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks == 362
+    assert counts["evaluate"] == runs * attacks + experiment_runs * experiment_attacks == 443
     assert counts["metrics"] == runs + experiment_runs and counts["prepare_dataset"] == 3 and counts["aggregate"] == 1
     experiments = ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]
     assert all(counts[f"experiment_{name}"] == 1 for name in experiments)
@@ -162,7 +162,7 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     # one trade-off, claim and ε-share figure for the grid; training curves and a gallery per dataset
     assert counts["figure_tradeoff"] == counts["figure_claim"] == counts["figure_eps_share"] == 1
     assert counts["figure_training_curves"] == counts["figure_gallery"] == 3
-    assert len(jobs) == 583 + 2 * 3 * 9 + 2 + 3  # the checks: their jobs, tables and curve figures
+    assert len(jobs) == 583 + runs + 2 * 3 * 9 + 2 + 3  # the release's AA; the checks: their jobs, tables and curve figures
     for job in jobs:
         if job["rule"] not in REMOTE_RULES:
             continue
@@ -176,7 +176,7 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
         elif job["rule"] == "evaluate_check":
             assert res["runtime"] == str({"curve": 240, "sanity": 720}[job["wildcards"]["check"]] * (4 if wide else 1))
         else:
-            base = {"natural": 30, "pgd20": 120, "mma": 240, "aa": 720}[job["wildcards"]["attack"]]
+            base = {"natural": 30, "pgd20": 120, "mma": 240, "aa": 720, "aa_release": 480}[job["wildcards"]["attack"]]
             assert res["runtime"] == str(base * (4 if wide else 1)), job
 
 
