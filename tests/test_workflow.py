@@ -77,7 +77,8 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert 1 <= info["best"]["epoch"] <= 12
     compared = pd.read_csv(tables / "checkpoints.csv", dtype={"verdict": str, "to_decide": str})
     assert len(compared) == 9 * 3 * 2 and set(compared["checkpoint"]) == {"last", "best", "ema"}
-    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive"}
+    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive",
+                                                                               "same weights"}
     assert "Δ PGD-20 best − last" in (tables / "checkpoints.md").read_text()
     for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
