@@ -123,10 +123,16 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _legend_right(fig: Figure, styles: Iterable[VariantStyle], line: bool = False, marker: bool = True) -> None:
-    """One legend for the whole figure, outside every panel, in config order."""
-    handles = [Line2D([], [], color=s.colour, marker=s.marker if marker else None, markersize=7,
-                      linestyle=s.linestyle if line else "none", linewidth=1.8, label=s.label) for s in styles]
+def _legend_right(fig: Figure, styles: Iterable[VariantStyle], line: bool = False, marker: bool = True,
+                  hollow: Mapping[str, float] | None = None) -> None:
+    """One legend for the whole figure, outside every panel, in config order; ``hollow`` (variant name → marker
+    size) draws the markers as the figure does, as outlines of those sizes."""
+    handles = []
+    for s in styles:
+        look = ({"markersize": hollow[s.variant.name], "markerfacecolor": "none", "markeredgewidth": HOLLOW_EDGE}
+                if hollow else {"markersize": 7})
+        handles.append(Line2D([], [], color=s.colour, marker=s.marker if marker else None,
+                              linestyle=s.linestyle if line else "none", linewidth=1.8, label=s.label, **look))
     fig.legend(handles=handles, loc="outside center right", title="method")
 
 
@@ -166,16 +172,33 @@ def _robust_label(per_seed: pd.DataFrame, attack: str, fallback: bool) -> str:
     return label + ("\n(no AA results: PGD-20 instead)" if fallback else "")
 
 
+HOLLOW_EDGE = 1.8
+"""Outline width of the trade-off figure's hollow markers (points)."""
+
+
+def tradeoff_marker_sizes(styles: Mapping[str, VariantStyle]) -> dict[str, float]:
+    """Marker size of each variant in the trade-off figure: one size per family, the first family's largest.
+
+    Two methods can land on the same point (a PART variant equal to its base, two bases alike); a filled marker
+    would hide the one drawn before it. Hollow outlines of different sizes nest instead: the families differ in
+    size, a family's variants in shape (:func:`variant_styles`), and no point is moved off its data.
+    """
+    families = list(dict.fromkeys(s.family for s in styles.values()))
+    return {v: max(12.0 - 2.5 * families.index(s.family), 5.0) for v, s in styles.items()}
+
+
 def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """Natural (x) vs AA (y, PGD-20 where AA is missing) accuracy, one panel per dataset.
 
     ``per_seed`` is :func:`part.aggregate.collect`'s long table; ``variants`` the grid's (their method
-    says which variant is the base of its family). Each variant
-    is a marker with ± std error bars over seeds; an arrow runs from each base method to each PART
-    variant of its family, the paper's claim being that these arrows point right at equal height.
+    says which variant is the base of its family). Each variant is a hollow marker (its size its family's,
+    :func:`tradeoff_marker_sizes`, so coincident methods stay visible) with ± std error bars over seeds; an
+    arrow runs from each base method to each PART variant of its family, the paper's claim being that these
+    arrows point right at equal height.
     """
     apply_style()
     styles = variant_styles(variants)
+    sizes = tradeoff_marker_sizes(styles)
     datasets = list(dict.fromkeys(per_seed["dataset"]))
     fig = new_figure(figsize=(4.6 * len(datasets) + 1.8, 4.4))
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
@@ -188,15 +211,15 @@ def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Variant]) -> 
         for v in shown:
             s, p = styles[v], points.loc[v]
             ax.errorbar(p["natural"], p["robust"], xerr=p["natural_std"], yerr=p["robust_std"], color=s.colour,
-                        marker=s.marker, markersize=8, markeredgecolor="white", linestyle="none", capsize=3,
-                        elinewidth=1.2, label=s.label, zorder=3)
+                        marker=s.marker, markersize=sizes[v], markerfacecolor="none", markeredgewidth=HOLLOW_EDGE,
+                        linestyle="none", capsize=3, elinewidth=1.2, label=s.label, zorder=3)
         ax.margins(0.15)
         arch = data["arch"].iloc[0]
         seeds = int(points["n_seeds"].max())
         ax.set_title(f"{dataset} ({arch}), {seeds} seed{'s' if seeds > 1 else ''}")
         ax.set_xlabel("natural accuracy (%)")
         ax.set_ylabel(_robust_label(data, attack, fallback=attack != "aa"))
-    _legend_right(fig, [styles[v] for v in styles if v in set(per_seed["variant"])])
+    _legend_right(fig, [styles[v] for v in styles if v in set(per_seed["variant"])], hollow=sizes)
     fig.suptitle("Accuracy–robustness trade-off (mean ± std over seeds; arrows: base → PART variant)")
     return fig
 
