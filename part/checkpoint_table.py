@@ -6,7 +6,8 @@ robust-validation epoch's (``best``), the weight average (``ema``) — with natu
 this table puts them beside the main checkpoint: mean ± std over seeds per row, and the paired difference
 to the main checkpoint with its confidence interval over seeds *and* test examples (``part.stats``), read
 as higher / lower / inconclusive. Robust overfitting shows as ``best`` > ``last`` on PGD-20; a difference
-the interval cannot sign says so, with what would decide it.
+the interval cannot sign says so, with what would decide it. Where every run of a row peaked on its last
+epoch, ``best`` and ``last`` are one set of weights: the row says so instead of an interval.
 """
 
 from __future__ import annotations
@@ -55,11 +56,22 @@ def verdict(est: stats.Crossed | None, confidence: float) -> tuple[float, float,
                                        "and spread)" if seeds else "not within 1000 seeds at the observed spread")
 
 
-def _best_epochs(recs: list[Record]) -> tuple[float, int | None]:
-    """Mean best-validation epoch of a row's runs and the epochs they ran (both from run.json)."""
-    infos = [files.read_json_object(r.path.parent / "run.json") for r in recs]
+SAME_WEIGHTS = "same weights"
+"""The verdict of best against last where they are one set of weights: nothing to measure, no interval."""
+
+
+def _best_epochs(infos: list[dict]) -> tuple[float, int | None]:
+    """Mean best-validation epoch of a row's runs and the epochs they ran (both from their run.json)."""
     best = [i["best"]["epoch"] for i in infos if i.get("best")]
     return (float(np.mean(best)) if best else math.nan), infos[0]["epochs_completed"] if infos else None
+
+
+def same_weights(checkpoint: str, main: str, infos: list[dict]) -> bool:
+    """Whether ``checkpoint`` and ``main`` hold the same weights in every run of a row (``infos``: their run.json):
+    best and last do where each run's best validated epoch is its last. Their difference is then zero by
+    construction, and an interval around it would pretend to measure one."""
+    return {checkpoint, main} == {"best", "last"} and bool(infos) and all(
+        i.get("best") and i["best"]["epoch"] == i["epochs_completed"] for i in infos)
 
 
 def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -78,10 +90,11 @@ def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
         for rec in groups.get(checkpoint, []):
             cells.setdefault((rec.run.dataset, rec.run.arch, rec.run.variant), []).append(rec)
         for (dataset, arch, variant), recs in cells.items():
-            best_epoch, epochs = _best_epochs(recs)
+            infos = [files.read_json_object(r.path.parent / "run.json") for r in recs]
+            best_epoch, epochs = _best_epochs(infos)
             row = {"dataset": dataset, "arch": arch, "variant": variant, "label": grid.variants[variant].label,
                    "family": grid.variants[variant].family, "checkpoint": checkpoint, "best_epoch": best_epoch,
-                   "epochs": epochs}
+                   "epochs": epochs, "same": same_weights(checkpoint, grid.checkpoint, infos)}
             for attack in COMPARE_ATTACKS:
                 acc = [r.metrics["attacks"][attack]["accuracy"] for r in recs if attack in r.metrics["attacks"]]
                 n = [r.metrics["attacks"][attack]["n_examples"] for r in recs if attack in r.metrics["attacks"]]
@@ -94,8 +107,9 @@ def checkpoint_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
                              "n_examples": min(n) if n else 0, "estimate": est})
     table = pd.DataFrame(rows)
     table["estimate"] = pooled(table, "estimate", ("dataset", "checkpoint", "attack"))
-    judged = [verdict(e, confidence) if c != grid.checkpoint else (math.nan, math.nan, "", "")
-              for e, c in zip(table["estimate"], table["checkpoint"])]
+    judged = [(math.nan, math.nan, "", "") if c == grid.checkpoint else
+              (math.nan, math.nan, SAME_WEIGHTS, "") if same else verdict(e, confidence)
+              for e, c, same in zip(table["estimate"], table["checkpoint"], table["same"])]
     table["diff"] = [e.mean if e is not None else math.nan for e in table["estimate"]]
     table[["diff_low", "diff_high", "verdict", "to_decide"]] = pd.DataFrame(judged, index=table.index)
     return table.reindex(columns=CSV_COLUMNS)
@@ -131,6 +145,9 @@ def markdown(table: pd.DataFrame, main: str, confidence: float) -> str:
                     cells.append("—")
                     continue
                 r = at.loc[(c, "pgd20")]
+                if r["verdict"] == SAME_WEIGHTS:
+                    cells.append(f"{SAME_WEIGHTS} (best epoch = last)")
+                    continue
                 interval = "" if math.isnan(r["diff_low"]) else f" [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
                 decide = f" ({r['to_decide']})" if r["verdict"] == "inconclusive" and r["to_decide"] else ""
                 cells.append(f"{r['diff']:+.2f}{interval} {r['verdict']}{decide}" if not math.isnan(r["diff"]) else "—")

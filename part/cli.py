@@ -81,20 +81,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    """The main table and every experiment's, of whatever part of a grid has been evaluated."""
+    """The main table and every experiment's, of whatever part of a grid has been evaluated, laid out as the
+    workflow lays them out below the results directory (or ``--out``)."""
     from part import aggregate, experiments, grid
 
     g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
+    out = Path(args.out) if args.out else g.results_dir
     metrics = aggregate.existing_metrics(g)
     print(f"[part] main table: {len(metrics)}/{len(g.main)} runs evaluated")
     if metrics:
-        for path in aggregate.write_tables(g, metrics, Path(args.out or g.results_dir / "tables")).values():
+        for path in aggregate.write_tables(g, metrics, grid.table_outputs(out)["main_csv"].parent).values():
             print(f"[part] wrote {path}")
     for name, runs in g.experiment_runs.items():
         found = aggregate.existing_metrics(g, runs)
         print(f"[part] experiment {name}: {len(found)}/{len(runs)} runs evaluated")
         if found:
-            for path in experiments.write(g, name, found, g.existing("log.jsonl", runs)).values():
+            for path in experiments.write(g, name, found, g.existing("log.jsonl", runs), out).values():
                 print(f"[part] wrote {path}")
 
 
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("tables", help="tables (and experiment figures) of the runs of a grid evaluated so far")
     p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
-    p.add_argument("--out", default=None, type=_path, help="directory of the main table's files (default: RESULTS/tables)")
+    p.add_argument("--out", default=None, type=_path,
+                   help="directory written in place of the config's results_dir: OUT/tables/ (the main table) and "
+                        "OUT/experiments/NAME/ (each experiment's table and figure); default: results_dir")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("plan", help="jobs and estimated device-hours (GPU-h; CPU-h where a CPU measured them) of a "

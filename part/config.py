@@ -260,7 +260,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _key_path(err: jsonschema.ValidationError) -> str:
+def error_key(err: jsonschema.ValidationError) -> str:
+    """The dotted key a schema error is about; for an unknown key, the unknown key itself (not its parent)."""
     path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "additionalProperties":
         extra = re.findall(r"'([^']+)' (?:was|were) unexpected", err.message)
@@ -270,7 +271,8 @@ def _key_path(err: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
-def _describe(err: jsonschema.ValidationError) -> str:
+def error_message(err: jsonschema.ValidationError) -> str:
+    """What is wrong at :func:`error_key`, with the values allowed there where the schema lists them."""
     if err.validator == "enum":
         return f"got {err.instance!r}, expected one of {err.validator_value}"
     if err.validator == "additionalProperties":
@@ -306,7 +308,7 @@ def validate_raw(raw: dict[str, Any], source: str = "<dict>") -> None:
     errors = sorted(_validator().iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise ConfigError(f"{source}: key '{_key_path(err)}': {_describe(err)}")
+        raise ConfigError(f"{source}: key '{error_key(err)}': {error_message(err)}")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:

@@ -28,7 +28,8 @@ from part.rundir import read_log
 TIME = "sec_per_epoch"
 """The timing column: a run's mean wall seconds per PART epoch (refresh included), from log.jsonl."""
 
-COLUMNS = {**aggregate.COLUMNS, TIME: "s / epoch"}
+COLUMNS = {**aggregate.COLUMNS, TIME: "sec / epoch"}
+"""Column headers; seconds are "sec", never "s": s is PART's refresh interval (the s sweep's x axis)."""
 
 X_AXES = {"attack.eps_low": ("ε_low (× 1/255)", 255.0), "attack.eps": ("ε (× 1/255)", 255.0),
           "mask.refresh_every": ("s (PART epochs between ε-map refreshes)", 1.0)}
@@ -76,7 +77,7 @@ def _timing_rows(grid: Grid, per_seed: pd.DataFrame, logs: Iterable[str | Path])
         by_run[run.dataset, run.variant, run.seed] = log
     first = per_seed.drop_duplicates(["dataset", "variant", "seed"])
     if missing := [k for k in _run_keys(first) if k not in by_run]:
-        raise ValueError(f"timing: no log.jsonl given for the runs {missing}; the s / epoch column reads each one")
+        raise ValueError(f"timing: no log.jsonl given for the runs {missing}; the sec / epoch column reads each one")
     seconds = [seconds_per_epoch(by_run[k]) for k in _run_keys(first)]
     return first.assign(attack=TIME, accuracy=seconds, n_examples=0)
 
@@ -219,9 +220,11 @@ def _x_axis(ax, ticks: list[float], label: str) -> None:
     ax.set_xlabel(label)
 
 
-def write(grid: Grid, name: str, metrics: Iterable[str | Path], logs: Iterable[str | Path] = ()) -> dict[str, Path]:
+def write(grid: Grid, name: str, metrics: Iterable[str | Path], logs: Iterable[str | Path] = (),
+          out_root: str | Path | None = None) -> dict[str, Path]:
     """Table (CSV, Markdown) and figure (PNG, PDF) of one experiment from its runs' metrics files (and
-    logs, for its timing), every file written atomically."""
+    logs, for its timing), every file written atomically below ``out_root/experiments/NAME/`` (default: the
+    grid's results directory)."""
     if name not in grid.experiments:
         raise KeyError(f"experiments.{name}: no such experiment (configured: {', '.join(grid.experiments) or 'none'})")
     exp = grid.experiments[name]
@@ -231,7 +234,7 @@ def write(grid: Grid, name: str, metrics: Iterable[str | Path], logs: Iterable[s
     summary = summarise(per_seed, exp)
     reference = reference_values(exp, grid)
     wide = table(summary, exp, reference)
-    paths = experiment_outputs(grid.results_dir, name)
+    paths = experiment_outputs(grid.results_dir if out_root is None else out_root, name)
     files.write_text(paths["per_seed"], per_seed.to_csv(index=False))
     files.write_text(paths["summary"], summary.to_csv(index=False, float_format="%.4f"))
     files.write_text(paths["csv"], wide.to_csv(index=False))
@@ -249,6 +252,6 @@ def _note(exp: Experiment, per_seed: pd.DataFrame, reference: pd.DataFrame) -> s
         lines.append("Paper: the published values (Figure 1 of the paper, CIFAR-10, ResNet-18, one quadrant at "
                      "6/255 and the other three at 12/255), shown for the rows of that setting.")
     if TIME in set(per_seed["attack"]):
-        lines.append("s / epoch: training wall seconds per PART epoch (ε-map refresh included), from each run's "
+        lines.append("sec / epoch: training wall seconds per PART epoch (ε-map refresh included), from each run's "
                      "log.jsonl, on whatever hardware ran it (see results/README.md).")
     return "\n\n" + "\n".join(lines) + "\n"

@@ -122,10 +122,16 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _legend_right(fig: Figure, styles: Iterable[VariantStyle], line: bool = False, marker: bool = True) -> None:
-    """One legend for the whole figure, outside every panel, in config order."""
-    handles = [Line2D([], [], color=s.colour, marker=s.marker if marker else None, markersize=7,
-                      linestyle=s.linestyle if line else "none", linewidth=1.8, label=s.label) for s in styles]
+def _legend_right(fig: Figure, styles: Iterable[VariantStyle], line: bool = False, marker: bool = True,
+                  hollow: Mapping[str, float] | None = None) -> None:
+    """One legend for the whole figure, outside every panel, in config order; ``hollow`` (variant name → marker
+    size) draws the markers as the figure does, as outlines of those sizes."""
+    handles = []
+    for s in styles:
+        look = ({"markersize": hollow[s.variant.name], "markerfacecolor": "none", "markeredgewidth": HOLLOW_EDGE}
+                if hollow else {"markersize": 7})
+        handles.append(Line2D([], [], color=s.colour, marker=s.marker if marker else None,
+                              linestyle=s.linestyle if line else "none", linewidth=1.8, label=s.label, **look))
     fig.legend(handles=handles, loc="outside center right", title="method")
 
 
@@ -165,16 +171,33 @@ def _robust_label(per_seed: pd.DataFrame, attack: str, fallback: bool) -> str:
     return label + ("\n(no AA results: PGD-20 instead)" if fallback else "")
 
 
+HOLLOW_EDGE = 1.8
+"""Outline width of the trade-off figure's hollow markers (points)."""
+
+
+def tradeoff_marker_sizes(styles: Mapping[str, VariantStyle]) -> dict[str, float]:
+    """Marker size of each variant in the trade-off figure: one size per family, the first family's largest.
+
+    Two methods can land on the same point (a PART variant equal to its base, two bases alike); a filled marker
+    would hide the one drawn before it. Hollow outlines of different sizes nest instead: the families differ in
+    size, a family's variants in shape (:func:`variant_styles`), and no point is moved off its data.
+    """
+    families = list(dict.fromkeys(s.family for s in styles.values()))
+    return {v: max(12.0 - 2.5 * families.index(s.family), 5.0) for v, s in styles.items()}
+
+
 def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure:
     """Natural (x) vs AA (y, PGD-20 where AA is missing) accuracy, one panel per dataset.
 
     ``per_seed`` is :func:`part.aggregate.collect`'s long table; ``variants`` the grid's (their method
-    says which variant is the base of its family). Each variant
-    is a marker with ± std error bars over seeds; an arrow runs from each base method to each PART
-    variant of its family, the paper's claim being that these arrows point right at equal height.
+    says which variant is the base of its family). Each variant is a hollow marker (its size its family's,
+    :func:`tradeoff_marker_sizes`, so coincident methods stay visible) with ± std error bars over seeds; an
+    arrow runs from each base method to each PART variant of its family, the paper's claim being that these
+    arrows point right at equal height.
     """
     apply_style()
     styles = variant_styles(variants)
+    sizes = tradeoff_marker_sizes(styles)
     datasets = list(dict.fromkeys(per_seed["dataset"]))
     fig = new_figure(figsize=(4.6 * len(datasets) + 1.8, 4.4))
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
@@ -187,15 +210,15 @@ def tradeoff_figure(per_seed: pd.DataFrame, variants: Mapping[str, Variant]) -> 
         for v in shown:
             s, p = styles[v], points.loc[v]
             ax.errorbar(p["natural"], p["robust"], xerr=p["natural_std"], yerr=p["robust_std"], color=s.colour,
-                        marker=s.marker, markersize=8, markeredgecolor="white", linestyle="none", capsize=3,
-                        elinewidth=1.2, label=s.label, zorder=3)
+                        marker=s.marker, markersize=sizes[v], markerfacecolor="none", markeredgewidth=HOLLOW_EDGE,
+                        linestyle="none", capsize=3, elinewidth=1.2, label=s.label, zorder=3)
         ax.margins(0.15)
         arch = data["arch"].iloc[0]
         seeds = int(points["n_seeds"].max())
         ax.set_title(f"{dataset} ({arch}), {seeds} seed{'s' if seeds > 1 else ''}")
         ax.set_xlabel("natural accuracy (%)")
         ax.set_ylabel(_robust_label(data, attack, fallback=attack != "aa"))
-    _legend_right(fig, [styles[v] for v in styles if v in set(per_seed["variant"])])
+    _legend_right(fig, [styles[v] for v in styles if v in set(per_seed["variant"])], hollow=sizes)
     fig.suptitle("Accuracy–robustness trade-off (mean ± std over seeds; arrows: base → PART variant)")
     return fig
 
@@ -463,7 +486,8 @@ def curve_figure(table: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure
     its PART variants) with its interval as a band, the training ε as a dotted vertical line.
 
     ``table`` is ``robustness_curve.csv`` of one dataset (``part.curve_table.curve_table``); the large ε (the
-    unbounded-budget check) is not drawn — it would squash the axis — but its accuracies are in each panel's title.
+    unbounded-budget check) is not drawn — it would squash the axis — but its mean accuracies are written in
+    each panel's lower right corner (:func:`large_eps_text`).
     """
     datasets = list(dict.fromkeys(table["dataset"]))
     if len(datasets) != 1:
@@ -485,16 +509,11 @@ def curve_figure(table: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure
                 ax.fill_between(rows["eps_255"], rows["ci_low"], rows["ci_high"], color=s.colour, alpha=0.18,
                                 linewidth=0)
         here = table[table["variant"].isin(shown)]
-        for i, eps in enumerate(sorted(set(here["train_eps_255"].round(6)))):
-            ax.axvline(eps, color="0.35", linestyle=":", linewidth=1.2)
-            ax.annotate(f"training ε = {eps:g}/255", xy=(eps, 1), xycoords=("data", "axes fraction"),
-                        xytext=(3, -3 - 10 * i), textcoords="offset points", ha="left", va="top", fontsize=8,
-                        color="0.3")
-        large = here[here["large"].astype(bool)]
+        _training_eps_lines(ax, sorted(set(here["train_eps_255"].round(6))))
         ax.set_title(family)
-        if len(large):
-            ax.text(0.98, 0.02, f"large ε = {large['eps_255'].iloc[0]:g}/255: at most {large['mean'].max():.1f}%",
-                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3")
+        if len(here[here["large"].astype(bool)]):
+            ax.text(0.98, 0.02, large_eps_text(here), transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+                    color="0.3")
         ax.set_xlabel("ε (×1/255), ℓ∞ PGD")
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("accuracy (%)")
@@ -506,6 +525,31 @@ def curve_figure(table: pd.DataFrame, variants: Mapping[str, Variant]) -> Figure
     fig.suptitle(f"Robustness curve on {datasets[0]} ({first['arch']}): mean, {level} band over {over}; "
                  f"{int(first['n_examples'])} test examples")
     return fig
+
+
+def _training_eps_lines(ax, eps_255: list[float]) -> None:
+    """A dotted line at each training ε, labelled inside its own panel: on the line's left where it lies in the
+    right half of the axis, so a label never runs into the next panel and reads as that panel's."""
+    for eps in eps_255:
+        ax.axvline(eps, color="0.35", linestyle=":", linewidth=1.2)
+    ax.autoscale_view()
+    low, high = ax.get_xlim()
+    for i, eps in enumerate(eps_255):
+        left = eps > (low + high) / 2
+        ax.annotate(f"training ε = {eps:g}/255", xy=(eps, 1), xycoords=("data", "axes fraction"),
+                    xytext=(-3 if left else 3, -3 - 10 * i), textcoords="offset points",
+                    ha="right" if left else "left", va="top", fontsize=8, color="0.3")
+
+
+def large_eps_text(rows: pd.DataFrame) -> str:
+    """What a panel says of the large ε it does not draw: the range of its variants' mean accuracies there.
+
+    A mean over seeds bounds no single model, so the text gives the means as they are, not "at most" a value;
+    the per-model check with its threshold is the sanity table's."""
+    large = rows[rows["large"].astype(bool)]
+    low, high = large["mean"].min(), large["mean"].max()
+    means = f"{low:.1f}%" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}%"
+    return f"not drawn: large ε = {large['eps_255'].iloc[0]:g}/255, mean accuracy {means}"
 
 
 def plot_curve(table: pd.DataFrame, variants: Mapping[str, Variant], stem: str | Path) -> list[Path]:

@@ -3,13 +3,16 @@
 A results directory gets copied, archived and handed to co-authors without the logs or the checkout it
 came from; this file travels with it. It restates the grid, the versions and devices the runs recorded
 (``run.json`` / ``eval/<attack>.json``, not the machine that happens to write the summary), the compute the jobs
-used (the cost line that ends every job's log: ``part.joblog``) and links every table and figure.
+used (the cost line that ends every job's log: ``part.joblog``), links every table and figure and gives the
+command that builds the HTML report of these results.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pandas as pd
 import yaml
 
 from part import files, provenance
-from part.grid import CHECK_TABLE_FILES, curve_figure_stem
+from part.grid import CHECK_TABLE_FILES, Grid, Run, curve_figure_stem
 from part.joblog import job_cost
 
 
@@ -71,10 +74,67 @@ def recorded_environments(results_dir: str | Path) -> pd.DataFrame:
             .agg(lambda f: ", ".join(f"{n} × {k}" for k, n in f.value_counts().items())).reset_index())
 
 
-def _grid_lines(cfg: dict[str, Any]) -> list[str]:
+def _shown(path: str | Path, cwd: Path) -> str:
+    """``path`` as a user types it in ``cwd``: relative when it lies below, absolute otherwise."""
+    path = Path(path).absolute()
+    return os.path.relpath(path, cwd) if path.is_relative_to(cwd) else str(path)
+
+
+def report_command(snakemake: str | Path, snakefile: str | Path, configfiles: Sequence[str | Path],
+                   config_args: Sequence[str], html: str, cwd: str | Path) -> str:
+    """The shell command, run in ``cwd`` (the workflow's directory), that builds the HTML report of its results.
+
+    ``snakemake --report`` rebuilds the workflow's DAG to find the files, so it needs the Snakefile, the config
+    files and the ``--config`` settings the workflow ran with: without ``--configfile`` it reads config.yaml's
+    grid, whose outputs a demo never made, and fails. ``--config`` comes last, as it takes every word after it.
+    """
+    cwd = Path(cwd).absolute()
+    program = _shown(snakemake, cwd) if Path(snakemake).is_absolute() else str(snakemake)  # a bare name: $PATH's
+    args = [program, "--report", html]
+    if Path(snakefile).absolute() != cwd / "Snakefile":
+        args += ["--snakefile", _shown(snakefile, cwd)]
+    for configfile in configfiles:
+        args += ["--configfile", _shown(configfile, cwd)]
+    if config_args:
+        args += ["--config", *config_args]
+    return shlex.join(args)
+
+
+def refresh_count(run: Run) -> int:
+    """How many times a run computes its ε-maps (``RunConfig.refreshes_at``'s schedule; 0 for a plain method)."""
+    return sum(run.config.refreshes_at(epoch) for epoch in range(run.config.epochs))
+
+
+def refresh_lines(g: Grid) -> list[str]:
+    """How often each PART variant of the main table computes its ε-maps, per dataset, from its run config.
+
+    A label "s = 10" reads as "refreshed every 10 epochs"; over fewer PART epochs than s the maps are computed
+    once, before the first PART epoch, and kept: a different method from the paper's s = 10 over 60 epochs.
+    """
+    lines = []
+    for dataset in g.datasets:
+        first: dict[str, Run] = {}  # a variant's seeds share their schedule
+        for run in g.main_runs(dataset):
+            first.setdefault(run.variant, run)
+        groups: dict[tuple[int, int, int], list[str]] = {}
+        for variant, run in first.items():
+            if run.config.pixel_reweighted:
+                c = run.config
+                key = (c.mask.refresh_every, c.epochs - c.warmup_epochs, refresh_count(run))
+                groups.setdefault(key, []).append(g.variants[variant].label)
+        parts = [f"s = {s} over {n_part} PART epochs: "
+                 + ("computed once, before the first PART epoch" if count == 1 else f"computed {count} times")
+                 + f" ({', '.join(labels)})" for (s, n_part, count), labels in groups.items()]
+        if parts:
+            lines.append(f"* ε-maps on {dataset}: " + "; ".join(parts))
+    return lines
+
+
+def _grid_lines(g: Grid) -> list[str]:
+    cfg = g.cfg
     datasets = ", ".join(f"{d} ({spec['arch']})" for d, spec in cfg["datasets"].items())
     variants = ", ".join(v["label"] for v in cfg["variants"].values())
-    lines = [f"* datasets: {datasets}", f"* main-table variants: {variants}",
+    lines = [f"* datasets: {datasets}", f"* main-table variants: {variants}", *refresh_lines(g),
              f"* seeds: {', '.join(map(str, cfg['seeds']))}",
              f"* attacks: {', '.join(cfg['evaluation']['attacks'])} (AutoAttack on "
              f"{cfg['evaluation'].get('aa_n_examples') or 'all'} test examples)"]
@@ -114,17 +174,19 @@ def checks_section(results_dir: str | Path) -> list[str]:
     return lines
 
 
-def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
-                   gpus: Callable[[str, str], int]) -> str:
-    """The Markdown text of ``results/README.md`` (links relative to the results directory)."""
-    results_dir = Path(results_dir)
+def results_readme(g: Grid, results_dir: str | Path, logs_dir: str | Path, gpus: Callable[[str, str], int],
+                   command: str) -> str:
+    """The Markdown text of ``results/README.md`` (links relative to the results directory); ``command`` builds
+    the HTML report (:func:`report_command`)."""
+    results_dir, cfg = Path(results_dir), g.cfg
     main = results_dir / "tables" / "main.md"
     compute = compute_summary(job_costs(logs_dir), gpus)
     parts = [
         "# Reproduction results: PART (Pixel-reweighted Adversarial Training, ICML 2024)", "",
         f"Written by `part.report` at git revision `{provenance.git_revision() or 'unknown'}`. "
-        "The HTML report (`snakemake --report results/report.html`) holds the same tables and figures with captions.",
-        "", "## Grid", "", *_grid_lines(cfg), "",
+        "The HTML report holds the same tables and figures with captions; build it in the directory the workflow "
+        "ran in with the Snakefile and config it ran with:", "", "```bash", command, "```",
+        "", "## Grid", "", *_grid_lines(g), "",
         "## Main table", "", main.read_text().strip() if main.is_file() else "(not produced)", "",
         *checks_section(results_dir),
         "## Software and hardware recorded by the runs", "",
@@ -138,6 +200,6 @@ def results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str |
     return "\n".join(parts)
 
 
-def write_results_readme(cfg: dict[str, Any], results_dir: str | Path, logs_dir: str | Path,
-                         gpus: Callable[[str, str], int], out: str | Path) -> Path:
-    return files.write_text(out, results_readme(cfg, results_dir, logs_dir, gpus))
+def write_results_readme(g: Grid, results_dir: str | Path, logs_dir: str | Path, gpus: Callable[[str, str], int],
+                         command: str, out: str | Path) -> Path:
+    return files.write_text(out, results_readme(g, results_dir, logs_dir, gpus, command))

@@ -15,6 +15,11 @@ rule results_readme:
         all_experiment_outputs(),
     output:
         report(f"{RESULTS}/README.md", caption="../report/results_readme.rst", category="Summary"),
+    params:
+        # what `snakemake --report` needs to find these results again: the Snakefile and config they were made with
+        snakefile=workflow.main_snakefile,
+        configfiles=[str(path) for path in workflow.overwrite_configfiles],
+        config_args=list(workflow.config_settings.config_args or []),
     conda:
         "../envs/part.yaml"
     log:

@@ -130,7 +130,7 @@ def test_the_figure_has_a_panel_per_family_bands_and_the_training_eps(curves, tm
     assert len(axes[0].lines) >= 3 and axes[0].collections  # AT, PART (s = 1), PART (s = 10) with bands
     xs = {float(x) for line in axes[0].lines for x in np.atleast_1d(line.get_xdata())}
     assert 64.0 not in xs and 8.0 in xs  # the large ε is written in the panel, not drawn
-    assert any("large ε = 64/255: at most 0.0%" in t.get_text() for t in axes[0].texts)
+    assert any(t.get_text() == "not drawn: large ε = 64/255, mean accuracy 0.0%" for t in axes[0].texts)
     written = plots.plot_curve(table, g.variants, tmp_path / "figures" / grid.curve_figure_stem("cifar10"))
     assert [p.name for p in written] == ["robustness_curve_cifar10.png", "robustness_curve_cifar10.pdf"]
     assert all(p.stat().st_size > 1000 for p in written)
@@ -188,3 +188,24 @@ def test_the_results_readme_shows_the_checks_and_the_curve(curves):
     assert "## Evaluation checks" in text and "| Dataset | Method | Seed |" in text and "0 warning(s)." in text
     assert "[tables/robustness_curve.md](tables/robustness_curve.md)" in text
     assert "![robustness_curve_cifar10](figures/robustness_curve_cifar10.png)" in text
+
+
+def test_the_curve_figure_annotations_say_what_is_drawn(curves):
+    """The large-ε text gives the means as they are (a mean over seeds bounds no single model), and each
+    training-ε label lies inside its own panel, beside its line (one at the axis' right end included)."""
+    g, paths, _ = curves
+    table = curve_table.curve_table(g, paths)
+    large = table["large"] & (table["variant"] == "part_s1")
+    table.loc[large, "mean"] = 0.5  # one seed's model left examples correct
+    fig = plots.curve_figure(table, g.variants)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in (ax for ax in fig.axes if ax.get_title()):
+        texts = {t.get_text(): t for t in ax.texts}
+        label = texts["training ε = 8/255"]
+        inside, line_x = ax.get_window_extent(renderer), ax.transData.transform((8.0, 0))[0]
+        box = label.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, ax.get_title()  # not in the next panel
+        assert min(abs(box.x0 - line_x), abs(box.x1 - line_x)) < 10  # beside its line
+        means = "0.0–0.5%" if ax.get_title() == "AT" else "0.0%"
+        assert f"not drawn: large ε = 64/255, mean accuracy {means}" in texts, texts

@@ -165,7 +165,8 @@ def test_experiment_mistakes_stop_the_grid_and_name_the_key(edit, message):
 def test_experiment_schema_errors_name_the_key():
     cfg = small_grid()
     cfg["experiments"]["switches"]["colour"] = "red"
-    with pytest.raises(ConfigError, match="key 'experiments.switches'"):
+    with pytest.raises(ConfigError, match=r"key 'experiments.switches.colour': unknown key \(allowed here: attacks, "
+                                          r"datasets, reference, seeds, timing, title, variants, x\)"):
         grid.load(cfg)
 
 
@@ -214,7 +215,7 @@ def test_sweep_table_has_x_accuracies_and_seconds_per_epoch(trained_grid):
     assert paths["png"].parent == Path(trained_grid["results_dir"]) / "experiments" / "s_sweep"
     wide = pd.read_csv(paths["csv"])
     assert list(wide.columns) == ["dataset", "arch", "s (PART epochs between ε-map refreshes)", "method", "Natural",
-                                  "PGD-20", "s / epoch"]
+                                  "PGD-20", "sec / epoch"]  # s is the refresh interval, never seconds
     assert list(wide["method"]) == ["PART (s = 1)", "PART (s = 2)"] and wide["Natural"].str.contains("±").all()
     summary = pd.read_csv(paths["summary"])
     assert set(summary["attack"]) == {"natural", "pgd20", experiments.TIME}
@@ -226,7 +227,10 @@ def test_sweep_table_has_x_accuracies_and_seconds_per_epoch(trained_grid):
     timing = per_seed[(per_seed["attack"] == experiments.TIME) & (per_seed["variant"] == "part_s2")
                       & (per_seed["seed"] == 1)]
     assert timing["accuracy"].item() == pytest.approx(sum(part_seconds) / len(part_seconds))
-    assert "s / epoch: training wall seconds per PART epoch" in paths["md"].read_text()
+    text = paths["md"].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| dataset"))
+    assert [c.strip() for c in header.strip("|").split("|")] == list(wide.columns)
+    assert "sec / epoch: training wall seconds per PART epoch" in text
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["pdf"].read_bytes()[:5] == b"%PDF-"
 
 
@@ -333,10 +337,18 @@ def test_part_tables_writes_what_a_partial_grid_has(trained_grid, tmp_path, caps
     cfg = copy.deepcopy(trained_grid)
     cfg["experiments"]["labels"] = {"title": "labels", "variants": {"a": {"use": "part_s1", "label": "first"}}}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # config order is row order
-    main(["tables", "--configfile", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "tables")])
+    results = Path(cfg["results_dir"])
+    def written():
+        return {p: p.stat().st_mtime_ns for sub in ("tables", "experiments") for p in (results / sub).rglob("*")}
+
+    before = written()
+    main(["tables", "--configfile", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert "main table: 2/4 runs evaluated" in out and "experiment s_sweep: 4/4 runs evaluated" in out
-    main_csv = pd.read_csv(tmp_path / "tables" / "main.csv").set_index("variant")
+    main_csv = pd.read_csv(tmp_path / "out" / "tables" / "main.csv").set_index("variant")
     assert main_csv.loc["at", "natural_n_seeds"] == 0 and main_csv.loc["part_s1", "natural_n_seeds"] == 2
-    sweep = pd.read_csv(Path(cfg["results_dir"]) / "experiments" / "s_sweep" / "s_sweep.csv")
-    assert list(sweep["method"]) == ["PART (s = 1)", "PART (s = 2)"] and "s / epoch" in sweep
+    sweep = pd.read_csv(tmp_path / "out" / "experiments" / "s_sweep" / "s_sweep.csv")
+    assert list(sweep["method"]) == ["PART (s = 1)", "PART (s = 2)"] and "sec / epoch" in sweep
+    assert {p.name for p in (tmp_path / "out" / "experiments" / "labels").iterdir()} >= {"labels.md", "labels.png"}
+    # --out is honoured for every file: nothing new below the config's results_dir
+    assert written() == before

@@ -321,6 +321,10 @@ BAD_INPUTS = {
                        ["grid.yaml: key 'variants.at.label': got 'A|T', expected one line without '|'"]),
     "label with a newline": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["at"].update(label="AT\n"))],
                              ["grid.yaml: key 'variants.at.label': got 'AT\\n', expected one line without '|'"]),
+    "experiment variant key misspelt": (lambda c, r, t: ["tables", "--configfile", workflow_config(
+        t, lambda g: g["experiments"]["cam_methods"]["variants"]["part_xgradcam"].update(lable="X"))],
+        ["grid.yaml: key 'experiments.cam_methods.variants.part_xgradcam.lable': unknown key "
+         "(allowed here: family, label, run)"]),
     "workflow config is a YAML list": (lambda c, r, t: ["plan", "--configfile", _text(t / "g.yaml", "- a\n")],
                                        ["g.yaml: a workflow config must be a YAML mapping"]),
 }

@@ -37,6 +37,22 @@ def test_a_typo_in_the_grid_names_the_key():
         grid.load(cfg)
 
 
+@pytest.mark.parametrize("entry, key, allowed", [
+    ({"label": "XGradCAM", "family": "AT", "run": {"method": "part"}, "lable": "x"}, "lable", "family, label, run"),
+    ({"use": "part_s1", "lable": "x"}, "lable", "label, use"),
+    ({"uses": "part_s1"}, "uses", "family, label, run"),
+])
+def test_a_typo_in_an_experiment_variant_names_the_experiment_the_variant_and_the_key(entry, key, allowed):
+    """A variant of its own and a reused one (``use``) are told apart before validation, so the error is the
+    unknown key of the entry meant, not 'valid under none of the given schemas'."""
+    cfg = load("configs/demo.yaml")
+    cfg["experiments"]["cam_methods"]["variants"]["gradcam"] = entry
+    with pytest.raises(ConfigError) as err:
+        grid.load(cfg, source="demo.yaml")
+    assert str(err.value) == (f"demo.yaml: key 'experiments.cam_methods.variants.gradcam.{key}': unknown key "
+                              f"(allowed here: {allowed})")
+
+
 def test_an_unknown_method_or_bad_budget_stops_before_any_job():
     cfg = load("config.yaml")
     bad = copy.deepcopy(cfg)

@@ -201,3 +201,25 @@ def test_claim_figure_draws_ours_beside_the_papers_with_the_tolerance():
     assert "3 seeds × 1000 AA examples" in aa.get_title()
     loose = plots.claim_figure(pd.DataFrame([{**row, "aa_tolerance": 1.0}]), ROWS).axes[1]
     assert [line.get_xdata()[0] for line in loose.lines if line.get_linestyle() == "-"] == [-1.0]
+
+
+def test_tradeoff_keeps_coincident_methods_visible():
+    """Methods at the same point (a PART variant equal to its base; two bases alike) are hollow outlines that
+    differ in shape within a family and in size between families, drawn at their data: none hides another."""
+    per_seed, variants = synthetic_per_seed()
+    same = per_seed["variant"].isin(["at", "part_s1", "trades"])
+    per_seed.loc[same, "accuracy"] = per_seed.loc[same, "attack"].map({"natural": 80.0, "pgd20": 50.0, "aa": 45.0})
+    fig = plots.tradeoff_figure(per_seed, variants)
+    ax = fig.axes[0]
+    markers = {}
+    for container in ax.containers:
+        line = container.lines[0]
+        markers[container.get_label()] = line
+        if container.get_label() in ("at", "part_s1", "trades"):
+            assert [float(v[0]) for v in line.get_data()] == [80.0, 45.0]  # at the data, not moved
+    looks = {(markers[v].get_marker(), markers[v].get_markersize()) for v in ("at", "part_s1", "trades")}
+    assert len(looks) == 3  # three distinguishable markers at the one point
+    assert all(markers[v].get_markerfacecolor() == "none" for v in markers)  # outlines: the one below shows through
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert all((legend[v].get_marker(), legend[v].get_markersize()) == (markers[v].get_marker(),
+                                                                         markers[v].get_markersize()) for v in markers)

@@ -1,13 +1,18 @@
 """results/README.md: compute from the jobs' logs, recorded environments, the summary's content."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from part import joblog, report
+from part import grid, joblog, report
 from part.grid import compute_resource
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def job(path, *seconds):
     """A finished job's log: what it printed, then one cost line per attempt (CPU-s half its wall seconds)."""
@@ -79,20 +84,48 @@ def test_results_readme_has_grid_main_table_compute_and_links(tmp_path, logs):
     (results / "figures").mkdir()
     (results / "figures" / "tradeoff.png").write_bytes(b"png")
     write_env(results / "cifar10/resnet18/at/seed0/run.json", "NVIDIA H100", "2.5.1")
-    cfg = yaml.safe_load("""
-datasets: {cifar10: {arch: resnet18}}
-variants: {at: {label: AT, family: AT, run: {method: at}}}
-seeds: [0, 1, 2]
-evaluation: {attacks: [natural, aa], aa_n_examples: 1000}
-""")
-    text = report.results_readme(cfg, results, logs, lambda stage, dataset: 1)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.update(datasets={"cifar10": {"arch": "resnet18"}}, variants={"at": cfg["variants"]["at"]}, experiments={})
+    cfg["evaluation"]["aa_n_examples"] = 1000
+    g = grid.load(cfg)
+    command = "snakemake --report results/report.html --configfile configs/x.yaml"
+    text = report.results_readme(g, results, logs, lambda stage, dataset: 1, command)
     assert "* datasets: cifar10 (resnet18)" in text and "AutoAttack on 1000 test examples" in text
     assert "| AT | 82.58 ± 0.14 |" in text and "NVIDIA H100" in text
+    assert f"```bash\n{command}\n```" in text and "ε-maps" not in text  # no PART variant
     assert "[figures/tradeoff.png](figures/tradeoff.png)" in text
     total = next(line for line in text.splitlines() if line.startswith("| total"))
     assert total.split("|")[2].strip() == "5"  # jobs
-    report.write_results_readme(cfg, results, logs, lambda stage, dataset: 1, results / "README.md")
+    report.write_results_readme(g, results, logs, lambda stage, dataset: 1, command, results / "README.md")
     assert (results / "README.md").read_text() == text
+
+
+def test_the_report_command_names_the_snakefile_and_config_the_workflow_ran_with(tmp_path):
+    """Relative to the workflow's directory where the files lie below it; --config last (it takes every word)."""
+    venv = tmp_path / ".venv" / "bin" / "snakemake"
+    command = report.report_command(venv, tmp_path / "Snakefile", [tmp_path / "configs" / "demo.yaml"], [],
+                                    "results/report.html", tmp_path)
+    assert command == ".venv/bin/snakemake --report results/report.html --configfile configs/demo.yaml"
+    elsewhere = tmp_path.parent / "checkout" / "Snakefile"
+    command = report.report_command("snakemake", elsewhere, [tmp_path / "grid.yaml", tmp_path / "more.yaml"],
+                                    ["evaluation={'jobs': 'per_attack'}"], "out/report.html", tmp_path)
+    assert shlex.split(command) == ["snakemake", "--report", "out/report.html", "--snakefile", str(elsewhere),
+                                    "--configfile", "grid.yaml", "--configfile", "more.yaml",
+                                    "--config", "evaluation={'jobs': 'per_attack'}"]
+
+
+def test_the_readme_states_how_often_each_part_variant_computes_its_eps_maps():
+    """From each run's schedule (RunConfig.refreshes_at): before PART epoch 1, then every PART epoch divisible
+    by s — the demo's s = 10 over 8 PART epochs computes its maps once."""
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    lines = report.refresh_lines(grid.load(cfg))
+    assert lines == ["* ε-maps on digits: s = 1 over 8 PART epochs: computed 8 times (PART (s = 1), PART-T (s = 1), "
+                     "PART-M (s = 1)); s = 10 over 8 PART epochs: computed once, before the first PART epoch "
+                     "(PART (s = 10), PART-T (s = 10), PART-M (s = 10))"]
+    cfg["run"]["epochs"] = 34  # 4 warm-up + 30 PART: before PART epochs 1, 10, 20, 30
+    assert "s = 10 over 30 PART epochs: computed 4 times" in report.refresh_lines(grid.load(cfg))[0]
+    paper = report.refresh_lines(grid.load(yaml.safe_load((ROOT / "config.yaml").read_text())))
+    assert len(paper) == 3 and all("s = 10 over 60 PART epochs: computed 7 times" in line for line in paper)
 
 
 def test_the_rules_that_ask_for_a_gpu_are_training_and_every_evaluation():

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from part import config, grid
-from part.checkpoint_table import write_checkpoint_table
+from part.checkpoint_table import same_weights, write_checkpoint_table
 from part.config import ConfigError
 from part.data import hold_out, load_prepared, split_sha256
 from part.evaluate import evaluate
@@ -207,8 +207,44 @@ def test_checkpoint_table_compares_with_the_main_checkpoint(digits_dir, tmp_path
     for _, row in table[table["checkpoint"] != "last"].iterrows():
         # the paired difference's mean is the difference of the means (same seeds, same examples)
         assert row["diff"] == pytest.approx(row["mean"] - last.loc[(row["variant"], row["attack"]), "mean"], abs=2e-4)
+        if row["verdict"] == "same weights":  # every run of the row peaked on its last epoch: best.pt is model.pt
+            assert row["checkpoint"] == "best" and row["diff"] == 0 and np.isnan(row["diff_low"])
+            continue
         assert row["diff_low"] <= row["diff"] <= row["diff_high"]
         assert row["verdict"] in {"higher", "lower", "inconclusive"}
         assert (row["verdict"] == "higher") == (row["diff_low"] > 0)
     md = written["md"].read_text()
     assert "Δ PGD-20 best − last" in md and "Δ PGD-20 ema − last" in md and "of 3" in md
+
+
+def test_best_that_is_the_last_epoch_reads_same_weights_not_an_interval(digits_dir, tmp_path):
+    """Validated on the last epoch only, every run's best epoch is its last: best.pt holds the last weights, and
+    the table says so rather than printing an interval around a difference of zero by construction."""
+    cfg = _demo_grid(tmp_path / "results", compare_checkpoints=["best"])
+    cfg["variants"] = {"at": cfg["variants"]["at"]}
+    cfg["run"]["validation"]["every"] = 10  # of 2 epochs: only the last is validated (validates_at)
+    g = grid.load(cfg)
+    paths = []
+    for run in g.main:
+        out = g.run_dir(run)
+        train(config.from_dict({**run.config.to_dict(), "data_dir": str(digits_dir), "epochs": 2, "warmup_epochs": 1}),
+              out, log=lambda _: None)
+        info = json.loads((out / "run.json").read_text())
+        assert info["best"]["epoch"] == info["epochs_completed"] == 2
+        (out / "run.json").write_text(json.dumps({**info, "config": run.config.to_dict()}))
+        for checkpoint in ("last", "best"):
+            evaluate(out, ["natural", "pgd20"], n_examples=60, checkpoint=checkpoint, log=None)
+            paths.append(out / ("metrics.json" if checkpoint == "last" else "metrics_best.json"))
+    written = write_checkpoint_table(g, paths, tmp_path / "tables")
+    best = pd.read_csv(written["csv"], dtype={"verdict": str}).query("checkpoint == 'best'")
+    assert list(best["verdict"]) == ["same weights"] * 2 and best["diff_low"].isna().all()
+    assert (best["diff"] == 0).all()  # the same weights give the same flags
+    row = next(line for line in written["md"].read_text().splitlines() if line.startswith("| AT |"))
+    assert row.split("|")[-3].strip() == "same weights (best epoch = last)" and "[" not in row
+
+
+def test_same_weights_needs_every_run_of_the_row_to_peak_on_its_last_epoch():
+    last, earlier = {"best": {"epoch": 3}, "epochs_completed": 3}, {"best": {"epoch": 2}, "epochs_completed": 3}
+    assert same_weights("best", "last", [last, last]) and same_weights("last", "best", [last])
+    assert not same_weights("best", "last", [last, earlier])  # one seed's best.pt is another epoch's weights
+    assert not same_weights("ema", "last", [last]) and not same_weights("best", "last", [])

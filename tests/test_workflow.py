@@ -2,6 +2,7 @@
 in test_slurm_profile.py, with the resources the SLURM profile gives each job)."""
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert 1 <= info["best"]["epoch"] <= 12
     compared = pd.read_csv(tables / "checkpoints.csv", dtype={"verdict": str, "to_decide": str})
     assert len(compared) == 9 * 3 * 2 and set(compared["checkpoint"]) == {"last", "best", "ema"}
-    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive"}
+    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive",
+                                                                               "same weights"}
     assert "Δ PGD-20 best − last" in (tables / "checkpoints.md").read_text()
     for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]:
         exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
@@ -168,3 +170,21 @@ def test_every_job_of_a_workflow_reports_its_cost_and_results_readme_adds_them_u
     assert rules["train"]["cpu_s"] > 4 * 1.0 and rules["metrics"]["cpu_s"] > 4 * 1.0
     assert all(0 < rule["cpu_s"] <= rule["wall_s"] * 2 for rule in rules.values())  # one thread a job, two at most
     assert "## Compute (from the jobs' logs)" in (workdir / "results" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_report_command_the_readme_prints_builds_the_report(tiny_workflow, tmp_path):
+    """results/README.md prints the command that builds the HTML report: run as printed in the workflow's
+    directory it names the config file the workflow ran with (not config.yaml, whose grid was never run) and
+    finds every file. The README also says how often the PART variant computed its ε-maps."""
+    source, args = tiny_workflow
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir, symlinks=True)
+    readme = (workdir / "results" / "README.md").read_text()
+    command = shlex.split(readme.split("```bash\n", 1)[1].split("\n```", 1)[0])
+    assert command[1:3] == ["--report", "results/report.html"]
+    assert command[command.index("--configfile") + 1] == args[args.index("--configfile") + 1] == "grid.yaml"
+    assert "* ε-maps on digits: s = 1 over 3 PART epochs: computed 3 times (PART (s = 1))" in readme
+    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Summary" in (workdir / "results" / "report.html").read_text()

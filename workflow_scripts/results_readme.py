@@ -1,9 +1,13 @@
-"""Snakemake adapter: results/README.md (grid, recorded versions and hardware, compute from the jobs' logs)."""
+"""Snakemake adapter: results/README.md (grid, recorded versions and hardware, compute from the jobs' logs, the
+command that builds the HTML report)."""
 
+import sys
+from pathlib import Path
 
+from part import grid
 from part.grid import compute_resource, job_resources
 from part.joblog import job_log
-from part.report import write_results_readme
+from part.report import report_command, write_results_readme
 
 cfg = snakemake.config
 
@@ -15,5 +19,10 @@ def gpus(rule, dataset):
 
 
 with job_log(snakemake.log[0]):
-    path = write_results_readme(cfg, cfg["results_dir"], "logs", gpus, snakemake.output[0])
+    program = Path(sys.executable).parent / "snakemake"  # the Snakemake of the environment that runs this workflow
+    command = report_command(program if program.is_file() else "snakemake", snakemake.params.snakefile,
+                             snakemake.params.configfiles, snakemake.params.config_args,
+                             f"{cfg['results_dir']}/report.html", Path.cwd())
+    path = write_results_readme(grid.load(cfg, source="workflow config"), cfg["results_dir"], "logs", gpus, command,
+                                snakemake.output[0])
     print(f"wrote {path}")
