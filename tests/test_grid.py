@@ -68,7 +68,7 @@ def test_an_unknown_method_or_bad_budget_stops_before_any_job():
 def test_workflow_level_schema_errors():
     cfg = load("config.yaml")
     cfg["evaluation"]["attacks"].append("cw")
-    with pytest.raises(ConfigError, match="key 'evaluation.attacks.4'"):
+    with pytest.raises(ConfigError, match="key 'evaluation.attacks.5'"):
         grid.load(cfg)
     cfg = load("config.yaml")
     cfg["datasets"]["imagenet"] = {"arch": "resnet18"}

@@ -1,6 +1,7 @@
 """results/README.md: compute from the jobs' logs, recorded environments, the summary's content."""
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -136,3 +137,22 @@ def test_the_rules_that_ask_for_a_gpu_are_training_and_every_evaluation():
     assert compute_resource({"evaluation": {"jobs": "per_attack"}}, "metrics") is None  # a local merge
     assert compute_resource(per_model, "evaluate") == "evaluate"
     assert {compute_resource(per_model, r) for r in ("aggregate", "figure_tradeoff", "prepare_dataset")} == {None}
+
+
+def test_the_readmes_status_block_states_the_numbers_its_docs_measure():
+    """The README's status says what has been run in numbers taken from the docs it links: the coverage range is
+    the extremes of docs/statistics.md's PART − base table, and every page it cites exists."""
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    status = readme[readme.index("## Status"):readme.index("## Quick start")]
+    doc = (root / "docs" / "statistics.md").read_text()
+    table = doc[doc.index("**PART − base, paired (the claim's intervals)**"):]
+    table = table[:table.index("\n\n", table.index("| seeds"))]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    coverage = [float(c) for line in rows for cell in line.split("|")[3:-1]
+                for c in cell.replace("*", "").split("/")]
+    assert f"between {min(coverage):.3f} and {max(coverage):.3f} of the time" in status
+    assert f"across {len(rows) * 4} settings" in status
+    for link in re.findall(r"\]\(([^)]+)\)", status):
+        assert (root / link).is_file(), link
+    assert "Not yet run" in status and "Any GPU run" in status
