@@ -1,4 +1,5 @@
-"""``part`` command line: ``part prepare``, ``part train``, ``part evaluate``, ``part tables``, ``part plan``."""
+"""``part`` command line: ``part prepare``, ``part train``, ``part evaluate``, ``part tables``, ``part plan``,
+``part status``, ``part tensorboard``."""
 
 from __future__ import annotations
 
@@ -119,6 +120,51 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(plan.summary(rows))
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    """Where every run of the grid stands, from its files (no torch); ``--watch N`` redraws every N seconds."""
+    import json
+    import time
+
+    from part import grid, plan, status
+
+    g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
+    throughput = [plan.load_throughput(path) for path in args.throughput]
+    while True:
+        s = status.grid_status(g, args.logs, throughput)
+        out = json.dumps(s.to_json(), indent=1) + "\n" if args.json else status.text(s)
+        if args.watch:
+            out = "\033[H\033[2J" + time.strftime("%H:%M:%S ") + f"every {args.watch:g} s (Ctrl-C ends)\n" + out
+        print(out, end="", flush=True)
+        if not args.watch:
+            return
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> None:
+    """Every run's log.jsonl (and gallery) into TensorBoard event files, appending only what is new."""
+    from part import grid, tensorboard_export
+
+    g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
+    exported = tensorboard_export.export(g, args.out)
+    added = [e for e in exported if e.epochs or e.image]
+    for e in added:
+        print(f"[part] {e.out}: {e.epochs} new epoch(s)" + (", gallery image" if e.image else ""))
+    print(f"[part] {len(added)} of {len(exported)} runs updated; view them with `tensorboard --logdir {args.out}`")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected seconds between refreshes, a number > 0")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="part", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +221,23 @@ def main(argv: list[str] | None = None) -> None:
                    "config: entries, e.g. profiles/slurm's one job per attack)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("status", help="where every run of a grid stands (state, last epoch, ETA), from its files only")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
+    p.add_argument("--logs", default="logs", type=_path,
+                   help="the workflow's job logs (logs/<rule>/...; relative to where Snakemake runs)")
+    p.add_argument("--throughput", action="extend", nargs="+", default=[], metavar="FILE",
+                   help="throughput files costing the runs that logged no epoch yet, as for `part plan` "
+                        "(default: the shipped rates)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--watch", type=_seconds, metavar="N", help="redraw every N seconds until Ctrl-C")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tensorboard", help="the grid's training logs as TensorBoard event files (the tensorboard "
+                                           "extra); a rerun appends only new epochs")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config (the grid)")
+    p.add_argument("--out", required=True, type=_path, help="log directory: OUT/<dataset>/<variant>/seed<k>")
+    p.set_defaults(func=cmd_tensorboard)
 
     args = parser.parse_args(argv)
     try:

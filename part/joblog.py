@@ -66,6 +66,22 @@ def failure(err: BaseException) -> str:
     return f"[part] job failed: {summary}\n\n{''.join(traceback.format_exception(err))}"
 
 
+FAILURE = re.compile(r"\[part\] job (?:failed|refused|stopped|exited|interrupted)\b")
+"""The line :func:`job_log` writes when an exception or a refusal ends its job (see :func:`failure`)."""
+
+
+def last_failure(text: str) -> str | None:
+    """The failure line of a job log's last finished attempt; None where that attempt succeeded, where none
+    finished, or where a later attempt has started since (a resumed training run appends to its log, so an
+    earlier attempt's failure is history once another begins)."""
+    lines = text.splitlines()
+    ends = [i for i, line in enumerate(lines) if COST.match(line)]
+    if not ends or any(line.strip() for line in lines[ends[-1] + 1:]):
+        return None
+    attempt = lines[ends[-2] + 1 if len(ends) > 1 else 0:ends[-1]]
+    return next((line for line in reversed(attempt) if FAILURE.match(line)), None)
+
+
 COST = re.compile(r"^\[part\] job cost: ([0-9.]+) CPU-s .*?, ([0-9.]+) s wall", re.MULTILINE)
 
 

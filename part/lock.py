@@ -118,7 +118,7 @@ def _acquire(path: Path, purpose: str, lease: float) -> _Held:
             holder = _read(path, lease)
             if holder is None:  # removed since: its holder ended, or another writer took it over
                 continue
-            if not _stale(holder):
+            if stale_reason(holder) is None:
                 raise Locked(_refusal(path, holder)) from None
             _take_over(path, holder)
     raise Locked(f"{path.parent}: several writers are starting here at once and {path.name} changed hands "
@@ -166,12 +166,22 @@ def _read(path: Path, lease: float) -> dict[str, Any] | None:
             "lease_seconds": lease, "purpose": "a writer", "text": text, "inode": stat}
 
 
-def _stale(holder: dict[str, Any]) -> bool:
-    """Whether the holder is dead: its process gone from this host, or its lease run out unrenewed."""
+def read_holder(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds the lock file ``path`` (host, pid, started, renewed, lease_seconds, purpose), None if nobody:
+    for readers that only report on a lock (``part status``), never take it."""
+    return _read(Path(path), lease_seconds())
+
+
+def stale_reason(holder: dict[str, Any]) -> str | None:
+    """Why the holder is dead — its process gone from this host, or its lease run out unrenewed — or None
+    while it may be alive (a live process here; a lease still running on another host)."""
     if holder["host"] == socket.gethostname() and isinstance(holder["pid"], int) and not _alive(holder["pid"]):
-        return True
+        return f"process {holder['pid']} is gone from {holder['host']}"
     renewed = datetime.datetime.fromisoformat(holder["renewed"]).timestamp()
-    return time.time() - renewed > holder["lease_seconds"]
+    if (late := time.time() - renewed) > holder["lease_seconds"]:
+        return (f"its lease of {holder['lease_seconds']:g} s ran out {late - holder['lease_seconds']:.0f} s ago "
+                f"(last renewed {holder['renewed']})")
+    return None
 
 
 def _alive(pid: int) -> bool:

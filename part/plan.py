@@ -378,14 +378,18 @@ def _mean(values: list[float]) -> float:
 
 
 def logged_seconds(cfg: RunConfig, records: list[dict[str, Any]]) -> float:
-    """A run's training seconds from its log: the epochs it logged, then each epoch still to come at the
-    mean of the logged ones of its phase (warm-up / PART, or all where it logged none), plus the mean
-    refresh and validation where that epoch refreshes or validates (none while the log has none: a run
-    still in its warm-up is underestimated by its refreshes)."""
+    """A run's training seconds from its log: the epochs it logged, then :func:`remaining_seconds`."""
+    return sum(r["seconds"] + r.get("val_seconds", 0.0) for r in records) + remaining_seconds(cfg, records)
+
+
+def remaining_seconds(cfg: RunConfig, records: list[dict[str, Any]]) -> float:
+    """A run's training seconds still to come after the epochs of ``records``: each at the mean of the logged
+    ones of its phase (warm-up / PART, or all where it logged none), plus the mean refresh and validation where
+    that epoch refreshes or validates (none while the log has none: a run still in its warm-up is
+    underestimated by its refreshes)."""
     def train(r: dict[str, Any]) -> float:
         return r["seconds"] - r.get("refresh_seconds", 0.0)
 
-    done = sum(r["seconds"] + r.get("val_seconds", 0.0) for r in records)
     refresh = _mean([r["refresh_seconds"] for r in records if r.get("refreshed")])
     validate = _mean([r["val_seconds"] for r in records if "val_seconds" in r])
     phases = {part: [train(r) for r in records if (r.get("phase") == "part") == part] for part in (False, True)}
@@ -393,7 +397,7 @@ def logged_seconds(cfg: RunConfig, records: list[dict[str, Any]]) -> float:
     for epoch in range(len(records), cfg.epochs):
         rest += _mean(phases[cfg.is_part_epoch(epoch)] or [train(r) for r in records])
         rest += refresh * cfg.refreshes_at(epoch) + validate * cfg.validates_at(epoch)
-    return done + rest
+    return rest
 
 
 def _eval_file_seconds(path: Path, n: int) -> float:
