@@ -12,7 +12,8 @@ import pytest
 ANALYSIS = ["part.aggregate", "part.plots", "part.experiments", "part.report", "part.curve_table"]
 TORCH_FREE = ["part.grid", "part.config", "part.vocabulary", "part.results", "part.rundir", "part.files",
               "part.aggregate", "part.plots", "part.experiments", "part.report", "part.compare", "part.stats",
-              "part.cli", "part.plan", "part.curve_table"]
+              "part.cli", "part.plan", "part.curve_table", "part.status", "part.lock", "part.joblog",
+              "part.tensorboard_export"]
 
 
 def imported_by(module: str) -> set[str]:

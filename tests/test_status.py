@@ -224,3 +224,68 @@ def test_status_of_the_paper_grid_reads_files_only(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "runs: 100 not started" in done.stdout and "nothing runs now" in done.stdout
+
+
+def _events(path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def _gallery(tiny_grid) -> Path:
+    """The dataset's gallery figure (it shows part_s1 seed 0, the first CAM-based PART run): a small PNG."""
+    from PIL import Image
+
+    path = tiny_grid.results_dir / "figures" / "gallery_cifar10.png"
+    path.parent.mkdir(parents=True)
+    Image.new("RGB", (12, 8), (200, 30, 30)).save(path)
+    return path
+
+
+def test_tensorboard_holds_every_scalar_of_every_log_and_a_rerun_adds_only_new_epochs(tiny_grid, capsys):
+    pytest.importorskip("tensorboard")
+    _gallery(tiny_grid)
+    main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
+    assert "7 of 8 runs updated" in capsys.readouterr().out  # part_s1 seed 3 has no log yet
+    for run in tiny_grid.runs.values():
+        records = status.read_records(tiny_grid.run_dir(run) / "log.jsonl")
+        if not records:
+            assert not Path("tb", run.dataset, run.variant, f"seed{run.seed}").exists()
+            continue
+        acc = _events(Path("tb", run.dataset, run.variant, f"seed{run.seed}"))
+        keys = {k for r in records for k, v in r.items() if k != "epoch" and not isinstance(v, str)}
+        assert set(acc.Tags()["scalars"]) == keys
+        for key in keys:
+            events = acc.Scalars(key)  # simple_value is a float32
+            assert [e.step for e in events] == [r["epoch"] for r in records]
+            assert [e.value for e in events] == pytest.approx([float(r[key]) for r in records], rel=1e-6)
+        images = acc.Images("gallery/eps_maps") if "gallery/eps_maps" in acc.Tags()["images"] else []
+        shown = (run.variant, run.seed) == ("part_s1", 0)
+        assert [(i.step, i.width, i.height) for i in images] == ([(6, 12, 8)] if shown else [])
+
+    # the live run logs two more epochs; a rerun appends them alone, in one new event file
+    live = tiny_grid.run_dir(next(r for r in tiny_grid.main if r.variant == "at" and r.seed == 3))
+    records = write_log(live, [10.0, 12.0, 14.0, 16.0, 18.0])
+    out = Path("tb/cifar10/at/seed3")
+    before = sorted(out.glob("events.out.tfevents.*"))
+    main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
+    assert "tb/cifar10/at/seed3: 2 new epoch(s)\n[part] 1 of 8 runs updated" in capsys.readouterr().out
+    assert len(sorted(out.glob("events.out.tfevents.*"))) == len(before) + 1
+    loss = _events(out).Scalars("loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4, 5]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+    main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
+    assert "0 of 8 runs updated" in capsys.readouterr().out
+
+
+def test_tensorboard_refuses_without_the_extra(tiny_grid, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "tensorboard" or m.startswith("tensorboard.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what an environment without it imports
+    with pytest.raises(SystemExit) as exit_:
+        main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
+    assert exit_.value.code == 2
+    assert "needs the optional 'tensorboard' extra" in capsys.readouterr().err
+    assert not Path("tb").exists()
