@@ -129,18 +129,19 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     throughput = [plan.load_throughput(path) for path in args.throughput]
-    while True:
-        s = status.grid_status(g, args.logs, throughput)
-        out = json.dumps(s.to_json(), indent=1) + "\n" if args.json else status.text(s)
-        if args.watch:
-            out = "\033[H\033[2J" + time.strftime("%H:%M:%S ") + f"every {args.watch:g} s (Ctrl-C ends)\n" + out
-        print(out, end="", flush=True)
-        if not args.watch:
-            return
-        try:
+    try:
+        while True:
+            s = status.grid_status(g, args.logs, throughput)
+            out = json.dumps(s.to_json(), indent=1) + "\n" if args.json else status.text(s)
+            if args.watch and not args.json:  # JSON stays one object a refresh, for the script reading it
+                out = "\033[H\033[2J" + time.strftime("%H:%M:%S ") + f"every {args.watch:g} s (Ctrl-C ends)\n" + out
+            print(out, end="", flush=True)
+            if not args.watch:
+                return
             time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:  # how --watch ends, whether it was reading or waiting
+        if not args.watch:
+            raise
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:

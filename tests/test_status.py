@@ -207,6 +207,27 @@ def test_cli_text_and_json(tiny_grid, tmp_path, capsys):
     assert report["running"] == 2
 
 
+def test_watch_redraws_until_ctrl_c(tiny_grid, tmp_path):
+    import signal
+
+    watch = subprocess.Popen([sys.executable, "-m", "part", "status", "--configfile", "grid.yaml", "--watch", "0.2"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seen = 0
+    while seen < 2:  # two redraws, then Ctrl-C
+        seen += "every 0.2 s (Ctrl-C ends)" in watch.stdout.readline()
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("watch", ["0", "-5", "soon"])
+def test_watch_needs_a_positive_number_of_seconds(tiny_grid, watch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--configfile", "grid.yaml", "--watch", watch])
+    assert exit_.value.code == 2 and f"{watch!r}: expected seconds between refreshes" in capsys.readouterr().err
+
+
 def test_a_corrupted_line_before_the_last_is_an_error_naming_the_file(tiny_grid, capsys):
     log = tiny_grid.run_dir(tiny_grid.main[0]) / "log.jsonl"
     log.write_text('{"epoch": 1\n' + log.read_text())
