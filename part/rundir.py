@@ -87,3 +87,22 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training log (log.jsonl is written after every epoch)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_log_so_far(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The epochs of a run's ``log.jsonl`` while it may be written: a last line that does not parse (a writer
+    caught mid-line, on a file system without atomic renames) is left for the next look; no log is no epoch."""
+    path = RunPaths(Path(run_dir)).log
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON; the log is corrupted (the run's "
+                                 "checkpoint.pt holds its history: resume the run to rewrite it)") from None
+    return records

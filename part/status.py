@@ -24,7 +24,6 @@ over the GPUs the job asks for); the grid's ETA spreads the sum over the jobs ru
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from typing import Any
 
 from part import joblog, lock, plan
 from part.grid import Grid, Run, job_resources
-from part.rundir import RunPaths, eval_dir_name
+from part.rundir import RunPaths, eval_dir_name, read_log_so_far
 
 STATES = ("not started", "training", "stopped", "trained", "evaluating", "done", "failed", "stalled")
 RUNNING = ("training", "evaluating")
@@ -67,24 +66,6 @@ class RunStatus:
         """Seconds until the run is evaluated, were its jobs run one after the other from now."""
         parts = [self.train_left, self.eval_left]
         return None if None in parts else sum(parts)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The epochs of a ``log.jsonl`` being written: a last line that does not parse (a writer caught
-    mid-line, on a file system without atomic renames) is left for the next look; a missing file is none."""
-    try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON; the log is corrupted (the run's "
-                                 "checkpoint.pt holds its history: resume the run to rewrite it)") from None
-    return records
 
 
 def job_logs(logs: Path, rules: Iterable[str], run: Run) -> list[Path]:
@@ -164,7 +145,7 @@ def run_status(g: Grid, run: Run, eval_stages: list[plan.Stage], logs: Path, rul
     """Where one run stands (see the module's docstring for the states' order)."""
     root = g.run_dir(run)
     paths = RunPaths(root)
-    records = read_records(paths.log)
+    records = read_log_so_far(root)
     epochs, last = run.config.epochs, (records[-1] if records else {})
     trained = paths.model.is_file() and paths.run.is_file()
     if trained:
@@ -274,7 +255,7 @@ def _numbers(r: RunStatus) -> str:
     cells = [f"loss {r.loss:.4f}" if r.loss is not None else "",
              f"val {r.val_natural:.1f}/{r.val_robust:.1f}%" if r.val_robust is not None else "",
              f"{r.seconds_per_epoch:.1f} s/epoch" if r.seconds_per_epoch is not None else "",
-             f"left {duration(r.left)}" if r.state != "done" else ""]
+             f"left {duration(r.left)}" if r.state != "done" or r.left else ""]
     return "  ".join(c for c in cells if c)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from part import files
 from part.grid import Grid, Run
-from part.status import read_records
+from part.rundir import read_log_so_far
 
 STATE_FILE = "part_tensorboard.json"
 EXTRA = "pip install -e '.[tensorboard]' (or pip install 'tensorboard>=2.16')"
@@ -82,7 +82,7 @@ def export_run(g: Grid, run: Run, out: Path) -> Exported:
     state_path = target / STATE_FILE
     state = files.read_json_object(state_path, f"delete {target} to export the run again") \
         if state_path.is_file() else {"epochs": 0, "gallery": None}
-    records = read_records(g.run_dir(run) / "log.jsonl")[state["epochs"]:]
+    records = read_log_so_far(g.run_dir(run))[state["epochs"]:]
     png = gallery_png(g, run)
     stamp = None if png is None else f"{png.stat().st_mtime_ns}:{png.stat().st_size}"
     image = stamp is not None and stamp != state["gallery"]

@@ -3,6 +3,7 @@ run directories, logs, lock files and job logs as the pipeline writes them; noth
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from part import grid, joblog, plan, status
+from part import grid, joblog, plan, rundir, status
 from part.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +272,7 @@ def test_tensorboard_holds_every_scalar_of_every_log_and_a_rerun_adds_only_new_e
     main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
     assert "7 of 8 runs updated" in capsys.readouterr().out  # part_s1 seed 3 has no log yet
     for run in tiny_grid.runs.values():
-        records = status.read_records(tiny_grid.run_dir(run) / "log.jsonl")
+        records = rundir.read_log_so_far(tiny_grid.run_dir(run))
         if not records:
             assert not Path("tb", run.dataset, run.variant, f"seed{run.seed}").exists()
             continue
@@ -310,3 +311,33 @@ def test_tensorboard_refuses_without_the_extra(tiny_grid, monkeypatch, capsys):
     assert exit_.value.code == 2
     assert "needs the optional 'tensorboard' extra" in capsys.readouterr().err
     assert not Path("tb").exists()
+
+
+def _attempt(path: Path, error: BaseException | None) -> None:
+    """One attempt of a job, through part.joblog as a workflow script runs (appending, as training resumes)."""
+    with pytest.raises(type(error)) if error else contextlib.nullcontext(), joblog.job_log(path, mode="a"):
+        print("[part] epoch ...")
+        if error:
+            raise error
+
+
+@pytest.mark.parametrize("attempts, expected", [
+    ([None], None),
+    ([ValueError("bad key")], "[part] job failed: ValueError: bad key"),
+    ([SystemExit(143)], "[part] job stopped by SIGTERM (exit code 143)"),
+    ([ValueError("bad key"), None], None),
+    ([None, KeyboardInterrupt()], "[part] job interrupted (SIGINT)"),
+])
+def test_the_failure_of_a_job_logs_last_attempt(tmp_path, attempts, expected):
+    log = tmp_path / "job.log"
+    for error in attempts:
+        _attempt(log, error)
+    assert joblog.last_failure(log.read_text()) == expected
+
+
+def test_an_attempt_still_running_has_no_failure_yet(tmp_path):
+    log = tmp_path / "job.log"
+    _attempt(log, ValueError("bad key"))
+    with open(log, "a") as f:
+        f.write("[part] resuming after epoch 3/6\n")
+    assert joblog.last_failure(log.read_text()) is None
