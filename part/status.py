@@ -48,6 +48,7 @@ class RunStatus:
     seed: int
     state: str
     detail: str
+    trained: bool
     epochs_done: int
     epochs: int
     loss: float | None
@@ -159,7 +160,7 @@ def run_status(g: Grid, run: Run, eval_stages: list[plan.Stage], logs: Path, rul
 
     state, detail, job_log, step = _state(g, run, root, records, trained, logs, rules)
     seconds = [r["seconds"] for r in records if "seconds" in r]
-    return RunStatus(run.path, run.dataset, run.variant, run.seed, state, detail, len(records), epochs,
+    return RunStatus(run.path, run.dataset, run.variant, run.seed, state, detail, trained, len(records), epochs,
                      last.get("loss"), last.get("val_natural"), last.get("val_robust"),
                      sum(seconds) / len(seconds) if seconds else None, train_left, eval_left,
                      len(eval_stages), len(eval_stages) - len(pending), job_log, step)
@@ -233,7 +234,7 @@ def grid_status(g: Grid, logs: str | Path = "logs", throughput: Iterable[plan.Th
 
 def stage_totals(runs: list[RunStatus]) -> dict[str, dict[str, Any]]:
     """Per stage: jobs finished of all, epochs (training), and the wall-clock seconds left (None: uncosted)."""
-    return {"train": {"jobs": len(runs), "done": sum(r.train_left == 0 for r in runs),
+    return {"train": {"jobs": len(runs), "done": sum(r.trained for r in runs),
                       "epochs": sum(r.epochs for r in runs),
                       "epochs_done": sum(min(r.epochs_done, r.epochs) for r in runs),
                       "left_seconds": _sum([r.train_left for r in runs])},
