@@ -267,7 +267,6 @@ def _gallery(tiny_grid) -> Path:
 
 
 def test_tensorboard_holds_every_scalar_of_every_log_and_a_rerun_adds_only_new_epochs(tiny_grid, capsys):
-    pytest.importorskip("tensorboard")
     _gallery(tiny_grid)
     main(["tensorboard", "--configfile", "grid.yaml", "--out", "tb"])
     assert "7 of 8 runs updated" in capsys.readouterr().out  # part_s1 seed 3 has no log yet
