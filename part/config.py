@@ -31,6 +31,7 @@ BASE_METHOD = vocabulary.BASE_METHOD
 DEFAULTS: dict[str, Any] = {
     "data_dir": "data/prepared",
     "model": "resnet18",
+    "width": None,  # the architecture's own; only small_cnn has a setting (vocabulary.WIDTH_MODELS)
     "method": "part",
     "seed": 0,
     "epochs": 80,
@@ -162,6 +163,7 @@ class RunConfig:
     dataset: str
     data_dir: str
     model: str
+    width: int | None
     method: str
     seed: int
     epochs: int
@@ -321,7 +323,7 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     validate_raw(merged, source)
     a = merged["attack"]
     cfg = RunConfig(
-        **{k: merged[k] for k in ("dataset", "data_dir", "model", "method", "seed", "epochs", "warmup_epochs",
+        **{k: merged[k] for k in ("dataset", "data_dir", "model", "width", "method", "seed", "epochs", "warmup_epochs",
                                   "batch_size", "precision", "channels_last", "compile", "device")},
         beta=float(merged["beta"]),
         optim=OptimConfig(**{**merged["optim"], "lr_milestones": tuple(merged["optim"]["lr_milestones"])}),
@@ -346,6 +348,9 @@ def _check_semantics(cfg: RunConfig) -> None:
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{cfg.source}: key '{key}': {msg}")
 
+    if cfg.width is not None and cfg.model not in vocabulary.WIDTH_MODELS:
+        fail("width", f"{cfg.width} given for model {cfg.model!r}; only {', '.join(vocabulary.WIDTH_MODELS)} "
+                      "has a width setting (expected width: null)")
     if cfg.attack.eps_low > cfg.attack.eps:
         fail("attack.eps_low", f"{cfg.attack.eps_low:.6g} exceeds attack.eps = {cfg.attack.eps:.6g}; expected eps_low <= eps")
     if cfg.pixel_reweighted and cfg.warmup_epochs >= cfg.epochs:

@@ -275,7 +275,7 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     n = n_test if n_examples is None else n_examples
     if not 1 <= n <= n_test:
         raise ValueError(f"--n-examples {n_examples}: the {cfg.dataset} test split has {n_test} examples")
-    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
+    model = build_model(cfg.model, data.num_classes, data.image_shape[0], cfg.width)
     load_weights(model, torchfiles.load_torch(weights, map_location="cpu"), str(weights))
     model = with_precision(model.to(dev).eval(), precision, dev)
     x = data.test.images[:n].to(dev).float().div_(255)

@@ -55,7 +55,7 @@ def build_for(cfg: RunConfig, num_classes: int, in_channels: int, device: torch.
     """The run's model, initialised from its seed alone (every method of a seed starts from the same
     weights), with the run's batch-norm slicing."""
     torch.manual_seed(cfg.seed)
-    model = slice_batchnorm(build_model(cfg.model, num_classes, in_channels), cfg.batchnorm.slices).to(device)
+    model = slice_batchnorm(build_model(cfg.model, num_classes, in_channels, cfg.width), cfg.batchnorm.slices).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

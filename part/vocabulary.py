@@ -16,6 +16,8 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
     "digits": (1, 8, 8, 10),
 }
 MODELS = ("resnet18", "preact_resnet18", "wrn34_10", "small_cnn")
+WIDTH_MODELS = ("small_cnn",)
+"""The models whose width a run config may set (``width``); the paper's backbones keep their published widths."""
 
 BASE_METHOD = {"natural": "natural", "at": "at", "trades": "trades", "mart": "mart",
                "part": "at", "part_trades": "trades", "part_mart": "mart"}

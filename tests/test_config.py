@@ -55,6 +55,8 @@ def test_user_values_override_dataset_defaults(tmp_path):
     ({"dataset": "imagenet"}, "dataset"),
     ({"model": "resnet18"}, "dataset"),
     ({"dataset": "cifar10", "optim": {"lr_milestones": [50, 10]}}, "optim.lr_milestones"),
+    ({"dataset": "cifar10", "width": 16}, "width"),  # ResNet-18 keeps its published width
+    ({"dataset": "digits", "width": 0}, "width"),
 ])
 def test_bad_configs_name_the_file_and_key(raw, key):
     with pytest.raises(ConfigError, match=rf"run\.yaml: key '{key}'"):
@@ -76,6 +78,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_to_dict_round_trips():
-    cfg = config.from_dict({"dataset": "digits", "method": "part_mart"})
+    cfg = config.from_dict({"dataset": "digits", "method": "part_mart", "width": 12})
     again = config.from_dict(cfg.to_dict())
-    assert again == cfg
+    assert again == cfg and again.width == 12
+    assert config.from_dict({"dataset": "digits"}).width is None  # the architecture's own

@@ -87,6 +87,8 @@ def small_grid(results_dir="results", prepared_dir="data/prepared"):
     cfg.update(results_dir=str(results_dir), seeds=[0, 1])
     cfg["data"]["prepared_dir"] = str(prepared_dir)
     cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
+    for check in ("robustness_curve", "sanity"):
+        cfg["evaluation"][check]["variants"] = None  # every one of the two kept
     cfg["run"] = {"device": "cpu", "epochs": 2, "warmup_epochs": 1, "attack": {"steps": 2}}
     cfg["evaluation"].update(attacks=["natural", "pgd20", "mma"], compare_checkpoints=[])
     cfg["experiments"] = {

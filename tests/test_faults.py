@@ -278,6 +278,7 @@ def workflow_config(tmp_path: Path, change) -> str:
 
 def rename_variant(cfg: dict) -> None:
     cfg["variants"]["at\n"] = cfg["variants"].pop("at")
+    cfg["evaluation"]["robustness_curve"]["variants"] = None  # the demo names "at" there too
 
 
 BAD_INPUTS = {

@@ -69,6 +69,16 @@ def test_small_cnn_is_tiny():
     assert n_params(build_model("small_cnn", num_classes=10, in_channels=1)) < 150_000
 
 
+def test_small_cnn_width_sets_its_channels_and_only_small_cnn_has_one():
+    narrow = build_model("small_cnn", num_classes=10, in_channels=1, width=12)
+    convs = [m for m in narrow.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [12, 24, 48] and narrow.fc.in_features == 48
+    assert narrow(torch.rand(2, 1, 8, 8)).shape == (2, 10) and narrow.cam_layer(torch.rand(2, 24, 4, 4)).shape == (2, 48, 4, 4)
+    assert [c.out_channels for c in build_model("small_cnn", 10, 1).modules() if isinstance(c, torch.nn.Conv2d)] == [32, 64, 128]
+    with pytest.raises(ValueError, match="width 12 given for 'resnet18'; only small_cnn"):
+        build_model("resnet18", 10, width=12)
+
+
 def test_cam_layer_is_the_documented_stage():
     resnet = build_model("resnet18", 10)
     assert resnet.cam_layer is resnet.layer4

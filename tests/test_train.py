@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from part import config, provenance
 from part.attacks import PGD
@@ -21,6 +23,7 @@ from part.models import build_model
 from part.results import file_sha256
 from part.train import DivergenceError, train
 
+ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
 
 
@@ -30,7 +33,7 @@ def digits_config(digits_dir, **overrides):
 
 
 def load_model(run_dir, cfg):
-    model = build_model(cfg.model, 10, 1)
+    model = build_model(cfg.model, 10, 1, cfg.width)
     model.load_state_dict(load_torch(run_dir / "model.pt"))
     return model.eval()
 
@@ -69,6 +72,20 @@ def test_adversarial_training_is_more_robust_than_natural_training(trained):
     for method in ("at", "part", "trades", "mart"):
         _, _, (_, robust) = trained[method]
         assert robust > nat_robust + 0.15, f"{method}: PGD accuracy {robust:.3f} vs natural training {nat_robust:.3f}"
+
+
+def test_the_demos_narrow_short_runs_learn_and_adversarial_training_is_still_more_robust(digits_dir, tmp_path):
+    """configs/demo.yaml trains a narrower small_cnn for fewer epochs than the digits defaults, to fit its CPU
+    budget; its runs must still learn the digits, and AT must still be more robust than natural training."""
+    demo_run = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["run"]
+    assert demo_run["width"] < 32  # the default width: otherwise this test repeats the ones above
+    result = {}
+    for method in ("natural", "at"):
+        cfg = config.from_dict({**demo_run, "dataset": "digits", "data_dir": str(digits_dir), "method": method})
+        train(cfg, tmp_path / method, log=lambda _: None)
+        result[method] = accuracies(load_model(tmp_path / method, cfg), digits_dir, cfg)
+    assert result["natural"][0] > 0.85 and result["at"][0] > 0.80, result
+    assert result["at"][1] > result["natural"][1] + 0.15, result
 
 
 def test_part_logs_its_phases_and_budget_share(trained):

@@ -167,6 +167,8 @@ def _demo_grid(results_dir, **evaluation):
     cfg = yaml.safe_load(open("configs/demo.yaml"))
     cfg["results_dir"] = str(results_dir)
     cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
+    for check in ("robustness_curve", "sanity"):
+        cfg["evaluation"][check]["variants"] = None  # every one of the two kept
     cfg["seeds"] = [0, 1]
     cfg["experiments"] = {}
     cfg["evaluation"].update(evaluation)

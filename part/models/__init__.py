@@ -12,6 +12,8 @@ from typing import Callable
 
 from torch import nn
 
+from part.vocabulary import WIDTH_MODELS
+
 from part.models.preact_resnet import preact_resnet18
 from part.models.resnet import resnet18
 from part.models.small_cnn import small_cnn
@@ -24,13 +26,18 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
 }
 
-def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """Instantiate ``name``; the seed must be set by the caller so initialisation is reproducible."""
+def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | None = None) -> nn.Module:
+    """Instantiate ``name`` (``width``: None for the architecture's own); the seed must be set by the caller
+    so initialisation is reproducible."""
     try:
         builder = _BUILDERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(_BUILDERS)}") from None
-    return builder(num_classes=num_classes, in_channels=in_channels)
+    if width is None:
+        return builder(num_classes=num_classes, in_channels=in_channels)
+    if name not in WIDTH_MODELS:
+        raise ValueError(f"width {width} given for {name!r}; only {', '.join(WIDTH_MODELS)} has a width setting")
+    return builder(num_classes=num_classes, in_channels=in_channels, width=width)
 
 
 def load_weights(model: nn.Module, state: object, source: str) -> nn.Module:
