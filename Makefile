@@ -1,9 +1,10 @@
-# Quick start: `make demo` (set up + run the whole workflow on the bundled digits data), `make test`.
+# Quick start: `make demo` (set up + run the whole workflow on the bundled digits data), `make test`;
+# `make check-demo` checks a finished demo's outputs (and that the current sources made them).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo check-demo test bench clean
 
 $(BIN)/part: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +17,13 @@ $(BIN)/part: pyproject.toml constraints.txt
 
 setup: $(BIN)/part
 
+# Outputs that other sources made are all rerun (part.fingerprint prints --forceall for them).
 demo: $(BIN)/part
-	$(BIN)/python -m part.workflow_lock --cores 2 --configfile configs/demo.yaml
+	force=$$($(BIN)/python -m part.fingerprint results) && \
+	$(BIN)/python -m part.workflow_lock --cores 2 --configfile configs/demo.yaml $$force
+
+check-demo: $(BIN)/part
+	$(BIN)/pytest -q -m demo
 
 test: $(BIN)/part
 	$(BIN)/pytest -q

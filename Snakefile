@@ -28,8 +28,9 @@ include: "rules/report.smk"
 
 
 # Every declared output is a target of its own (rules/common.smk: every_output), so the plain command
-# rebuilds any missing or stale one.
+# rebuilds any missing or stale one; the fingerprint of the sources that made them comes last.
 rule all:
     input:
         every_output(),
+        rules.fingerprint.output,
     default_target: True

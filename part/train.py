@@ -44,6 +44,7 @@ from part.epsmap import EpsMapStore
 from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
+from part.optim import sgd
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, config_device, retain_freed_memory, synchronize
 
@@ -93,8 +94,8 @@ def build_engine(cfg: RunConfig, split: Split, num_classes: int, device: torch.d
     forward = _compiled(cfg, model)
     parallel = distributed.data_parallel(model, device)
     step = forward if parallel is model else _compiled(cfg, parallel)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = sgd(model.parameters(), compiled=cfg.compile != "none", lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                    weight_decay=cfg.optim.weight_decay)
     loader = DeviceLoader(split, cfg.batch_size, device, shuffle=True, crop_padding=cfg.augment.crop_padding,
                           flip=cfg.augment.flip, channels_last=cfg.channels_last, rank=distributed.rank(),
                           world_size=distributed.world_size())

@@ -1,9 +1,11 @@
 # results/README.md: the run's summary (grid, recorded versions and hardware, compute from the cost line
-# that ends every job's log). It is written last, after every table and figure it links; `snakemake --report` builds the HTML.
+# that ends every job's log). It is written after every table and figure it links; `snakemake --report` builds the HTML.
+# Then results/.fingerprint records which sources made every output (part.fingerprint; `make check-demo` reads it).
 
 
 localrules:
     results_readme,
+    fingerprint,
 
 
 rule results_readme:
@@ -26,3 +28,18 @@ rule results_readme:
         "logs/results_readme.log",
     script:
         "../workflow_scripts/results_readme.py"
+
+
+rule fingerprint:
+    input:
+        every_output(),
+    output:
+        f"{RESULTS}/.fingerprint",
+    params:
+        sources=workflow.basedir,
+    conda:
+        "../envs/part.yaml"
+    log:
+        "logs/fingerprint.log",
+    script:
+        "../workflow_scripts/fingerprint.py"

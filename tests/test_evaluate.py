@@ -115,18 +115,31 @@ def test_attacks_lower_accuracy_and_aa_is_at_least_as_strong_as_pgd20(evaluated)
 def test_zero_budget_leaves_natural_accuracy(model_and_data, name):
     model, x, y = model_and_data
     spec = attack_specs(0.0, ALPHA)[name]
-    n = 8 if name.startswith("aa") else N  # AutoAttack's Square spends its 5 000 queries on every robust point
+    n = 4 if name.startswith("aa") else N  # AutoAttack's Square spends its 5 000 queries on every robust point
     result = run_attack(model, x[:n], y[:n], name, spec, log=None)
     assert torch.equal(result.correct, result.natural_correct)
 
 
-def test_adversarial_examples_stay_in_the_ball_and_the_box(model_and_data):
+@pytest.fixture(scope="module")
+def seeded_autoattack(model_and_data):
+    """Standard AutoAttack (seed 3) on 10 images, twice, and whether the first run left the global RNG alone:
+    the seeding test and the budget test read the same runs (each costs seconds)."""
+    model, x, y = model_and_data
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE).perturb(x[:10], y[:10])
+    rng_untouched = torch.equal(torch.get_rng_state(), state)
+    second = StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE).perturb(x[:10], y[:10])
+    return first, second, rng_untouched
+
+
+def test_adversarial_examples_stay_in_the_ball_and_the_box(model_and_data, seeded_autoattack):
     model, x, y = model_and_data
     g = torch.Generator().manual_seed(0)
     attacks = [PGD(EPS, ALPHA, 20), MMA(EPS, ALPHA, steps=20, k=3), MM3(EPS)]
     advs = [a(model, x, y, generator=g) for a in attacks]
-    advs.append(StandardAutoAttack(model, EPS, device="cpu", seed=0, batch_size=BATCH_SIZE).perturb(x[:12], y[:12]))
-    advs.append(ReleaseAutoAttack(EPS)(model, x[:12], y[:12]))
+    advs.append(seeded_autoattack[0])
+    advs.append(ReleaseAutoAttack(EPS)(model, x[:10], y[:10]))
     for x_adv in advs:
         delta = (x_adv - x[:len(x_adv)]).abs()
         assert delta.max() <= EPS + 1e-6 and delta.max() > EPS / 2
@@ -158,14 +171,10 @@ def test_release_autoattack_is_the_call_of_the_release(evaluated, model_and_data
     assert np.array_equal(correct, expected)
 
 
-def test_autoattack_is_seeded_and_leaves_the_global_rng_alone(model_and_data):
-    model, x, y = model_and_data
-    aa = StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE)
-    torch.manual_seed(123)
-    state = torch.get_rng_state()
-    first = aa.perturb(x[:10], y[:10])
-    assert torch.equal(torch.get_rng_state(), state)
-    assert torch.equal(first, StandardAutoAttack(model, EPS, device="cpu", seed=3, batch_size=BATCH_SIZE).perturb(x[:10], y[:10]))
+def test_autoattack_is_seeded_and_leaves_the_global_rng_alone(seeded_autoattack):
+    first, second, rng_untouched = seeded_autoattack
+    assert rng_untouched
+    assert torch.equal(first, second)
 
 
 def test_autoattack_adapter_runs_the_standard_preset(model_and_data, monkeypatch):

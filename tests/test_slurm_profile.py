@@ -162,7 +162,9 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     # one trade-off, claim and ε-share figure for the grid; training curves and a gallery per dataset
     assert counts["figure_tradeoff"] == counts["figure_claim"] == counts["figure_eps_share"] == 1
     assert counts["figure_training_curves"] == counts["figure_gallery"] == 3
-    assert len(jobs) == 583 + runs + 2 * 3 * 9 + 2 + 3  # the release's AA; the checks: their jobs, tables and curve figures
+    assert counts["fingerprint"] == 1  # the sources that made the outputs, recorded last
+    assert len(jobs) == 583 + runs + 2 * 3 * 9 + 2 + 3 + 1  # the release's AA; the checks: their jobs, tables and
+    # curve figures; the fingerprint
     for job in jobs:
         if job["rule"] not in REMOTE_RULES:
             continue

@@ -116,8 +116,8 @@ def test_rerunning_a_finished_run_does_nothing(trained):
 
 
 def test_part_with_eps_low_equal_to_eps_is_exactly_at(digits_dir, tmp_path):
-    at = digits_config(digits_dir, method="at", epochs=3, warmup_epochs=1)
-    part = digits_config(digits_dir, method="part", epochs=3, warmup_epochs=1, attack={"eps_low": at.attack.eps})
+    at = digits_config(digits_dir, method="at", epochs=2, warmup_epochs=1)  # epoch 2 is a PART epoch, ε-maps refreshed
+    part = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"eps_low": at.attack.eps})
     train(at, tmp_path / "at", log=lambda _: None)
     train(part, tmp_path / "part", log=lambda _: None)
     a, p = load_torch(tmp_path / "at" / "model.pt"), load_torch(tmp_path / "part" / "model.pt")

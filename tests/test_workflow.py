@@ -1,5 +1,6 @@
-"""The Snakemake workflow itself: lint, a bad grid, and the demo end to end (the full grid's one dry run is
-in test_slurm_profile.py, with the resources the SLURM profile gives each job)."""
+"""The Snakemake workflow itself: lint, a bad grid, the tiny grid's jobs and tables (the demo's outputs are
+checked by test_demo.py after `make demo`; the full grid's one dry run is in test_slurm_profile.py, with the
+resources the SLURM profile gives each job)."""
 
 import json
 import shlex
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from part.fingerprint import FILE_NAME, recorded, source_fingerprint, stale_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -33,63 +36,6 @@ def test_a_bad_grid_stops_before_any_job(tmp_path):
     (tmp_path / "bad.yaml").write_text(cfg)
     out = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"), check=False)
     assert "key 'attack.eps_low'" in out and "variants.at" in out
-
-
-@pytest.mark.slow
-def test_demo_end_to_end_then_nothing_to_do(tmp_path):
-    workdir = tmp_path / "demo"
-    shutil.copytree(ROOT / "configs", workdir / "configs")
-    shutil.copytree(ROOT / "profiles", workdir / "profiles")
-    args = ["--cores", "2", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "configs" / "demo.yaml")]
-    snakemake(*args)
-    tables = workdir / "results" / "tables"
-    table = pd.read_csv(tables / "main.csv")
-    stats = ["mean", "std", "n_seeds", "missing_seeds", "ci_low", "ci_high", "n_examples", "diff", "diff_low",
-             "diff_high", "best"]
-    assert len(table) == 9 and list(table.columns) == [
-        "dataset", "arch", "variant", "method", "family", "base_variant",
-        *[f"{a}_{s}" for a in ("natural", "pgd20", "mma", "aa", "worst_case") for s in stats]]
-    assert (table["natural_n_seeds"] == 2).all() and table["natural_missing_seeds"].isna().all()
-    assert "\\toprule" in (tables / "main.tex").read_text()
-    assert "No cell of the paper matches this grid" in (tables / "paper_vs_reproduction.md").read_text()
-    verdicts = pd.read_csv(tables / "claim_verdicts.csv")
-    assert len(verdicts) == 6  # 2 PART variants in each of 3 families
-    # 2 seeds (one degree of freedom for the seed spread) and AA on 20 images: no confident verdict from noise
-    assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive"}
-    assert (verdicts["aa_n_examples"] == 20).all() and (verdicts["n_seeds"] == 2).all()
-    assert "Evaluation budget: 2 seeds per cell (0, 1)" in (tables / "claim_verdicts.md").read_text()
-    summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
-    assert (summary["n_seeds"] == 2).all() and summary["missing_seeds"].isna().all()
-    metrics = json.loads((workdir / "results/digits/small_cnn/part_s1/seed1/metrics.json").read_text())
-    assert metrics["attacks"]["aa"]["n_examples"] == 20 and metrics["attacks"]["natural"]["n_examples"] == 360
-    results = workdir / "results"
-    figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["claim.png", "eps_share.png", "gallery_digits.png", "robustness_curve_digits.png", "tradeoff.png",
-                       "training_curves_digits.png", "validation_digits.png"]
-    # the robustness curve of AT and PART (s = 1), the sanity checks of PART (s = 1) in each family: seed 0, demo size
-    sanity = pd.read_csv(tables / "sanity.csv")
-    assert set(sanity["variant"]) == {"part_s1", "part_trades_s1", "part_mart_s1"} and set(sanity["seed"]) == {0}
-    curve = pd.read_csv(tables / "robustness_curve.csv")
-    assert set(curve["variant"]) == {"at", "part_s1"} and curve.groupby("variant").size().nunique() == 1
-    # validation on, best.pt and ema.pt kept, each evaluated and set beside the final weights
-    info = json.loads((results / "digits/small_cnn/part_s1/seed1/run.json").read_text())
-    assert info["checkpoints"] == ["last", "best", "ema"] and info["validation"]["train_images"] == 1437 - 180
-    assert 1 <= info["best"]["epoch"] <= info["config"]["epochs"]
-    compared = pd.read_csv(tables / "checkpoints.csv", dtype={"verdict": str, "to_decide": str})
-    assert len(compared) == 9 * 3 * 2 and set(compared["checkpoint"]) == {"last", "best", "ema"}
-    assert set(compared.loc[compared["checkpoint"] != "last", "verdict"]) <= {"higher", "lower", "inconclusive",
-                                                                               "same weights"}
-    assert "Δ PGD-20 best − last" in (tables / "checkpoints.md").read_text()
-    for name in ["quadrant", "cam_methods", "eps_low_sweep", "s_sweep", "release_switches", "ae_generator"]:
-        exp = pd.read_csv(results / "experiments" / name / f"{name}.csv")
-        assert len(exp) >= 2 and (results / "experiments" / name / f"{name}.png").stat().st_size > 10_000, name
-    readme = (results / "README.md").read_text()
-    assert "## Main table" in readme and "| train " in readme and "tables/main.md" in readme
-    assert "Nothing to be done" in snakemake(*args, "-n")
-    snakemake(*args, "--report", str(workdir / "report.html"))
-    html = (workdir / "report.html").read_text()
-    assert all(category in html for category in ("Main table", "Figures", "Experiments", "Summary"))
 
 
 CLOCKS = ("seconds", "images_per_second", "seconds_by_attack", "created", "environment")
@@ -189,3 +135,12 @@ def test_the_report_command_the_readme_prints_builds_the_report(tiny_workflow, t
     proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Summary" in (workdir / "results" / "report.html").read_text()
+
+
+def test_the_workflow_records_last_the_fingerprint_of_the_sources_that_made_it(tiny_workflow):
+    """results/.fingerprint (part.fingerprint): the current sources' hash, written after every other output."""
+    workdir, _ = tiny_workflow
+    results = workdir / "results"
+    assert recorded(results) == source_fingerprint(ROOT) and stale_reason(results, ROOT) is None
+    newest = max(p.stat().st_mtime for p in results.rglob("*") if p.is_file() and p.name != FILE_NAME)
+    assert (results / FILE_NAME).stat().st_mtime >= newest

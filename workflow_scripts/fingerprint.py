@@ -1,0 +1,8 @@
+"""Snakemake adapter: results/.fingerprint, the sources that made every output of the grid (part.fingerprint)."""
+
+from part.fingerprint import write_fingerprint
+from part.joblog import job_log
+
+with job_log(snakemake.log[0]):
+    path = write_fingerprint(snakemake.output[0], snakemake.input, snakemake.params.sources)
+    print(f"wrote {path}: {path.read_text().strip()}")
