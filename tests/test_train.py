@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from part import config, provenance
-from part.attacks import PGD
+from part.attacks import MMA, PGD
 from part.data import load_prepared
 from part.evaluate import correct_per_example
 from part.torchfiles import load_torch
@@ -188,10 +188,19 @@ def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
 
 
 def test_mma_generated_training_examples(digits_dir, tmp_path):
-    """The release's ``--attack mma`` option: PART trained on minimum-margin AEs."""
+    """The release's ``--attack mma`` option: PART trained on minimum-margin AEs. The run's attack is MMA with
+    the configured settings, and its weights are not those PGD's AEs give from the same seed."""
+    from part.train import build_engine
+
     cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"generator": "mma", "steps": 3})
-    info = train(cfg, tmp_path, log=lambda _: None)
+    pgd = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"steps": 3})
+    attack = build_engine(cfg, load_prepared(digits_dir / "digits.pt").train, 10, torch.device("cpu")).attack
+    assert isinstance(attack, MMA) and (attack.alpha, attack.steps) == (cfg.attack.alpha, 3)
+    info = train(cfg, tmp_path / "mma", log=lambda _: None)
+    train(pgd, tmp_path / "pgd", log=lambda _: None)
     assert info["final"]["phase"] == "part" and math.isfinite(info["final"]["loss"])
+    a, b = load_torch(tmp_path / "mma" / "model.pt"), load_torch(tmp_path / "pgd" / "model.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_jet_recipe_needs_colour_images(digits_dir, tmp_path):
