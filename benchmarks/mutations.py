@@ -122,7 +122,7 @@ MUTATIONS = [
     Mutation("files.temporary_kept_on_error", "part/files.py", "tmp.unlink(missing_ok=True)", "pass",
              _t("test_faults.py", "failing_writer")),
     Mutation("lock.lease_reversed", "part/lock.py", 'return time.time() - renewed > holder["lease_seconds"]',
-             'return time.time() - renewed < holder["lease_seconds"]', _t("test_locks.py", "without_a_record or renews")),
+             'return time.time() - renewed < holder["lease_seconds"]', _t("test_locks.py", "without_a_record")),
     Mutation("lock.dead_holder_alive", "part/lock.py", "except ProcessLookupError:\n        return False",
              "except ProcessLookupError:\n        return True", _t("test_locks.py", "dead_holders_lock")),
     Mutation("lock.never_renewed", "part/lock.py", "            _write(self.fd, self.record)\n", "            pass\n",
@@ -145,12 +145,17 @@ def copy_tree(dest: Path) -> None:
 
 
 def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[bool, float, str]:
-    """(passed, seconds, output tail) of ``pytest -x -q tests`` in ``tree`` with ``tree`` first on the path."""
+    """(passed, seconds, output) of ``pytest -x -q tests`` in ``tree`` with ``tree`` first on the path."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                           cwd=tree, env=env, capture_output=True, text=True)
-    return proc.returncode == 0, time.perf_counter() - start, (proc.stdout + proc.stderr)[-600:]
+    return proc.returncode == 0, time.perf_counter() - start, proc.stdout + proc.stderr
+
+
+def first_failure(output: str) -> str:
+    """The test that killed a mutant, from pytest's short summary ("FAILED tests/…::name - why")."""
+    return next((line[:200] for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))), "")
 
 
 def apply(tree: Path, m: Mutation) -> str:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             passed, seconds, tail = run_tests(tree, tests)
             baseline[" ".join(tests)] = {"passed": passed, "seconds": round(seconds, 1)}
             if not passed:
-                print(f"baseline fails: {' '.join(tests)}\n{tail}", file=sys.stderr)
+                print(f"baseline fails: {' '.join(tests)}\n{tail[-2000:]}", file=sys.stderr)
                 print(json.dumps({"baseline": baseline, "error": "a selection fails unmutated"}, indent=1))
                 return 1
         for m in chosen:
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 (tree / m.path).write_text(original)
             verdict = "survived" if passed else "killed"
             results.append({"id": m.id, "file": m.path, "tests": " ".join(m.tests), "verdict": verdict,
-                            "seconds": round(seconds, 1)})
+                            "seconds": round(seconds, 1), "failed": "" if passed else first_failure(tail)})
             print(f"{m.id:38s} {verdict:8s} {seconds:6.1f} s  {' '.join(m.tests)}", file=sys.stderr, flush=True)
     survived = [r["id"] for r in results if r["verdict"] == "survived"]
     print(json.dumps({"mutations": results, "killed": len(results) - len(survived), "survived": survived,
