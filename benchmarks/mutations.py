@@ -154,8 +154,11 @@ def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[bool, float, str]:
 
 
 def first_failure(output: str) -> str:
-    """The test that killed a mutant, from pytest's short summary ("FAILED tests/…::name - why")."""
-    return next((line[:200] for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))), "")
+    """The test that killed a mutant (pytest's short summary) and the first line of why (its ``E`` lines)."""
+    lines = output.splitlines()
+    test = next((line for line in lines if line.startswith(("FAILED", "ERROR"))), "")
+    why = next((line[1:].strip() for line in lines if line.startswith("E ")), "")
+    return f"{test} · {why}"[:300]
 
 
 def apply(tree: Path, m: Mutation) -> str:
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.id:38s} {verdict:8s} {seconds:6.1f} s  {' '.join(m.tests)}", file=sys.stderr, flush=True)
     survived = [r["id"] for r in results if r["verdict"] == "survived"]
     print(json.dumps({"mutations": results, "killed": len(results) - len(survived), "survived": survived,
-                      "baseline": baseline, "seconds": round(time.perf_counter() - start, 1)}, indent=1))
+                      "baseline": baseline, "seconds": round(time.perf_counter() - start, 1)}, indent=1, ensure_ascii=False))
     return 1 if survived else 0
 
 
