@@ -16,7 +16,8 @@ combination is started only if the time it is expected to take is left, else rec
   CIFAR-shaped data: finite loss, ‖δ‖∞ ≤ ε_map element-wise and x + δ ∈ [0, 1] (checked on the device),
   no host↔device synchronisation inside the batch loop (CUDA's sync debug mode, counted in the epoch
   after the warm-up one), and a run killed after its first checkpoint resuming, through ``part.train``,
-  to the uninterrupted run's weights;
+  to the uninterrupted run's weights — for the PART methods its resumed epoch refreshes nothing and projects
+  onto the ε-maps the killed run computed and checkpointed;
 * ``speed``: PGD-10 AT and PART (s = 1) epochs, refresh included, per batch size, precision and compile
   mode (TRADES and MART eagerly), in images/s and seconds per 50 k-image epoch;
 * ``refresh``: the batched ε-map refresh alone, and the release's per-image CAM loop;
@@ -272,7 +273,11 @@ def weight_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> d
 
 
 def resume_check(cfg, root: Path) -> dict[str, Any]:
-    """``part.train.train`` uninterrupted vs killed after its first checkpoint and run again."""
+    """``part.train.train`` uninterrupted vs killed after its first checkpoint and run again.
+
+    ``refreshed`` lists, per epoch of the resumed run's log, whether it recomputed the ε-maps: with the
+    smoke's schedule a PART run refreshes before its first epoch only, so the epoch after the kill reads the
+    maps restored from the checkpoint (``stored_maps_read``) — the path a resume exists for."""
     whole, cut = RunPaths(root / "whole"), RunPaths(root / "cut")
     train(cfg, whole.root, log=lambda _: None)
     try:
@@ -284,16 +289,19 @@ def resume_check(cfg, root: Path) -> dict[str, Any]:
     train(cfg, cut.root, log=lines.append)
     distance = weight_distance(torchfiles.load_torch(whole.model), torchfiles.load_torch(cut.model))
     tolerance = RESUME_TOLERANCE["cpu" if cfg.device == "cpu" else cfg.precision]
+    refreshed = [json.loads(line)["refreshed"] for line in cut.log.read_text().splitlines()]
+    stored = refreshed == [True] + [False] * (cfg.epochs - 1) if cfg.pixel_reweighted else None
     return {"interrupted": interrupted, "resumed": any("resuming" in line for line in lines), **distance,
-            "tolerance_relative_l2": tolerance,
-            "equal": interrupted and distance["relative_l2"] <= tolerance}
+            "tolerance_relative_l2": tolerance, "refreshed": refreshed, "stored_maps_read": stored,
+            "equal": interrupted and distance["relative_l2"] <= tolerance and stored is not False}
 
 
 def smoke_one(ctx: Context, ds: PreparedDataset, data_dir: Path, combo: dict[str, Any]) -> dict[str, Any]:
-    """Two epochs watched (the first refreshes the ε-maps, the second uses them), then the resume check."""
+    """Two epochs watched (the first refreshes the ε-maps, the second uses them: refresh every 3 PART epochs
+    leaves the second without one), then the resume check, whose second epoch reads the checkpointed maps."""
     cfg = ctx.run_config(data_dir, method=combo["method"], precision=combo["precision"], compile=combo["compile"],
                          channels_last=combo["precision"] == "bf16", batch_size=ctx.sizes.batch_sizes[0],
-                         epochs=2, warmup_epochs=0, mask={"refresh_every": 2},
+                         epochs=2, warmup_epochs=0, mask={"refresh_every": 3},
                          attack={"steps": ctx.sizes.smoke_steps})
     engine = build_engine(cfg, ds.train, ds.num_classes, ctx.device)
     watch, loader = BoundsWatch(engine.attack, ctx.device), SyncCountingLoader(engine.loader)

@@ -119,7 +119,7 @@ class PGD(Attack):
 
     Args:
         eps: budget (scalar or per-entry map), alpha: step size, steps: number of steps,
-        loss: ``"ce"`` — cross-entropy to the label; ``"kl"`` — KL(f(x') ‖ f(x)) as TRADES maximises,
+        loss: ``"ce"`` — cross-entropy to the label; ``"kl"`` — KL(f(x) ‖ f(x')) as TRADES maximises,
         start: ``"uniform"`` in the ε-ball (Madry et al.), ``"normal"`` (x + 0.001·N(0,1), TRADES/MART)
         or ``"none"``,
         map_start: how a uniform start treats a per-entry budget (Pixel-AG): ``"per_pixel"`` draws in

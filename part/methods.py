@@ -38,7 +38,8 @@ def at_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Ten
 
 def trades_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                 beta: float = 6.0, forwards: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """TRADES: CE(f(x), y) + β · KL(f(x') ‖ f(x)), the KL summed over classes, averaged over the batch.
+    """TRADES: CE(f(x), y) + β · KL(f(x) ‖ f(x')) (natural ‖ adversarial, as the reference code's
+    ``KLDivLoss(log f(x'), f(x))``), the KL summed over classes, averaged over the batch.
 
     ``forwards=3`` is the reference code: f(x) for the CE term, then f(x') and f(x) again for the KL
     term. In train mode the second f(x) repeats the first's output (same batch statistics), so loss

@@ -44,6 +44,8 @@ def test_every_runnable_smoke_combination_passed(report):
         result = c["result"]
         assert all(result["checks"].values()), (c["method"], result["checks"])
         assert result["resume"]["interrupted"] and result["resume"]["relative_l2"] == 0.0
+        # PART's resumed second epoch projects onto the maps checkpointed before the kill, recomputing none
+        assert result["resume"]["refreshed"] == ([True, False] if c["method"].startswith("part") else [False, False])
         assert result["bounds"]["max_delta_over_eps_map"] <= result["bounds"]["tolerance"]
         assert result["syncs_in_batch_loop"] is None  # counted on CUDA only
     skipped = [c for c in smoke["combinations"] if c["status"] == "skipped"]

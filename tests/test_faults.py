@@ -111,6 +111,19 @@ def test_an_evaluation_killed_between_its_two_files_is_consistent_on_rerun(digit
         merge_metrics(run_dir)
 
 
+def test_a_failing_writer_keeps_the_previous_version_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    files.write_text(target, "previous")
+
+    def fails_halfway(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("the writer failed")
+
+    with pytest.raises(OSError, match="the writer failed"):
+        files.atomic_write(target, fails_halfway)
+    assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 @pytest.mark.parametrize("umask", [0o002, 0o022], ids=lambda umask: f"umask{umask:03o}")
 def test_written_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
     """Not the 0600 of the temporary they are written through: results stay readable by the owner's group."""

@@ -27,7 +27,16 @@ def test_the_paper_grid_expands_to_one_run_per_dataset_variant_seed():
 
 @pytest.mark.parametrize("name", ["configs/demo.yaml", "configs/fashion_mnist.yaml"])
 def test_shipped_configs_are_valid(name):
-    grid.load(load(name))
+    """Each shipped grid loads and expands to what its YAML says: one run per dataset × variant × seed, with
+    the dataset's arch, the seed, and the variant's method where it names one."""
+    raw = load(name)
+    runs = grid.load(raw).main
+    expected = {(d, v, s) for d in raw["datasets"] for v in raw["variants"] for s in raw["seeds"]}
+    assert len(runs) == len(expected) and {(r.dataset, r.variant, r.seed) for r in runs} == expected
+    for r in runs:
+        assert (r.config.dataset, r.config.model, r.config.seed) == (r.dataset, raw["datasets"][r.dataset]["arch"], r.seed)
+        method = raw["variants"][r.variant].get("run", {}).get("method")
+        assert method is None or r.config.method == method
 
 
 def test_a_typo_in_the_grid_names_the_key():

@@ -29,6 +29,17 @@ def test_default_squares_before_standardising():
     assert importance_mask(unit)[0, 0, 0].tolist() == [False] * 6 + [True, True]
 
 
+def test_default_standardises_with_the_population_std():
+    """np.std's ddof=0, the release's: squared values 1, .9, .1, 0 have mean .5 and std .4528 (ddof=0), so
+    z = 1.10 for 1 — important — but 0.96 with the sample std (.5228, ddof=1)."""
+    squared = np.array([1.0, 0.9, 0.1, 0.0])
+    z = (squared - squared.mean()) / squared.std()
+    assert (z > 1).tolist() == [True, False, False, False]
+    assert not ((squared - squared.mean()) / squared.std(ddof=1) > 1).any()
+    unit = torch.tensor(np.sqrt(squared), dtype=torch.float32).reshape(1, 2, 2)
+    assert importance_mask(unit).flatten().tolist() == (z > 1).tolist()
+
+
 def test_default_constant_map_has_no_important_pixel():
     for value in (0.0, 0.1, 1.0):
         assert not importance_mask(torch.full((2, 8, 8), value)).any()

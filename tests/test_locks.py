@@ -203,14 +203,23 @@ def test_a_dead_holders_lock_goes_to_exactly_one_of_many_contenders(tmp_path):
 
 
 def test_a_live_holder_renews_its_lease(tmp_path):
-    path = tmp_path / ".lock"
-    with lock.held(path, "part train", lease=0.5):
+    """Seen from another host, where only the lease tells a live holder from a dead one, the first record
+    runs out after its lease and the renewed one does not. Polling rather than one fixed sleep: a stalled
+    machine only delays the renewal the test waits for."""
+    path, lease = tmp_path / ".lock", 4.0
+    elsewhere = lambda record: {**record, "host": "another-host"}  # noqa: E731
+    with lock.held(path, "part train", lease=lease):
         first = json.loads(path.read_text())
-        time.sleep(1.2)  # more than twice the lease: only renewals keep it
+        deadline = time.time() + 30
+        while not lock._stale(elsewhere(first)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert lock._stale(elsewhere(first)), "the first record never ran out"
+        while lock._stale(elsewhere(record := json.loads(path.read_text()))) and time.time() < deadline:
+            time.sleep(0.05)
+        assert record["renewed"] > first["renewed"] and not lock._stale(elsewhere(record))
         with pytest.raises(lock.Locked, match=f"PID {os.getpid()}"):
             with lock.held(path, "part train"):
                 pass
-        assert json.loads(path.read_text())["renewed"] > first["renewed"]
     assert not path.exists()
 
 

@@ -3,6 +3,7 @@ seeded reproducibility and input gradients (the attacks differentiate w.r.t. the
 
 import pytest
 import torch
+from torch import nn
 
 from part.models import build_model
 from part.vocabulary import MODELS
@@ -51,10 +52,22 @@ def test_wrn_shapes_and_input_gradient():
 
 
 def test_train_mode_batch_of_two_runs():
-    # Batch-norm in training mode needs >1 value per channel: the 1x1 layer4 map on 8x8 inputs
-    # must still train with batch 2.
+    """Batch norm in training mode needs > 1 value per channel: on 8×8 inputs layer4's maps are 1×1, so with a
+    batch of two its last batch norm normalises two values a channel — by the batch's own statistics, as
+    the formula written out here does (biased variance, the layer's ε, weight and bias)."""
+    torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10, in_channels=1).train()
-    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    bn, seen = model.layer4[-1].bn2, {}
+    bn.register_forward_hook(lambda _m, inputs, output: seen.update(x=inputs[0], y=output))
+    with torch.no_grad():
+        nn.init.normal_(bn.weight)
+        nn.init.normal_(bn.bias)
+        out = model(torch.rand(2, 1, 8, 8))
+    x = seen["x"]
+    assert out.shape == (2, 10) and torch.isfinite(out).all() and x.shape == (2, 512, 1, 1)
+    mean, var = x.mean(dim=(0, 2, 3), keepdim=True), x.var(dim=(0, 2, 3), correction=0, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + bn.eps) * bn.weight[:, None, None] + bn.bias[:, None, None]
+    torch.testing.assert_close(seen["y"], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -214,3 +214,71 @@ def test_intervals_cover_about_95_percent_of_simulated_grids(seeds, examples, sp
         assert result["verdict_holds"] <= 0.035, result
     else:
         assert result["verdict_holds"] >= 0.9, result
+
+
+# The verdict at its boundaries: each interval end exactly on, just inside and just outside each threshold
+
+STD, RUNS = 1.0, 5
+SE, DF = STD * np.sqrt(2 / RUNS), 2 * (RUNS - 1)  # two equal stds over 5 runs: Welch–Satterthwaite gives 8
+HALF = scipy_stats.t.ppf(0.975, DF) * SE
+NUDGE = 1e-6  # far above the 1e-9 the criteria allow for rounding, far below any difference a table prints
+
+
+def placed(end: str, at: float) -> stats.Welch:
+    """A Welch estimate whose 95 % interval's ``end`` ("low" or "high") lies at ``at``."""
+    return stats.Welch(mean=at + HALF if end == "low" else at - HALF, std=STD, base_std=STD, n_runs=RUNS)
+
+
+CLEARLY_PASSING = stats.Welch(mean=10.0, std=STD, base_std=STD, n_runs=RUNS)
+
+# (end placed, offset from the threshold, status): natural needs Δ > 0 — its threshold excluded — and
+# AA needs Δ ≥ −tolerance, its threshold included
+NATURAL_CASES = [("low", 0.0, "open"), ("low", NUDGE, "pass"), ("low", -NUDGE, "open"),
+                 ("high", 0.0, "fail"), ("high", -NUDGE, "fail"), ("high", NUDGE, "open")]
+AA_CASES = [("low", 0.0, "pass"), ("low", NUDGE, "pass"), ("low", -NUDGE, "open"),
+            ("high", 0.0, "open"), ("high", -NUDGE, "fail"), ("high", NUDGE, "open")]
+VERDICT = {"pass": "holds", "fail": "does not hold", "open": "inconclusive"}
+
+
+def test_the_placed_intervals_are_where_they_are_said_to_be():
+    low, high = stats.interval(placed("low", 0.3))
+    assert low == pytest.approx(0.3, abs=1e-12) and high == pytest.approx(0.3 + 2 * HALF, abs=1e-12)
+    low, high = stats.interval(placed("high", -0.5))
+    assert high == pytest.approx(-0.5, abs=1e-12) and low == pytest.approx(-0.5 - 2 * HALF, abs=1e-12)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("attack, cases", [("natural", NATURAL_CASES), ("aa", AA_CASES)])
+def test_each_interval_end_on_inside_and_outside_each_threshold(attack, cases, tolerance):
+    claim = compare.Claim(aa_tolerance=tolerance)
+    threshold = 0.0 if attack == "natural" else -tolerance
+    criterion = next(c for c in claim.criteria if c.attack == attack)
+    assert criterion.threshold == threshold
+    for end, offset, status in cases:
+        est = placed(end, threshold + offset)
+        case = f"{attack} {end} end at {threshold:+g} {offset:+g}"
+        assert criterion.status(*stats.interval(est)) == status, case
+        estimates = {"natural": CLEARLY_PASSING, "aa": CLEARLY_PASSING, attack: est}
+        verdict, detail = compare.judge(estimates, 0.95, lambda *_: "more runs", claim)
+        assert verdict == VERDICT[status], case
+        if status == "fail":
+            printed = "+0.00" if threshold == 0 else f"−{-threshold:.2f}"
+            assert detail == f"Δ {'natural ≤' if attack == 'natural' else 'AA <'} {printed}", case
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("attack", ["natural", "aa"])
+def test_the_claims_p_value_is_its_weaker_criterions_one_sided_t_test(attack, tolerance):
+    """p of "Δ ≤ threshold" from scipy's t: exactly 0.025 with the low end on the threshold, below it
+    just inside, above it just outside — *holds* ⇔ p ≤ 0.025 at every boundary."""
+    claim = compare.Claim(aa_tolerance=tolerance)
+    threshold = 0.0 if attack == "natural" else -tolerance
+    for offset in (0.0, NUDGE, -NUDGE):
+        est = placed("low", threshold + offset)
+        expected = scipy_stats.t.sf((est.mean - threshold) / SE, DF)
+        p = compare.holds_p({"natural": CLEARLY_PASSING, "aa": CLEARLY_PASSING, attack: est}, claim)
+        assert p == pytest.approx(expected, rel=1e-9, abs=0)
+        if offset == 0.0:
+            assert p == pytest.approx(0.025, abs=1e-12)
+        else:
+            assert (p < 0.025) == (offset > 0)

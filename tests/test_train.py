@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from part import config, provenance
-from part.attacks import PGD
+from part.attacks import MMA, PGD
 from part.data import load_prepared
 from part.evaluate import correct_per_example
 from part.torchfiles import load_torch
@@ -135,28 +135,58 @@ def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
-def test_kill_and_resume_gives_the_same_weights(digits_dir, tmp_path):
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part_trades\n"
-                        "epochs: 6\nwarmup_epochs: 2\n")
-    cmd = [sys.executable, "-m", "part.cli", "train", "--config", str(cfg_path)]
-    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
+def _train_command(cfg_path):
+    return [sys.executable, "-m", "part.cli", "train", "--config", str(cfg_path)]
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+def _kill_after(cmd, out, epochs_done):
+    """Start ``cmd --out out`` and SIGKILL it as soon as its log holds ``epochs_done`` epochs (a checkpoint exists)."""
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill as soon as a mid-run checkpoint (after epoch 3) exists
-        if (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 3:
+    while time.time() < deadline:
+        if (out / "log.jsonl").exists() and len((out / "log.jsonl").read_text().splitlines()) >= epochs_done:
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    assert not (out / "model.pt").exists(), "the run finished before it could be killed"
+
+
+def test_kill_and_resume_gives_the_same_weights(digits_dir, tmp_path):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part_trades\n"
+                        "epochs: 6\nwarmup_epochs: 2\n")
+    cmd = _train_command(cfg_path)
+    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    _kill_after(cmd, killed, 3)  # a mid-run checkpoint (after epoch 3)
     resumed = subprocess.run(cmd + ["--out", str(killed)], check=True, capture_output=True, text=True)
     assert "resuming" in resumed.stdout
     a, b = load_torch(tmp_path / "straight" / "model.pt"), load_torch(killed / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "straight" / "log.jsonl").read_text().count("\n") == (killed / "log.jsonl").read_text().count("\n")
+
+
+def test_resumed_epochs_use_the_maps_computed_before_the_kill(digits_dir, tmp_path):
+    """Maps refreshed every 3 PART epochs: before 0-based epochs 0 and 2 of 5. Killed once epoch 2's
+    checkpoint exists (or epoch 3's), the resumed epochs 3 and 4 refresh nothing: they project onto the maps
+    the killed process computed and checkpointed, and must give the uninterrupted run's bytes."""
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part\n"
+                        "epochs: 5\nwarmup_epochs: 0\nmask: {refresh_every: 3}\n")
+    cmd = _train_command(cfg_path)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(cmd + ["--out", str(straight)], check=True, capture_output=True)
+
+    _kill_after(cmd, killed, 3)
+    stopped_after = load_torch(killed / "checkpoint.pt")["epoch"]
+    assert stopped_after in (2, 3), f"killed after epoch {stopped_after}: not between the refreshes"
+    resumed = subprocess.run(cmd + ["--out", str(killed)], check=True, capture_output=True, text=True)
+    assert "resuming" in resumed.stdout
+    records = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert [r["refreshed"] for r in records] == [True, False, True, False, False]
+    assert file_sha256(killed / "model.pt") == file_sha256(straight / "model.pt")
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(digits_dir, tmp_path):
@@ -175,10 +205,19 @@ def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
 
 
 def test_mma_generated_training_examples(digits_dir, tmp_path):
-    """The release's ``--attack mma`` option: PART trained on minimum-margin AEs."""
+    """The release's ``--attack mma`` option: PART trained on minimum-margin AEs. The run's attack is MMA with
+    the configured settings, and its weights are not those PGD's AEs give from the same seed."""
+    from part.train import build_engine
+
     cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"generator": "mma", "steps": 3})
-    info = train(cfg, tmp_path, log=lambda _: None)
+    pgd = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"steps": 3})
+    attack = build_engine(cfg, load_prepared(digits_dir / "digits.pt").train, 10, torch.device("cpu")).attack
+    assert isinstance(attack, MMA) and (attack.alpha, attack.steps) == (cfg.attack.alpha, 3)
+    info = train(cfg, tmp_path / "mma", log=lambda _: None)
+    train(pgd, tmp_path / "pgd", log=lambda _: None)
     assert info["final"]["phase"] == "part" and math.isfinite(info["final"]["loss"])
+    a, b = load_torch(tmp_path / "mma" / "model.pt"), load_torch(tmp_path / "pgd" / "model.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_jet_recipe_needs_colour_images(digits_dir, tmp_path):
