@@ -424,7 +424,7 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = 
             if key in lines:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {echo(key)} is given twice in one mapping (lines {lines[key]} and "
-                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                                f"{key_node.start_mark.line + 1}); keep one")
             lines[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep)
 

@@ -681,3 +681,23 @@ def test_a_refused_input_exits_2_in_one_line_and_writes_nothing(case, finished_r
         assert text in lines[0], lines[0]
     assert snapshot(tmp_path) == before
     assert (run_dir / "metrics.json").read_bytes() == metrics_before and not list(run_dir.rglob("*lock"))
+
+
+@pytest.mark.parametrize("where", ["a variant defined twice", "results_dir a file"])
+def test_the_workflow_refuses_what_part_refuses_when_it_parses_the_config(where, tmp_path):
+    """Snakemake reads the config file itself (keeping the last of a duplicate key); its parse reads it again
+    as part does, and builds the grid, so a dry run stops naming the file and key, with nothing written."""
+    if where == "results_dir a file":
+        config = workflow_config(tmp_path, lambda g: g.update(results_dir=_text(tmp_path / "f", "")))
+    else:
+        config = workflow_text(tmp_path, lambda s: s.replace(
+            '  mart:           {label: "MART"', '  at:             {label: "AT2", family: AT, run: {method: at}}\n'
+                                               '  mart:           {label: "MART"'))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
+                           "--configfile", config], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    expected = ("grid.yaml: not valid YAML (key 'at' is given twice" if where == "a variant defined twice"
+                else "key 'results_dir': ")
+    assert proc.returncode != 0 and expected in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".snakemake")} == before
