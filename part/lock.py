@@ -183,17 +183,24 @@ def _read(path: Path, lease: float) -> dict[str, Any] | None:
 RECORD_TYPES = {"host": str, "pid": int, "started": str, "renewed": str, "purpose": str, "lease_seconds": (int, float)}
 
 
+MAX_PID = 2**22
+"""Linux's largest process ID: a larger one (or one <= 0, which ``kill`` reads as a process group) is no PID."""
+
+
 def _is_record(record: Any) -> bool:
-    """Whether ``record`` is a lock record as :func:`_create` writes it: every key, of its type, a lease that is
-    a finite number > 0, a renewal time that parses."""
+    """Whether ``record`` is a lock record as :func:`_create` writes it: every key, of its type, a PID, a lease
+    that is a finite number > 0, a renewal time that parses and is not later than a lease from now (clocks of
+    hosts differ by less)."""
     if not isinstance(record, dict) or any(not isinstance(record.get(key), kind) or isinstance(record.get(key), bool)
                                            for key, kind in RECORD_TYPES.items()):
         return False
-    try:
-        datetime.datetime.fromisoformat(record["renewed"])
-    except ValueError:
+    if not (0 < record["pid"] <= MAX_PID and 0 < record["lease_seconds"] <= MAX_LEASE):
         return False
-    return 0 < record["lease_seconds"] <= MAX_LEASE
+    try:
+        renewed = datetime.datetime.fromisoformat(record["renewed"]).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return False
+    return renewed <= time.time() + record["lease_seconds"]
 
 
 def _stale(holder: dict[str, Any]) -> bool:

@@ -245,6 +245,12 @@ FOREIGN_RECORDS = {
     "pid true": b'{"host": "h", "pid": true, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
                 b'"lease_seconds": 60}',
     "renewed a number": b'{"host": "h", "pid": 1, "started": "s", "renewed": 5, "purpose": "p", "lease_seconds": 60}',
+    "pid negative": b'{"host": "h", "pid": -1, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                    b'"lease_seconds": 60}',
+    "pid beyond any": b'{"host": "h", "pid": 100000000000000000000, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", '
+                      b'"purpose": "p", "lease_seconds": 60}',
+    "renewed in the year 9999": b'{"host": "h", "pid": 1, "started": "s", "renewed": "9999-12-31T23:59:59+00:00", '
+                                b'"purpose": "p", "lease_seconds": 60}',
     "a JSON string": b'"locked"',
     "garbage bytes": b"\x00\xff\xfe lock \x80",
 }
@@ -254,7 +260,7 @@ FOREIGN_RECORDS = {
 def test_a_lock_file_this_code_did_not_write_is_stale_by_its_file_time_never_a_crash(text, tmp_path):
     """Refused while younger than the lease (saying which file to delete), taken over once older."""
     path = tmp_path / ".lock"
-    path.write_bytes(text)
+    path.write_bytes(text.replace(b'"host": "h"', f'"host": "{socket.gethostname()}"'.encode()))  # PIDs of this host
     with pytest.raises(lock.Locked, match=f"not a lock record this pipeline wrote.*delete {path}"):
         with lock.held(path, "part train", lease=60):
             pass
