@@ -209,13 +209,13 @@ def _train(cfg: RunConfig, paths: RunPaths, log: Callable[[str], None]) -> dict[
     if (done := _check_finished(paths, cfg)) is not None:
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
-    # Before any write: a run refused for its data leaves its directory as it found it.
+    # Everything that may refuse the run before its first write: a refused run leaves its directory as it found it.
     data = load_prepared(prepared_file(cfg.data_dir, cfg.dataset, f"{cfg.source}: key 'data_dir'"))
-    if writes:
-        _prepare_directory(paths, cfg, log)
     device = distributed.local_device(config_device(cfg))
     train_split, validation = split_for_training(cfg, data.train, device)
     _check_trainable(cfg, data.image_shape[0], len(train_split))
+    if writes:
+        _prepare_directory(paths, cfg, log)
     engine = build_engine(cfg, train_split, data.num_classes, device)
     history = _resume(paths, engine, log)
 
