@@ -43,9 +43,8 @@ FINISHED = {"model.pt", "run.json", "log.jsonl", "config.json"}
 """What a finished run directory holds (the checkpoint is removed once model.pt exists)."""
 
 EVAL_ATTACKS = ("natural", "pgd20")
-EVALUATED = FINISHED | {"metrics.json", "eval", *(f"eval/{a}.{ext}" for a in EVAL_ATTACKS for ext in ("json", "correct.npz")),
-                        "eval/.merge.lock"}
-"""What an evaluated run directory holds: ``eval/.merge.lock`` is the merges' (permanent) flock file."""
+EVALUATED = FINISHED | {"metrics.json", "eval", *(f"eval/{a}.{ext}" for a in EVAL_ATTACKS for ext in ("json", "correct.npz"))}
+"""What an evaluated run directory holds: nothing more (the merges' ``eval/.merge.lock`` is removed as each ends)."""
 EVAL_N_EXAMPLES = 200
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from part import compare, files, stats
-from part.results import load_correct, worst_case_correct
+from part.results import load_correct, read_finite_json, worst_case_correct
 from part.grid import TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 from part.vocabulary import AUTOATTACKS
@@ -71,7 +71,7 @@ def read_metrics(grid: Grid, paths: Iterable[str | Path], variants: Mapping[str,
                              f"({', '.join(variants)})")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; the table reads it (evaluate the run first)")
-        metrics = files.read_json_object(path, "delete it and merge the run's results again")
+        metrics = read_finite_json(path, "delete it and merge the run's results again")
         recorded = metrics["run"]
         expected = {"dataset": run.dataset, "model": run.arch, "method": run.config.method, "seed": run.seed}
         if {k: recorded[k] for k in expected} != expected:

@@ -8,26 +8,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from part.config import ConfigError, read_yaml
-from part.errors import DivergenceError
+from part.config import ConfigError, parse_yaml, read_yaml
+from part.errors import DivergenceError, echo
 from part.lock import Locked
 from part.vocabulary import CHECKPOINTS, PRECISIONS
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """``a.b=value`` pairs (values parsed as YAML) to a nested dict."""
+    """``a.b=value`` pairs (values parsed as YAML) to a nested dict; a pair that is not one, a value that is not
+    YAML, or two pairs that disagree on whether a key is a mapping (``epochs=3``, ``epochs.x=1``) is refused."""
     out: dict[str, Any] = {}
     for pair in pairs:
+        flag = f"--set {echo(pair)}"
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set attack.steps=5")
-        node = out
         *parents, leaf = key.split(".")
-        for p in parents:
+        if not sep or not all(p.strip() for p in key.split(".")):
+            raise ConfigError(f"{flag}: expected KEY=VALUE with a dotted key, e.g. --set attack.steps=5")
+        node = out
+        for depth, p in enumerate(parents, 1):
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"{flag}: an earlier --set gave key {echo('.'.join(parents[:depth]))} the value "
+                                  f"{echo(node)}, so {echo(key)} cannot index into it; expected one of the two")
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(f"{flag}: an earlier --set gave keys below {echo(key)}, so it cannot be a single value "
+                              "too; expected one of the two")
+        node[leaf] = parse_yaml(value, flag)
     return out
 
 
@@ -36,6 +42,19 @@ def _path(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError(f"{value!r}: an empty path; expected a directory")
     return value
+
+
+def _whole(minimum: int, maximum: int = 2**32 - 1):
+    """An argparse type: a whole number in [minimum, maximum] (a seed numpy accepts, a count of at least 1)."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not minimum <= number <= maximum:
+            raise argparse.ArgumentTypeError(f"got {echo(value)}, expected a whole number from {minimum} to {maximum}")
+        return number
+    return parse
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -175,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="data/prepared", type=_path, help="directory for {dataset}.pt")
     p.add_argument("--raw-dir", default="data/raw", type=_path, help="downloaded archives go to RAW_DIR/{dataset}/")
     p.add_argument("--mirror", help="directory, file:// or http(s) base holding the original archives")
-    p.add_argument("--split-seed", type=int, default=0, help="train/test split of digits")
+    p.add_argument("--split-seed", type=_whole(0), default=0, help="train/test split of digits")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train one run (resumes if interrupted)")
@@ -188,11 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, type=_path, help="run directory written by `part train`")
     p.add_argument("--attacks", default="natural,pgd20,mma,aa",
                    help="comma-separated, from natural,pgd20,mma,mm3,aa and the checks curve,sanity (default settings)")
-    p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test examples (default: all)")
+    p.add_argument("--n-examples", type=_whole(1), default=None, help="evaluate the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=None, help="images per attack batch (default 500)")
     p.add_argument("--device", default=None, help="default: the run's device")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (the GPU path; also on the CPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every attack's random start")
+    p.add_argument("--seed", type=_whole(0), default=0, help="seed of every attack's random start")
     p.add_argument("--data-dir", default=None, type=_path, help="directory of prepared datasets (default: the run's)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
                    help="weights: last = model.pt (the paper's), best = best.pt (needs validation.size > 0), "

@@ -9,6 +9,7 @@ express (ε_low ≤ ε, milestones inside the run, ...). Errors name the file an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -25,6 +26,7 @@ import jsonschema
 import yaml
 
 from part import files, vocabulary
+from part.errors import echo, shorten
 
 BASE_METHOD = vocabulary.BASE_METHOD
 
@@ -245,7 +247,7 @@ def _budget(attack: dict[str, Any], key: str, source: str) -> float:
     try:
         value = parse_budget(attack[key])
     except (ZeroDivisionError, ValueError):
-        raise ConfigError(f"{source}: key 'attack.{key}': got {attack[key]!r}, expected a number or a "
+        raise ConfigError(f"{source}: key 'attack.{key}': got {echo(attack[key])}, expected a number or a "
                           "fraction such as 8/255 with a non-zero denominator") from None
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{source}: key 'attack.{key}': {attack[key]!r} = {value:.6g}, expected a budget in [0, 1]")
@@ -269,22 +271,27 @@ def error_key(err: jsonschema.ValidationError) -> str:
         extra = re.findall(r"'([^']+)' (?:was|were) unexpected", err.message)
         unknown = [k for k in (err.instance or {}) if k not in err.schema.get("properties", {})]
         name = unknown[0] if unknown else (extra[0] if extra else "?")
-        return f"{path}.{name}" if path else name
-    return path or "<top level>"
+        path = f"{path}.{name}" if path else name
+    return shorten(path) if path else "<top level>"  # a key pasted by mistake may be megabytes long
 
 
 def error_message(err: jsonschema.ValidationError) -> str:
     """What is wrong at :func:`error_key`, with the values allowed there where the schema lists them."""
     if err.validator == "enum":
-        return f"got {err.instance!r}, expected one of {err.validator_value}"
+        return f"got {echo(err.instance)}, expected one of {err.validator_value}"
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         return f"unknown key (allowed here: {', '.join(allowed)})"
     if err.validator == "required":
         return err.message
     if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
-        return f"got {err.instance!r}, expected {err.schema['description']}"
-    return f"got {err.instance!r}: {err.message}"
+        return f"got {echo(err.instance)}, expected {err.schema['description']}"
+    return f"got {echo(err.instance)}: {schema_message(err)}"
+
+
+def schema_message(err: jsonschema.ValidationError) -> str:
+    """jsonschema's own message, with the value it quotes shortened as :func:`part.errors.echo` shortens it."""
+    return err.message.replace(repr(err.instance), echo(err.instance))
 
 
 def non_finite_key(tree: Any, prefix: str = "") -> str | None:
@@ -351,6 +358,12 @@ def _check_semantics(cfg: RunConfig) -> None:
     if cfg.width is not None and cfg.model not in vocabulary.WIDTH_MODELS:
         fail("width", f"{cfg.width} given for model {cfg.model!r}; only {', '.join(vocabulary.WIDTH_MODELS)} "
                       "has a width setting (expected width: null)")
+    if cfg.attack.alpha <= 0:
+        fail("attack.alpha", f"got {cfg.attack.alpha:.6g}, expected a step size > 0 (a zero step never moves the "
+                             "attack off its start)")
+    if cfg.attack.eps <= 0 and cfg.method != "natural":
+        fail("attack.eps", f"got {cfg.attack.eps:.6g}, expected a budget > 0 for method {cfg.method} (with no budget "
+                           "it trains on clean images: that is method natural)")
     if cfg.attack.eps_low > cfg.attack.eps:
         fail("attack.eps_low", f"{cfg.attack.eps_low:.6g} exceeds attack.eps = {cfg.attack.eps:.6g}; expected eps_low <= eps")
     if cfg.pixel_reweighted and cfg.warmup_epochs >= cfg.epochs:
@@ -403,15 +416,50 @@ def _at(tree: Any, dotted: str) -> Any:
     return tree
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (which it would resolve silently: the
+    last wins, so a setting written twice in a config ran with whichever came last)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        with contextlib.suppress(TypeError):  # an unhashable key: construct_mapping refuses it itself
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {echo(key)} is given twice in one mapping (lines {lines[key]} and "
+                                f"{key_node.start_mark.line + 1}); keep one")
+            lines[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` of ``source`` (a file, a flag), as the safe loader reads it but with duplicate keys refused:
+    every config this package reads goes through here. An error is one line naming ``source`` and the place."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(filter(None, [err.context, err.problem]))
+        raise ConfigError(f"{source}: not valid YAML ({shorten(what)}{where})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({shorten(str(err))})") from None
+
+
 def read_yaml(path: str | Path, what: str = "run config") -> dict[str, Any]:
     """A config file's mapping (an empty file is an empty one), with errors that name the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(files.read_utf8(path, f"save the {what} as UTF-8", ConfigError))
+        raw = parse_yaml(files.read_utf8(path, f"save the {what} as UTF-8", ConfigError), str(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, expected a {what} (a YAML file)") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from part import files
 from part.torchfiles import load_torch, save_torch
 from part.vocabulary import SHAPES
 
@@ -82,6 +83,15 @@ def _verify_checksum(path: Path, blob: dict[str, Any]) -> None:
                          f"was modified or damaged); delete it and re-prepare it: `part prepare --dataset "
                          f"{path.stem} --out {path.parent}` (or rerun the workflow)")
     _verified.add(key)
+
+
+def prepared_file(data_dir: str | Path, dataset: str, what: str) -> Path:
+    """The prepared file of ``dataset`` in ``data_dir``; a ``data_dir`` that cannot be a directory is refused
+    naming ``what`` (the key or flag that set it), not with a missing file and the advice to prepare one."""
+    if (blocker := files.file_in_the_way(data_dir)) is not None:
+        raise ValueError(f"{what}: {str(data_dir)!r} cannot be a directory, {blocker} is a file; expected the "
+                         "directory of prepared datasets (`part prepare --out DIR`)")
+    return Path(data_dir) / f"{dataset}.pt"
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:

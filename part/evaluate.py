@@ -34,7 +34,7 @@ from part.attacks import MMA, PGD, Attack
 from part.autoattack_adapter import (MM3, RELEASE_AA_CLASSES, EvaluationWarning, ReleaseAutoAttack,
                                      StandardAutoAttack)
 from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
-from part.data import Split, load_prepared
+from part.data import Split, load_prepared, prepared_file
 from part.grid import KEEPS
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
@@ -270,7 +270,8 @@ def load_run(run_dir: str | Path, *, n_examples: int | None = None, device: str 
     if not weights.is_file():
         raise FileNotFoundError(_missing_weights(weights, checkpoint, cfg, paths))
     dev = resolve_device(device, "--device") if device is not None else config_device(cfg)
-    data = load_prepared(Path(data_dir or cfg.data_dir) / f"{cfg.dataset}.pt")
+    where = "--data-dir" if data_dir else f"{paths.config}: key 'data_dir'"
+    data = load_prepared(prepared_file(data_dir or cfg.data_dir, cfg.dataset, where))
     n_test = len(data.test)
     n = n_test if n_examples is None else n_examples
     if not 1 <= n <= n_test:

@@ -56,8 +56,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
-def ensure_directory(path: Path) -> None:
-    """Create the directory of the file ``path`` (and its parents), with errors that name both."""
+def ensure_directory(path: Path) -> list[Path]:
+    """Create the directory of the file ``path`` (and its parents), with errors that name both; the directories
+    it created, deepest first, so that a refused writer can remove them again (:func:`remove_if_empty`)."""
+    missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -65,6 +67,26 @@ def ensure_directory(path: Path) -> None:
                                  "there (choose another output directory)") from None
     except PermissionError:
         raise PermissionError(f"{path.parent}: no permission to create this directory for {path.name}") from None
+    return missing
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (deepest first) while they are empty: what a writer created and wrote nothing into."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (or gone): whatever is above it is in use too
+            return
+
+
+def file_in_the_way(directory: str | os.PathLike) -> Path | None:
+    """The first existing component of the path ``directory`` that is not a directory (so the directory cannot
+    exist there), None if there is none."""
+    directory = Path(directory)
+    for component in [*reversed(directory.parents), directory]:
+        if component.exists() and not component.is_dir():
+            return component
+    return None
 
 
 def not_writable(path: Path) -> PermissionError:

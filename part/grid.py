@@ -23,8 +23,9 @@ from typing import Any, NoReturn
 import jsonschema
 
 from part import config as run_config
-from part import rundir, vocabulary
+from part import files, rundir, vocabulary
 from part.config import ConfigError, RunConfig
+from part.errors import echo
 
 RUN_PATH = "{dataset}/{arch}/{variant}/seed{seed}"
 """A run's directory below the results directory; also the Snakemake rules' wildcard pattern."""
@@ -77,14 +78,24 @@ def _check_shape(cfg: dict[str, Any], source: str) -> None:
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        message = err.message
+        message = run_config.schema_message(err)
         if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
-            message = f"got {err.instance!r}, expected {err.schema['description']}"
+            message = f"got {echo(err.instance)}, expected {err.schema['description']}"
         if err.validator == "additionalProperties":  # name the unknown key and the keys allowed beside it
             path, message = run_config.error_key(err), run_config.error_message(err)
         raise ConfigError(f"{source}: key '{path}': {message}")
     if (key := run_config.non_finite_key(cfg)) is not None:
         raise ConfigError(f"{source}: key '{key}': expected a finite number, got NaN or infinity")
+    for key, directory in DIRECTORY_KEYS.items():
+        if (blocker := files.file_in_the_way(directory(cfg))) is not None:
+            raise ConfigError(f"{source}: key '{key}': {directory(cfg)!r} cannot be a directory, {blocker} is a file; "
+                              "expected a directory (or a path where one can be created)")
+
+
+DIRECTORY_KEYS = {"results_dir": lambda cfg: cfg["results_dir"], "data.raw_dir": lambda cfg: cfg["data"]["raw_dir"],
+                  "data.prepared_dir": lambda cfg: cfg["data"]["prepared_dir"]}
+"""The workflow config's directories, by key: a regular file where one is named would surface as "0 runs
+evaluated" or as a raw error of the dry run."""
 
 
 def _overrides(cfg: dict[str, Any], spec: dict[str, Any], dataset: str, seed: int) -> dict[str, Any]:
@@ -168,6 +179,7 @@ def _experiment(cfg: dict[str, Any], name: str, spec: dict[str, Any], specs: dic
             fail(f"variants.{key}", f"reads the runs of {row.variant!r} as variants.{used[row.variant]} already does")
         used[row.variant] = key
         rows.append(row)
+    _check_labels(f"experiments.{name}.variants", {row.key: row.label for row in rows}, source)
     return Experiment(name, spec["title"], spec.get("x"), datasets, tuple(spec.get("seeds") or cfg["seeds"]), attacks,
                       spec.get("reference"), bool(spec.get("timing", False)), tuple(rows))
 
@@ -500,5 +512,16 @@ def _main_variants(cfg: dict[str, Any], main: tuple[Run, ...], source: str) -> d
         if len(set(by_dataset.values())) > 1:
             raise ConfigError(f"{source}: key 'variants.{name}': trains different methods on different datasets "
                               f"({by_dataset}); a table row needs one method (make them separate variants)")
+    _check_labels("variants", {name: spec["label"] for name, spec in cfg["variants"].items()}, source)
     return {name: Variant(name, spec["label"], spec["family"], next(iter(methods[name].values())))
             for name, spec in cfg["variants"].items()}
+
+
+def _check_labels(key: str, labels: dict[str, str], source: str) -> None:
+    """The rows of one table have different labels: two rows of one label cannot be told apart in it."""
+    first: dict[str, str] = {}
+    for name, label in labels.items():
+        if label in first:
+            raise ConfigError(f"{source}: key '{key}.{name}.label': got {echo(label)}, the label of '{key}.{first[label]}' "
+                              "too; expected a label of its own (each is a row of one table)")
+        first[label] = name

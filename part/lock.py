@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from part import files
+from part.errors import echo
 
 LEASE_ENV = "PART_LOCK_LEASE"
 DEFAULT_LEASE = 120.0
@@ -43,13 +44,18 @@ class Locked(RuntimeError):
     """Another live writer holds the lock; the message names it."""
 
 
+MAX_LEASE = 7 * 24 * 3600.0
+"""The longest lease accepted: a week, beyond any job's time limit (and within what a thread can wait)."""
+
+
 def lease_seconds() -> float:
     """The lease a new lock gets: ``PART_LOCK_LEASE`` seconds, else :data:`DEFAULT_LEASE`."""
     raw = os.environ.get(LEASE_ENV, "")
     with contextlib.suppress(ValueError):
-        if (lease := float(raw or DEFAULT_LEASE)) > 0:
+        if 0 < (lease := float(raw or DEFAULT_LEASE)) <= MAX_LEASE:  # NaN fails both comparisons
             return lease
-    raise ValueError(f"{LEASE_ENV}={raw!r}: expected the lock's lease in seconds, a number > 0")
+    raise ValueError(f"{LEASE_ENV}={echo(raw)}: expected the lock's lease in seconds, a number > 0 and at most "
+                     f"{MAX_LEASE:g} (a week)")
 
 
 @contextlib.contextmanager
@@ -67,8 +73,8 @@ class _Held:
     """A lock this process created: kept open, so that renewals write to this very file and a taken-over
     lock (this process stalled past its lease) is seen as another file at ``path``, never overwritten."""
 
-    def __init__(self, path: Path, fd: int, record: dict[str, Any]):
-        self.path, self.fd, self.record = path, fd, record
+    def __init__(self, path: Path, fd: int, record: dict[str, Any], created: list[Path]):
+        self.path, self.fd, self.record, self.created = path, fd, record, created
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name=f"lease of {path}", daemon=True)
         self._renewer.start()
@@ -95,6 +101,7 @@ class _Held:
         if self._ours():
             self.path.unlink(missing_ok=True)
         os.close(self.fd)
+        files.remove_if_empty(self.created)  # a writer refused before writing leaves no directory behind
 
 
 def _stamp(seconds: float) -> str:
@@ -110,10 +117,18 @@ def _write(fd: int, record: dict[str, Any]) -> None:
 
 
 def _acquire(path: Path, purpose: str, lease: float) -> _Held:
-    files.ensure_directory(path)
+    created = files.ensure_directory(path)
+    try:
+        return _contend(path, purpose, lease, created)
+    except BaseException:
+        files.remove_if_empty(created)
+        raise
+
+
+def _contend(path: Path, purpose: str, lease: float, created: list[Path]) -> _Held:
     for _ in range(ATTEMPTS):
         try:
-            return _create(path, purpose, lease)
+            return _create(path, purpose, lease, created)
         except FileExistsError:
             holder = _read(path, lease)
             if holder is None:  # removed since: its holder ended, or another writer took it over
@@ -125,7 +140,7 @@ def _acquire(path: Path, purpose: str, lease: float) -> _Held:
                  f"{ATTEMPTS} times while this one tried to take it; let one of them run")
 
 
-def _create(path: Path, purpose: str, lease: float) -> _Held:
+def _create(path: Path, purpose: str, lease: float, created: list[Path]) -> _Held:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except PermissionError:
@@ -139,15 +154,16 @@ def _create(path: Path, purpose: str, lease: float) -> _Held:
         path.unlink()
         os.close(fd)
         raise
-    return _Held(path, fd, record)
+    return _Held(path, fd, record, created)
 
 
 def _read(path: Path, lease: float) -> dict[str, Any] | None:
     """The lock's record with its file's identity (``text``, ``inode``); None if it is gone.
 
     A record read while being written (created empty an instant ago) is read again for a second; one still
-    unreadable then (its writer killed before writing) counts as renewed at its file's modification time by
-    an unknown holder, with ``lease``.
+    not a record this module writes then (its writer killed before writing, a file made by hand or damaged)
+    counts as renewed at its file's modification time by an unknown holder, with ``lease``: stale once that
+    lease has run out, never a crash.
     """
     for _ in range(10):
         try:
@@ -155,15 +171,36 @@ def _read(path: Path, lease: float) -> dict[str, Any] | None:
                 stat, text = os.fstat(f.fileno()), f.read()
         except FileNotFoundError:
             return None
-        try:
-            record = json.loads(text)
-            datetime.datetime.fromisoformat(record["renewed"])
-            return {**record, "text": text, "inode": stat}
-        except (ValueError, KeyError, TypeError):
-            time.sleep(0.1)
+        with contextlib.suppress(ValueError):
+            if _is_record(record := json.loads(text)):
+                return {**record, "text": text, "inode": stat}
+        time.sleep(0.1)
     unknown = "unknown"
     return {"host": unknown, "pid": unknown, "started": unknown, "renewed": _stamp(stat.st_mtime),
-            "lease_seconds": lease, "purpose": "a writer", "text": text, "inode": stat}
+            "lease_seconds": lease, "purpose": "a writer", "text": text, "inode": stat, "foreign": True}
+
+
+RECORD_TYPES = {"host": str, "pid": int, "started": str, "renewed": str, "purpose": str, "lease_seconds": (int, float)}
+
+
+MAX_PID = 2**22
+"""Linux's largest process ID: a larger one (or one <= 0, which ``kill`` reads as a process group) is no PID."""
+
+
+def _is_record(record: Any) -> bool:
+    """Whether ``record`` is a lock record as :func:`_create` writes it: every key, of its type, a PID, a lease
+    that is a finite number > 0, a renewal time that parses and is not later than a lease from now (clocks of
+    hosts differ by less)."""
+    if not isinstance(record, dict) or any(not isinstance(record.get(key), kind) or isinstance(record.get(key), bool)
+                                           for key, kind in RECORD_TYPES.items()):
+        return False
+    if not (0 < record["pid"] <= MAX_PID and 0 < record["lease_seconds"] <= MAX_LEASE):
+        return False
+    try:
+        renewed = datetime.datetime.fromisoformat(record["renewed"]).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return False
+    return renewed <= time.time() + record["lease_seconds"]
 
 
 def read_holder(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -217,7 +254,18 @@ def _take_over(path: Path, stale: dict[str, Any]) -> None:
 
 
 def _refusal(path: Path, holder: dict[str, Any]) -> str:
-    return (f"{path.parent}: {holder['purpose']} is already writing here — host {holder['host']}, PID "
-            f"{holder['pid']}, started {holder['started']} (lock {path.name}, renewed {holder['renewed']}). "
-            "Wait for it to end or stop it; a holder that died is taken over by the next start: on its host "
-            f"once its process is gone, from another host once its lease of {holder['lease_seconds']:g} s runs out")
+    """Who holds the lock, and how to get out when that holder is gone for good."""
+    lease = holder["lease_seconds"]
+    expires = _stamp(datetime.datetime.fromisoformat(holder["renewed"]).timestamp() + lease)
+    if holder.get("foreign"):
+        who = (f"{path.name} is not a lock record this pipeline wrote (empty, damaged or made by hand), so it is held "
+               f"by an unknown writer until its file is {lease:g} s old, at {expires}")
+        gone = f"if no part command writes to {path.parent} now, delete {path}"
+    else:
+        who = (f"{holder['purpose']} is already writing here — host {holder['host']}, PID {holder['pid']}, started "
+               f"{holder['started']} (lock {path.name}, renewed {holder['renewed']})")
+        gone = (f"if PID {holder['pid']} on host {holder['host']} is gone and nothing else writes to {path.parent}, "
+                f"delete {path} to go on at once")
+    return (f"{path.parent}: {who}. Wait for it to end or stop it; a holder that died is taken over by the next start: "
+            f"on its host once its process is gone, from another host once its lease of {lease:g} s runs out "
+            f"(at {expires}); {gone}")

@@ -19,12 +19,15 @@ write these files without loading a model.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import functools
 import hashlib
 import json
+import os
 import zipfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import jsonschema
 import numpy as np
 
 from part import files, provenance
+from part.config import non_finite_key
 from part.rundir import RunPaths, eval_dir_name, metrics_name
 from part.vocabulary import ATTACKS, CHECKS, TABLE_ATTACKS
 
@@ -87,8 +91,8 @@ def load_check(run_dir: str | Path, name: str,
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; {name!r} has not been evaluated for this run's {checkpoint} weights "
                                 f"(`part evaluate --run {run_dir} --attacks {name}`)")
-    entry = json.loads(path.read_text())
     again = f"re-run `part evaluate --run {run_dir} --checkpoint {checkpoint} --attacks {name}`"
+    entry = read_finite_json(path, again)
     if not _flags_match(run_dir, entry):
         raise ValueError(f"{path}: its per-example flags are missing or not the ones it was written with; {again}")
     weights = RunPaths(run_dir).weights(checkpoint)
@@ -184,9 +188,10 @@ def merge_metrics(run_dir: str | Path, checkpoint: str = "last") -> dict[str, An
     """
     run_dir = Path(run_dir)
     eval_dir = run_dir / eval_dir_name(checkpoint)
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    with open(eval_dir / ".merge.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if not eval_dir.is_dir():  # refused before anything is created: nothing has been evaluated
+        raise ValueError(f"{eval_dir}: missing, no evaluated attack to merge (`part evaluate --run {run_dir} "
+                         f"--checkpoint {checkpoint}` evaluates and merges)")
+    with _merging(eval_dir / ".merge.lock"):
         files.sweep_temporaries(run_dir, [metrics_name(checkpoint)])  # a merge killed mid-write; merges are serialised
         entries = {p.name.removesuffix(".json"): read_result(p, checkpoint) for p in sorted(eval_dir.glob("*.json"))
                    if p.name.removesuffix(".json") not in CHECKS}  # the checks are read with load_check
@@ -194,6 +199,44 @@ def merge_metrics(run_dir: str | Path, checkpoint: str = "last") -> dict[str, An
         jsonschema.validate(metrics, metrics_schema())
         files.write_json(run_dir / metrics_name(checkpoint), metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _merging(path: Path) -> Iterator[None]:
+    """Hold ``path`` with ``flock`` while the body runs, waiting for any other merge of the run; the file is
+    removed when the body ends, so a finished run keeps no lock file.
+
+    ``part.lock`` refuses a second writer, but a merge must wait for the one before it (every per-attack job
+    merges when it ends). The holder unlinks the file while still holding it; a waiter that was blocked on
+    the unlinked file finds, once it gets it, that the path names another file (or none) and starts over on
+    the path's current file, so two merges never hold different files at once. A merge killed by SIGKILL
+    leaves the file, unlocked: the next merge takes it and removes it.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: a waiter then sees the path changed
+        os.close(fd)
+
+
+def read_finite_json(path: Path, remedy: str) -> dict[str, Any]:
+    """The JSON object of a result file (``files.read_json_object``), refusing NaN and infinite numbers: Python
+    writes and reads them though JSON has none, and a NaN accuracy would reach a table as a dash, or a best."""
+    obj = files.read_json_object(path, remedy)
+    if (key := non_finite_key(obj)) is not None:
+        raise ValueError(f"{path}: key '{key}': got a NaN or infinite number, expected a finite one; {remedy}")
+    return obj
 
 
 def read_result(path: Path, checkpoint: str = "last") -> dict[str, Any]:
@@ -204,7 +247,7 @@ def read_result(path: Path, checkpoint: str = "last") -> dict[str, Any]:
     if path.stem not in ATTACKS:
         raise ValueError(f"{path}: not an attack's result (expected eval files named after {', '.join(ATTACKS)}); "
                          "move it out of the evaluation directory")
-    entry = files.read_json_object(path, again)
+    entry = read_finite_json(path, again)
     errors = sorted(_entry_validator().iter_errors(entry), key=lambda e: list(e.absolute_path))
     if errors:
         key = ".".join(map(str, errors[0].absolute_path))

@@ -38,7 +38,8 @@ from part import distributed, files, lock, provenance, torchfiles
 from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import ConfigError, RunConfig, release_behaviours
-from part.data import Batch, DeviceLoader, Split, hold_out, load_prepared, make_generator, split_sha256
+from part.data import (Batch, DeviceLoader, Split, hold_out, load_prepared, make_generator, prepared_file,
+                       split_sha256)
 from part.errors import DivergenceError
 from part.epsmap import EpsMapStore
 from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
@@ -209,12 +210,13 @@ def _train(cfg: RunConfig, paths: RunPaths, log: Callable[[str], None]) -> dict[
     if (done := _check_finished(paths, cfg)) is not None:
         log(f"[part] {paths.root}: already finished, nothing to do")
         return done
-    if writes:
-        _prepare_directory(paths, cfg, log)
+    # Everything that may refuse the run before its first write: a refused run leaves its directory as it found it.
+    data = load_prepared(prepared_file(cfg.data_dir, cfg.dataset, f"{cfg.source}: key 'data_dir'"))
     device = distributed.local_device(config_device(cfg))
-    data = load_prepared(Path(cfg.data_dir) / f"{cfg.dataset}.pt")
     train_split, validation = split_for_training(cfg, data.train, device)
     _check_trainable(cfg, data.image_shape[0], len(train_split))
+    if writes:
+        _prepare_directory(paths, cfg, log)
     engine = build_engine(cfg, train_split, data.num_classes, device)
     history = _resume(paths, engine, log)
 

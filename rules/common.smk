@@ -3,8 +3,12 @@
 # parses this again.
 
 from part import grid, rundir
+from part.config import read_yaml
 from part.vocabulary import CHECKS, COMPARE_ATTACKS
 
+# Snakemake's own reader keeps the last of a key given twice; the config files are read again as part reads them.
+for configfile_path in workflow.configfiles:
+    read_yaml(configfile_path, "workflow config")
 GRID = grid.load(config, source="workflow config")
 RESULTS = config["results_dir"]
 PREPARED = config["data"]["prepared_dir"]

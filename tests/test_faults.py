@@ -3,6 +3,7 @@ files, a full disk, bad inputs. Each must end in a clear message (exit 2) and le
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import yaml
 import pytest
 import torch
 
-from part import config, files
+from part import config, files, results
 from part.cli import main
 from part.data import load_prepared
 from part.evaluate import evaluate
@@ -402,6 +404,55 @@ def test_an_evaluation_stopped_while_writing_metrics_leaves_nothing_the_next_mer
     assert not list(run.rglob("*.tmp")) and json.loads((run / "metrics.json").read_text())["attacks"]["natural"]
 
 
+def test_merges_wait_for_each_other_and_leave_no_lock_file(tmp_path):
+    """The merge lock is removed by its holder; a merge that waited on the removed file starts over on the path's
+    new one, so one that starts meanwhile (and creates a new file) never runs beside it, and none leaves the file."""
+    path = tmp_path / ".merge.lock"
+    inside, entered, faults, first_may_end = threading.Lock(), [], [], threading.Event()
+
+    def merge(name: str) -> None:
+        with results._merging(path):
+            if not inside.acquire(blocking=False):
+                faults.append(f"{name} entered beside another merge")
+                return
+            entered.append(name)
+            if name == "first":
+                first_may_end.wait(10)
+            else:
+                time.sleep(0.3)
+            inside.release()
+
+    def start(name: str) -> threading.Thread:
+        thread = threading.Thread(target=merge, args=(name,))
+        thread.start()
+        return thread
+
+    threads = [start("first")]
+    while not entered:
+        time.sleep(0.01)
+    threads.append(start("second"))  # waits on the first one's file
+    time.sleep(0.2)
+    assert entered == ["first"]
+    first_may_end.set()  # the first removes its file and ends; the second gets the lock of the removed file
+    time.sleep(0.1)
+    threads += [start("third"), start("fourth")]  # create the path's new file while the second may be inside
+    for thread in threads:
+        thread.join(10)
+    assert not faults and sorted(entered) == ["first", "fourth", "second", "third"] and not path.exists()
+
+
+def test_a_merge_leaves_no_lock_file_and_refuses_non_finite_results(finished_run, tmp_path):
+    _, run_dir = finished_run
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    merge_metrics(run)
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["natural.correct.npz", "natural.json"]
+    entry = json.loads((run / "eval" / "natural.json").read_text())
+    (run / "eval" / "natural.json").write_text(json.dumps({**entry, "natural_accuracy": float("nan")}))
+    with pytest.raises(ValueError, match="natural.json: key 'natural_accuracy': got a NaN or infinite number"):
+        merge_metrics(run)
+    assert not (run / "eval" / ".merge.lock").exists()
+
+
 @pytest.mark.slow
 def test_evaluation_kill_campaign_reruns_to_identical_results(tmp_path):
     """SIGTERM and SIGKILL of real evaluations at random moments (benchmarks/fault_injection.py --eval-kills)."""
@@ -411,3 +462,260 @@ def test_evaluation_kill_campaign_reruns_to_identical_results(tmp_path):
     result = json.loads(proc.stdout)["evaluation"]
     assert result["identical"] == 4 and result["stray_files"] == 0 and result["left_by_sigterm"] == 0
     assert result["sigterm_exit_143"] == result["sigterm"] and result["sigterm"] + result["sigkill"] >= 2  # most stops land before the end
+
+
+# ---------------------------------------------------------------------------------------------
+# Refused before anything is written: every case exits 2 with one line naming the file, key or flag, and leaves
+# the directory (the test's tmp_path, where each case builds its inputs first) exactly as it found it.
+
+
+def made(directory: Path) -> Path:
+    directory.mkdir()
+    return directory
+
+
+def data_dir_of(run_config: Path) -> Path:
+    return Path(json.loads(run_config.read_text())["data_dir"])
+
+
+def corrupted_dataset(digits_dir: Path, to: Path) -> Path:
+    """A copy of the prepared digits with 64 bytes of its training images replaced."""
+    to.mkdir()
+    blob = bytearray((digits_dir / "digits.pt").read_bytes())
+    at = int(len(blob) * 0.4)
+    blob[at:at + 64] = bytes(255 - b for b in blob[at:at + 64])
+    (to / "digits.pt").write_bytes(bytes(blob))
+    return to
+
+
+def results_with(t: Path, run_dir: Path, change) -> str:
+    """A demo grid whose results directory holds ``run_dir``'s metrics.json as run digits/small_cnn/at/seed0,
+    changed by ``change``; the grid's config path (for `part tables`)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["run"] = {**metrics["run"], "dataset": "digits", "model": "small_cnn", "method": "at", "seed": 0}
+    change(metrics)
+    target = t / "results" / "digits" / "small_cnn" / "at" / "seed0" / "metrics.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps(metrics))
+    return workflow_config(t, lambda g: g.update(results_dir=str(t / "results")))
+
+
+def eval_entry(change):
+    """A damage of eval/natural.json: ``change`` applied to its entry, written with Python's NaN and Infinity."""
+    def damage(path: Path) -> None:
+        entry = json.loads(path.read_text())
+        change(entry)
+        path.write_text(json.dumps(entry))
+    return damage
+
+
+def foreign_lock(directory: Path, text: str | bytes, name: str = ".lock") -> Path:
+    """``directory`` holding a lock file of ``text`` (fresh: its file time is now), not made by part.lock."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return directory
+
+
+def now_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime())
+
+
+def train_argv(c, t, *more):
+    return ["train", "--config", str(c), "--out", str(t / "o"), *more]
+
+
+def workflow_text(t: Path, edit) -> str:
+    """The demo workflow config as text, changed by ``edit`` (text -> text), for what only the YAML can say."""
+    path = t / "grid.yaml"
+    path.write_text(edit((ROOT / "configs" / "demo.yaml").read_text()))
+    return str(path)
+
+
+HUGE = "x" * 5_000_000
+LOCKS = {
+    "valid JSON, keys missing": '{"renewed": "%s"}',
+    "lease a string": '{"host": "h", "pid": 1, "started": "%s", "renewed": "%s", "purpose": "p", "lease_seconds": "60"}',
+    "lease null": '{"host": "h", "pid": 1, "started": "%s", "renewed": "%s", "purpose": "p", "lease_seconds": null}',
+    "lease NaN": '{"host": "h", "pid": 1, "started": "%s", "renewed": "%s", "purpose": "p", "lease_seconds": NaN}',
+    "lease negative": '{"host": "h", "pid": 1, "started": "%s", "renewed": "%s", "purpose": "p", "lease_seconds": -5}',
+    "pid a string": '{"host": "h", "pid": "1", "started": "%s", "renewed": "%s", "purpose": "p", "lease_seconds": 60}',
+    "renewed not a time": '{"host": "h", "pid": 1, "started": "%s", "renewed": "soon%s", "purpose": "p", "lease_seconds": 60}',
+    "a JSON list": '["%s", "%s"]',
+    "not JSON": 'lock held by %s since %s',
+}
+
+
+def lock_text(template: str) -> str:
+    return template.replace("%s", now_stamp())
+
+
+REFUSED = {
+    "--set that is not a value": {
+        "not YAML (unclosed list)": (lambda c, r, t: train_argv(c, t, "--set", "epochs=[1"),
+                                     ["--set 'epochs=[1': not valid YAML", "line 1"]),
+        "not YAML (unclosed mapping)": (lambda c, r, t: train_argv(c, t, "--set", "attack={steps: 1"),
+                                        ["--set 'attack={steps: 1': not valid YAML"]),
+        "a YAML tag that runs code": (lambda c, r, t: train_argv(c, t, "--set", "epochs=!!python/object/apply:os.system ['touch pwned']"),
+                                      ["not valid YAML", "python/object/apply:os.system"]),
+        "a YAML tag that builds a tuple": (lambda c, r, t: train_argv(c, t, "--set", "optim.lr_milestones=!!python/tuple [1]"),
+                                           ["--set 'optim.lr_milestones=", "python/tuple"]),
+        "indexes into a scalar set before": (lambda c, r, t: train_argv(c, t, "--set", "epochs=3", "--set", "epochs.x=1"),
+                                             ["--set 'epochs.x=1': an earlier --set gave key 'epochs' the value 3"]),
+        "a scalar over keys set before": (lambda c, r, t: train_argv(c, t, "--set", "attack.steps=2", "--set", "attack=3"),
+                                          ["--set 'attack=3': an earlier --set gave keys below 'attack'"]),
+        "a duplicate key in its mapping": (lambda c, r, t: train_argv(c, t, "--set", "attack={steps: 1, steps: 2}"),
+                                           ["key 'steps' is given twice"]),
+        "no '='": (lambda c, r, t: train_argv(c, t, "--set", "epochs"), ["--set 'epochs': expected KEY=VALUE"]),
+        "an empty key": (lambda c, r, t: train_argv(c, t, "--set", "=3"), ["--set '=3': expected KEY=VALUE"]),
+        "an empty key part": (lambda c, r, t: train_argv(c, t, "--set", "attack..steps=1"), ["--set 'attack..steps=1'"]),
+        "a 5 MB value, echoed shortened": (lambda c, r, t: train_argv(c, t, "--set", f"dataset={HUGE}"),
+                                           ["key 'dataset': got 'xxx", "(5000002 characters)"]),
+        "a 5 MB unknown key, echoed shortened": (lambda c, r, t: train_argv(c, t, "--set", f"{HUGE}=1"),
+                                                 ["key 'xxx", "characters)': unknown key (allowed here: "]),
+        "a 5 MB key, echoed shortened": (lambda c, r, t: train_argv(c, t, "--set", f"{HUGE}.a=1", "--set", f"{HUGE}=2"),
+                                         ["an earlier --set gave keys below", "characters)"]),
+    },
+    "counts and step sizes out of range": {
+        **{f"{key}={value}": (lambda c, r, t, kv=f"{key}={value}": train_argv(c, t, "--set", kv), [f"key '{key}'"])
+           for key, value in [("attack.steps", 0), ("attack.steps", -1), ("attack.alpha", 0), ("attack.alpha", "0/255"),
+                              ("attack.eps", 0), ("epochs", 0), ("batch_size", 0), ("optim.lr", 0),
+                              ("optim.lr_gamma", 0), ("mask.refresh_every", 0), ("batchnorm.slices", 0),
+                              ("validation.every", 0), ("validation.steps", 0), ("validation.seed", -1), ("seed", -1),
+                              ("optim.lr", ".inf"), ("attack.steps", 2.5)]},
+        "prepare --split-seed -1": (lambda c, r, t: ["prepare", "--dataset", "digits", "--out", str(t / "p"),
+                                                     "--split-seed", "-1"],
+                                    ["argument --split-seed: got '-1', expected a whole number from 0"]),
+        "prepare --split-seed 2**32": (lambda c, r, t: ["prepare", "--dataset", "digits", "--out", str(t / "p"),
+                                                        "--split-seed", str(2**32)], ["argument --split-seed: got '4294967296'"]),
+        "evaluate --n-examples 0": (lambda c, r, t: ["evaluate", "--run", str(r), "--n-examples", "0"],
+                                    ["argument --n-examples: got '0', expected a whole number from 1"]),
+        "evaluate --seed -1": (lambda c, r, t: ["evaluate", "--run", str(r), "--seed", "-1"], ["argument --seed: got '-1'"]),
+    },
+    "PART_LOCK_LEASE": {
+        f"PART_LOCK_LEASE={value}": (lambda c, r, t: train_argv(c, t), [f"PART_LOCK_LEASE='{value}'", "a number > 0"], value)
+        for value in ["inf", "nan", "-1", "0", "soon", "1e300", "1e9"]
+    },
+    "YAML files and their values": {
+        "a run config's duplicate key": (lambda c, r, t: train_argv(_text(t / "d.yaml", "dataset: digits\nepochs: 2\nepochs: 3\n"), t),
+                                         ["d.yaml: not valid YAML", "key 'epochs' is given twice", "lines 2 and 3"]),
+        "a run config's duplicate nested key": (lambda c, r, t: train_argv(_text(t / "d.yaml", "attack:\n  steps: 1\n  alpha: 0.1\n  steps: 2\n"), t),
+                                                ["d.yaml: not valid YAML", "key 'steps' is given twice"]),
+        "a run config's YAML tag": (lambda c, r, t: train_argv(_text(t / "d.yaml", "seed: !!python/name:os.system\n"), t),
+                                    ["d.yaml: not valid YAML", "python/name:os.system"]),
+        "a run config that is a directory": (lambda c, r, t: train_argv(str(made(t / "d")), t), ["/d: a directory, expected a run config"]),
+        "a workflow config's duplicate variant": (lambda c, r, t: ["plan", "--configfile", workflow_text(t, lambda s: s.replace(
+            '  mart:           {label: "MART"', '  at:             {label: "AT2", family: AT, run: {method: at}}\n  mart:           {label: "MART"'))],
+            ["grid.yaml: not valid YAML", "key 'at' is given twice"]),
+        "a workflow config's duplicate top-level key": (lambda c, r, t: ["tables", "--configfile", workflow_text(t, lambda s: s + "\nresults_dir: elsewhere\n")],
+                                                        ["grid.yaml: not valid YAML", "key 'results_dir' is given twice"]),
+        "two variants of one label": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["mart"].update(label="AT"))],
+                                      ["grid.yaml: key 'variants.mart.label': got 'AT', the label of 'variants.at' too"]),
+        "two rows of an experiment of one label": (lambda c, r, t: ["plan", "--configfile", workflow_config(
+            t, lambda g: g["experiments"]["cam_methods"]["variants"]["part_xgradcam"].update(label="LayerCAM"))],
+            ["key 'experiments.cam_methods.variants.part_xgradcam.label': got 'LayerCAM', the label of 'experiments.cam_methods.variants.part_layercam'"]),
+        "results_dir a file (plan)": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g.update(results_dir=_text(t / "f", "")))],
+                                      ["grid.yaml: key 'results_dir'", "/f is a file"]),
+        "results_dir a file (tables)": (lambda c, r, t: ["tables", "--configfile", workflow_config(t, lambda g: g.update(results_dir=_text(t / "f", "")))],
+                                        ["grid.yaml: key 'results_dir'", "/f is a file"]),
+        "results_dir below a file": (lambda c, r, t: ["tables", "--configfile", workflow_config(t, lambda g: g.update(results_dir=_text(t / "f", "") + "/r"))],
+                                     ["grid.yaml: key 'results_dir'", "/f is a file"]),
+        "data.prepared_dir a file": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["data"].update(prepared_dir=_text(t / "f", "")))],
+                                     ["grid.yaml: key 'data.prepared_dir'", "/f is a file"]),
+        "data.raw_dir a file": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["data"].update(raw_dir=_text(t / "f", "")))],
+                                ["grid.yaml: key 'data.raw_dir'", "/f is a file"]),
+        "a run's data_dir a file": (lambda c, r, t: train_argv(c, t, "--set", f"data_dir={_text(t / 'f', '')}"),
+                                    ["key 'data_dir'", "/f is a file", "part prepare --out DIR"]),
+        "evaluate --data-dir a file": (lambda c, r, t: ["evaluate", "--run", str(r), "--attacks", "natural", "--no-merge",
+                                                        "--data-dir", _text(t / "f", "")], ["--data-dir: ", "/f is a file"]),
+        "a 5 MB label, echoed shortened": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["at"].update(label=HUGE + "|"))],
+                                           ["key 'variants.at.label': got 'xxx", "characters)"]),
+    },
+    "lock files not written by part.lock": {
+        **{f"run lock: {name}": (lambda c, r, t, tpl=tpl: train_argv(c, foreign_lock(t / "o", lock_text(tpl)).parent),
+                                 ["/o: .lock is not a lock record this pipeline wrote", "delete ", "/o/.lock"])
+           for name, tpl in LOCKS.items()},
+        "run lock: not UTF-8": (lambda c, r, t: train_argv(c, foreign_lock(t / "o", b"\xff\xfe\x00lock").parent),
+                                ["not a lock record this pipeline wrote", "/o/.lock"]),
+        "an evaluation's lock: keys missing": (lambda c, r, t: ["evaluate", "--run", str(foreign_lock(
+            shutil.copytree(r, t / "r") / "eval", lock_text(LOCKS["valid JSON, keys missing"]), ".natural.lock").parent),
+            "--attacks", "natural", "--no-merge"], ["r/eval: .natural.lock is not a lock record", "delete ", "r/eval/.natural.lock"]),
+    },
+    "NaN and infinity in results": {
+        **{f"eval JSON {key} {value}": (lambda c, r, t, key=key, value=value: ["evaluate", "--run", str(damaged_copy(
+            r, t / "r", "eval/natural.json", eval_entry(lambda e: e.update({key: value})))), "--merge-only"],
+            ["r/eval/natural.json: key '" + key + "': got a NaN or infinite number"])
+           for key, value in [("accuracy", float("nan")), ("accuracy", float("inf")), ("seconds", float("-inf")),
+                              ("n_correct", float("nan"))]},
+        "eval JSON setting 1e999": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval/natural.json", lambda p: p.write_text(
+            p.read_text().replace('"seconds": ', '"seconds": 1e999, "_": ')))), "--merge-only"], ["r/eval/natural.json: key 'seconds'"]),
+        **{f"metrics.json {where} {value} (tables)": (lambda c, r, t, where=where, value=value: ["tables", "--configfile", results_with(
+            t, r, lambda m: functools.reduce(dict.__getitem__, where.split(".")[:-1], m).update({where.split(".")[-1]: value}))],
+            ["seed0/metrics.json: key '" + where + "': got a NaN or infinite number"])
+           for where, value in [("attacks.natural.accuracy", float("nan")), ("worst_case.accuracy", float("inf")),
+                                ("attacks.natural.seconds", float("-inf"))]},
+    },
+    "stray files after a refusal": {
+        "train: no prepared dataset": (lambda c, r, t: train_argv(c, t, "--set", f"data_dir={made(t / 'empty')}"),
+                                       ["empty/digits.pt: prepared dataset not found"]),
+        "train: a corrupted dataset": (lambda c, r, t: train_argv(c, t, "--set", f"data_dir={corrupted_dataset(data_dir_of(c), t / 'bad')}"),
+                                       ["bad/digits.pt", "checksum"]),
+        "train into an existing empty directory: no dataset": (lambda c, r, t: train_argv(c, made(t / "o").parent, "--set", f"data_dir={t / 'none'}"),
+                                                               ["none/digits.pt: prepared dataset not found"]),
+        "train: a colour recipe on grey images": (lambda c, r, t: train_argv(c, t, "--set", "mask.recipe=official_jet"),
+                                                  ["key 'mask.recipe': official_jet gives one budget per RGB channel"]),
+        "train: more held out than there are images": (lambda c, r, t: train_argv(c, t, "--set", "validation.size=100000"),
+                                                       ["run.yaml: "]),
+        "merge-only: no eval/": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval", shutil.rmtree)), "--merge-only"],
+                                 ["r/eval: missing, no evaluated attack to merge"]),
+        "merge-only: an empty eval/": (lambda c, r, t: ["evaluate", "--run", str(damaged_copy(r, t / "r", "eval", lambda p: (shutil.rmtree(p), p.mkdir()))), "--merge-only"],
+                                       ["r/eval: no evaluated attack to merge"]),
+        "merge-only: no run": (lambda c, r, t: ["evaluate", "--run", str(t / "nothing"), "--merge-only"], ["nothing/eval: missing"]),
+        "merge-only --checkpoint ema never evaluated": (lambda c, r, t: ["evaluate", "--run", str(shutil.copytree(r, t / "r")), "--merge-only", "--checkpoint", "ema"],
+                                                        ["r/eval_ema: missing"]),
+        "evaluate: no run": (lambda c, r, t: ["evaluate", "--run", str(t / "nothing"), "--attacks", "natural"], ["nothing/config.json: missing"]),
+    },
+}
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path below ``root`` with its bytes (None for a directory): what a refused command must not change."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", [(cls, name) for cls, cases in REFUSED.items() for name in cases], ids=" / ".join)
+def test_a_refused_input_exits_2_in_one_line_and_writes_nothing(case, finished_run, tmp_path, capsys, monkeypatch):
+    run_config, run_dir = finished_run
+    make_argv, expected, *env = REFUSED[case[0]][case[1]]
+    if env:
+        monkeypatch.setenv("PART_LOCK_LEASE", env[0])
+    argv = make_argv(run_config, run_dir, tmp_path)
+    before, metrics_before = snapshot(tmp_path), (run_dir / "metrics.json").read_bytes()
+    code, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line and not line.startswith(("usage:", " "))]  # argparse's usage
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("part "), err[:2000]
+    assert len(lines[0]) < 2000, lines[0][:300]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert snapshot(tmp_path) == before
+    assert (run_dir / "metrics.json").read_bytes() == metrics_before and not list(run_dir.rglob("*lock"))
+
+
+@pytest.mark.parametrize("where", ["a variant defined twice", "results_dir a file"])
+def test_the_workflow_refuses_what_part_refuses_when_it_parses_the_config(where, tmp_path):
+    """Snakemake reads the config file itself (keeping the last of a duplicate key); its parse reads it again
+    as part does, and builds the grid, so a dry run stops naming the file and key, with nothing written."""
+    if where == "results_dir a file":
+        config = workflow_config(tmp_path, lambda g: g.update(results_dir=_text(tmp_path / "f", "")))
+    else:
+        config = workflow_text(tmp_path, lambda s: s.replace(
+            '  mart:           {label: "MART"', '  at:             {label: "AT2", family: AT, run: {method: at}}\n'
+                                               '  mart:           {label: "MART"'))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
+                           "--configfile", config], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    expected = ("grid.yaml: not valid YAML (key 'at' is given twice" if where == "a variant defined twice"
+                else "key 'results_dir': ")
+    assert proc.returncode != 0 and expected in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".snakemake")} == before

@@ -227,7 +227,7 @@ def test_a_lock_without_a_record_counts_from_its_files_age(tmp_path):
     """A holder killed between creating its lock and writing into it leaves an empty file."""
     path = tmp_path / ".lock"
     path.write_text("")
-    with pytest.raises(lock.Locked, match="host unknown"):
+    with pytest.raises(lock.Locked, match="not a lock record this pipeline wrote"):
         with lock.held(path, "part train", lease=60):
             pass
     os.utime(path, (time.time() - 61, time.time() - 61))
@@ -241,3 +241,74 @@ def test_the_lease_is_configurable(monkeypatch):
     monkeypatch.setenv(lock.LEASE_ENV, "soon")
     with pytest.raises(ValueError, match="PART_LOCK_LEASE='soon'"):
         lock.lease_seconds()
+
+
+FOREIGN_RECORDS = {
+    "valid JSON, keys missing": b'{"renewed": "2026-01-01T00:00:00.000+00:00"}',
+    "lease a string": b'{"host": "h", "pid": 1, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                      b'"lease_seconds": "60"}',
+    "lease null": b'{"host": "h", "pid": 1, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                  b'"lease_seconds": null}',
+    "lease infinite": b'{"host": "h", "pid": 1, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                      b'"lease_seconds": Infinity}',
+    "pid true": b'{"host": "h", "pid": true, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                b'"lease_seconds": 60}',
+    "renewed a number": b'{"host": "h", "pid": 1, "started": "s", "renewed": 5, "purpose": "p", "lease_seconds": 60}',
+    "pid negative": b'{"host": "h", "pid": -1, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", "purpose": "p", '
+                    b'"lease_seconds": 60}',
+    "pid beyond any": b'{"host": "h", "pid": 100000000000000000000, "started": "s", "renewed": "2026-01-01T00:00:00+00:00", '
+                      b'"purpose": "p", "lease_seconds": 60}',
+    "renewed in the year 9999": b'{"host": "h", "pid": 1, "started": "s", "renewed": "9999-12-31T23:59:59+00:00", '
+                                b'"purpose": "p", "lease_seconds": 60}',
+    "a JSON string": b'"locked"',
+    "garbage bytes": b"\x00\xff\xfe lock \x80",
+}
+
+
+@pytest.mark.parametrize("text", FOREIGN_RECORDS.values(), ids=FOREIGN_RECORDS)
+def test_a_lock_file_this_code_did_not_write_is_stale_by_its_file_time_never_a_crash(text, tmp_path):
+    """Refused while younger than the lease (saying which file to delete), taken over once older."""
+    path = tmp_path / ".lock"
+    path.write_bytes(text.replace(b'"host": "h"', f'"host": "{socket.gethostname()}"'.encode()))  # PIDs of this host
+    with pytest.raises(lock.Locked, match=f"not a lock record this pipeline wrote.*delete {path}"):
+        with lock.held(path, "part train", lease=60):
+            pass
+    os.utime(path, (time.time() - 61, time.time() - 61))
+    with lock.held(path, "part train", lease=60):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()
+
+
+def test_a_refusal_says_which_file_to_delete_when_the_holder_is_gone(tmp_path):
+    path = tmp_path / "run" / ".lock"
+    with lock.held(path, "part train", lease=60):
+        with pytest.raises(lock.Locked) as refused:
+            with lock.held(path, "part train"):
+                pass
+    message = str(refused.value)
+    assert f"PID {os.getpid()} on host {socket.gethostname()} is gone" in message and f"delete {path}" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e300", "0", "-3", "", "1e9"])
+def test_a_lease_that_is_not_a_finite_positive_number_is_refused(value, monkeypatch):
+    monkeypatch.setenv(lock.LEASE_ENV, value)
+    if value == "":  # unset in effect: the default
+        assert lock.lease_seconds() == lock.DEFAULT_LEASE
+        return
+    with pytest.raises(ValueError, match=f"PART_LOCK_LEASE='{value}': expected the lock's lease in seconds"):
+        lock.lease_seconds()
+
+
+def test_a_writer_leaves_no_directory_it_created_and_wrote_nothing_into(tmp_path):
+    """The lock's directories are created for it; when it is released they go again if nothing else was written
+    there (a command refused after taking it leaves the directory as it found it), and only those it made."""
+    path = tmp_path / "a" / "b" / ".lock"
+    with lock.held(path, "part train", lease=60):
+        pass
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep").write_text("")
+    with lock.held(path, "part train", lease=60):
+        (path.parent / "written").write_text("")
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == ["b", "keep", "written"]

@@ -143,7 +143,7 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     assert heavy == [], f"the Snakefile parse imported {heavy[:5]}"
     assert {m for m in probe["modules"] if m.split(".")[0] == "part"} <= {"part", "part.grid", "part.config",
                                                                           "part.vocabulary", "part.rundir",
-                                                                          "part.files"}  # the standard library only
+                                                                          "part.files", "part.errors"}  # the standard library only
     jobs = planned_jobs(out)
     counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
     runs, attacks = 3 * 9 * 3, 5  # natural, PGD-20, MMA, AA and the release's AA
