@@ -160,7 +160,7 @@ def _interval(est: stats.Crossed | None, confidence: float) -> tuple[float, floa
     if est.seeds_known:
         return stats.interval(est, confidence)
     h = float(stats.half_width(est, confidence))
-    return est.mean - h, est.mean + h
+    return stats.bounded(est, est.mean - h, est.mean + h)
 
 
 def _eps_label(eps: float, large: bool) -> str:
