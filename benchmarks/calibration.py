@@ -211,7 +211,7 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
                                  int(100 * setting.aa_effect), list(SPREADS).index(setting.spread)])
     spread, k, n = SPREADS[setting.spread], setting.seeds, setting.examples
     counts = {key: 0 for key in ("cell", "diff", "on_test", "cells", "diffs", "pooled", "columns", "grown",
-                                 "grown_decided", "any_holds", "any_holds_holm")}
+                                 "grown_decided", "any_holds", "any_holds_holm", "beyond_range")}
     reproduction: dict[str, int] = {}
     widths = {"cell": [], "diff": []}
     verdicts = {"holds": 0, "does not hold": 0, "inconclusive": 0}
@@ -231,6 +231,7 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
             for row, est in cells.items():
                 low, high = stats.interval(est, confidence)
                 counts["cell"] += low <= world.truth[row] <= high
+                counts["beyond_range"] += low < 0 or high > 100
                 tally("cell", f"{attack}/{row}", low <= world.truth[row] <= high)
                 widths["cell"].append((high - low) / 2)
                 low, high = stats.interval(stats.on_test_set(est, n), confidence)
@@ -268,6 +269,7 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
     return {**asdict(setting), "grids": grids,
             "coverage_cell": counts["cell"] / counts["cells"], "coverage_diff": counts["diff"] / counts["diffs"],
             "coverage_on_test_set": counts["on_test"] / counts["cells"],
+            "cells_beyond_range": counts["beyond_range"],
             "coverage_cell_row_min": min(per_row["cell"].values()) / grids,
             "coverage_diff_row_min": min(per_row["diff"].values()) / grids,
             "holds_row_max": max(per_row["holds"].values()) / grids,

@@ -80,6 +80,8 @@ def _check_shape(cfg: dict[str, Any], source: str) -> None:
         message = err.message
         if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
             message = f"got {err.instance!r}, expected {err.schema['description']}"
+        if err.validator == "minimum" and "description" in err.schema:  # why the bound is there
+            message = f"{message} ({err.schema['description']})"
         if err.validator == "additionalProperties":  # name the unknown key and the keys allowed beside it
             path, message = run_config.error_key(err), run_config.error_message(err)
         raise ConfigError(f"{source}: key '{path}': {message}")
