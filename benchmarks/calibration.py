@@ -231,7 +231,7 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
             for row, est in cells.items():
                 low, high = stats.interval(est, confidence)
                 counts["cell"] += low <= world.truth[row] <= high
-                counts["beyond_range"] += low < 0 or high > 100
+                counts["beyond_range"] += int(low < 0 or high > 100)
                 tally("cell", f"{attack}/{row}", low <= world.truth[row] <= high)
                 widths["cell"].append((high - low) / 2)
                 low, high = stats.interval(stats.on_test_set(est, n), confidence)
