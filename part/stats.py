@@ -37,10 +37,10 @@ POWER = 0.8
 """Power at which "what would decide it" and the detectable difference are quoted (the usual 80 %)."""
 HOMOGENEITY_LEVEL = 0.05
 """Bartlett's test below this p-value: the rows' seed spreads differ, and each keeps its own."""
-ROW_LEVEL = 0.1
-"""A row whose seed ratio exceeds the rest of its column's at this one-sided p-value keeps its own (:func:`pool`):
-lenient, because with two or four degrees of freedom a row's test has little power, and a divergent row that
-borrows under-covers (docs/statistics.md, the `outlier-row` world)."""
+ROW_LEVEL = 0.05
+"""A row whose seed ratio exceeds the rest of its column's at this one-sided p-value keeps its own (:func:`pool`).
+A divergent row that borrows under-covers, and with two or four degrees of freedom a row's test has little
+power; a more lenient level costs power in every homogeneous column (docs/statistics.md, `outlier-row`)."""
 MAX_SEEDS = 1000
 MAX_EXAMPLES = 10_000_000
 """Largest design the "what would decide it" search considers; beyond it, more data of that kind cannot."""
