@@ -474,8 +474,9 @@ def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, settings: Settings,
     Ours: Δ natural and Δ AA with their intervals, paired by seed and test example (``diff_estimate`` of
     ``table``), the paired seeds and the test examples behind each. The paper's: the Welch interval of its
     difference, assuming ``settings.paper_runs`` runs a row, with its stds pooled over each column where they
-    are homogeneous. ``test_sizes`` gives, per dataset, the size of its test set (caps the advice). ``p_holds`` is each row's p-value for *holds* and ``p_holds_holm``
-    it Holm-adjusted over the rows of the table (the family-wise reading of many rows).
+    are homogeneous. ``test_sizes`` gives, per dataset, the size of its test set (caps the advice). ``p_holds``
+    is each row's p-value for *holds* and ``p_holds_holm`` it Holm-adjusted over the rows of the table (the
+    family-wise reading of many rows).
     """
     confidence, claim = settings.confidence, settings.claim
     criteria = claim.criteria
