@@ -15,7 +15,8 @@ freedom (4.30) made intervals twice as wide as 95 % needs. But the *ratio* φ = 
 (the seed means' spread relative to what flips alone give) is much the same for the rows of one table
 column — the paper's own stds pass a homogeneity test in 10 of its 12 (dataset, attack) columns — so
 :func:`pool` estimates it once per column from every row (Σ (K − 1) degrees of freedom), after a
-Bartlett test of homogeneity; a column that fails keeps each row's own estimate. Details, references and
+Bartlett test of homogeneity; a column that fails keeps each row's own estimate, and so does a row whose
+ratio lies above the rest of its column's (:func:`above_the_rest`). Details, references and
 the simulation that shows the coverage: docs/statistics.md.
 
 Everything is closed-form and numpy-vectorised; no resampling, so the result is the same on every
