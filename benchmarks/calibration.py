@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import optimize
 from scipy.special import ndtr
 
@@ -56,18 +57,32 @@ PART_CLASS_SD = 0.15
 @dataclass(frozen=True)
 class Spread:
     """Run-to-run noise: per-run example noise (``flip``, probit sd) and seed-level shifts (``seed``, probit sd,
-    each row's multiplied by a factor drawn log-uniformly from [1/uneven, uneven])."""
+    each row's multiplied by a factor drawn log-uniformly from [1/uneven, uneven]); ``outlier`` multiplies the
+    own seed shift of one PART row (:data:`OUTLIER_ROW`); ``part_ratio``, if set, makes every PART row's seed-level
+    sd that many times its base's; ``level_shift`` (probit) moves every accuracy up (near 100 %)."""
     name: str
     flip: float
     seed: float
     uneven: float = 1.5
+    outlier: float = 1.0
+    part_ratio: float | None = None
+    level_shift: float = 0.0
 
 
 SPREADS = {s.name: s for s in (Spread("tight", 0.1, 0.002), Spread("typical", 0.5, 0.01),
-                               Spread("wide", 1.0, 0.03), Spread("uneven", 0.5, 0.01, uneven=4.0))}
+                               Spread("wide", 1.0, 0.03), Spread("uneven", 0.5, 0.01, uneven=4.0),
+                               Spread("outlier-row", 0.5, 0.01, outlier=4.0),
+                               Spread("spread-ratio", 0.5, 0.01, part_ratio=3.0),
+                               Spread("near-100", 0.5, 0.01, level_shift=2.5))}
 """Seed stds of one accuracy at 10 000 examples ≈ 0.06 (tight), 0.3 (typical), 0.7 (wide) points: the
 range of the paper's printed stds (0.03–0.67, median 0.14); ``uneven`` gives one column's rows seed-level
-spreads up to 16× apart."""
+spreads up to 16× apart; ``outlier-row`` one PART row whose difference to its base has 4× the seed-level sd of
+its siblings'; ``spread-ratio`` PART cells 3× the base cells' seed-level sd; ``near-100`` accuracies near 100 %
+(≈ 99 % natural, ≈ 90 % AA), where an interval of ± a few points would run past 100."""
+TRUE_EFFECTS = {"near-100": (0.2, 1.0)}
+"""The claim true with margin (Δ natural, Δ AA) where +4 / +1 would pass 100 %."""
+OUTLIER_ROW = "at_s1"
+"""The PART row ``Spread.outlier`` applies to."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,7 @@ class World:
         self.rows: dict[str, dict] = {}
         self.truth: dict[str, float] = {}
         for family in FAMILIES:
-            level = LEVELS[attack] + rng.normal(0, 0.1) + self.classes
+            level = LEVELS[attack] + spread.level_shift + rng.normal(0, 0.1) + self.classes
             factor = lambda: spread.seed * np.exp(rng.uniform(-1, 1) * np.log(spread.uneven))  # noqa: E731
             shared, own_class = factor(), factor()
             base_scale = np.sqrt(DIFFICULTY_SD ** 2 + shared ** 2 + own_class ** 2 + spread.flip ** 2)
@@ -104,7 +119,9 @@ class World:
             self.rows[family] = {"level": level, "shared": shared, "class_sd": own_class}
             self.truth[family] = base_truth
             for row in PART_ROWS:
-                own = factor()
+                own = factor() * (spread.outlier if f"{family}_{row}" == OUTLIER_ROW else 1.0)
+                if spread.part_ratio is not None:
+                    own = np.sqrt(spread.part_ratio ** 2 - 1) * np.hypot(shared, own_class)
                 per_class = rng.normal(0, PART_CLASS_SD, CLASSES)
                 scale = np.sqrt(base_scale ** 2 + EXAMPLE_EFFECT_SD ** 2 + own ** 2)
                 shift = _solve_shift(level + per_class, scale, base_truth, effect)
@@ -148,7 +165,9 @@ def _column(attack: str, flags: dict[str, np.ndarray]) -> tuple[dict, dict]:
     table = _as_flags(attack, flags)
     rows = list(flags)
     pairs = [aggregate.estimates(table, "sim", row, row.split("_")[0] if "_" in row else None, attack) for row in rows]
-    cells = dict(zip(rows, stats.pool([p[0] for p in pairs])))
+    frame = pd.DataFrame({"dataset": "sim", "attack": attack, "part": ["_" in r for r in rows],
+                          "estimate": [p[0] for p in pairs]})
+    cells = dict(zip(rows, aggregate.pooled(frame, "estimate", aggregate.CELL_POOLS)))
     parts = [r for r in rows if "_" in r]
     diffs = dict(zip(parts, stats.pool([p[1] for p, r in zip(pairs, rows) if "_" in r])))
     return cells, diffs
@@ -194,11 +213,16 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
                                  int(100 * setting.aa_effect), list(SPREADS).index(setting.spread)])
     spread, k, n = SPREADS[setting.spread], setting.seeds, setting.examples
     counts = {key: 0 for key in ("cell", "diff", "on_test", "cells", "diffs", "pooled", "columns", "grown",
-                                 "grown_decided", "any_holds", "any_holds_holm")}
+                                 "grown_decided", "any_holds", "any_holds_holm", "beyond_range")}
     reproduction: dict[str, int] = {}
     widths = {"cell": [], "diff": []}
     verdicts = {"holds": 0, "does not hold": 0, "inconclusive": 0}
     seed_sds = []
+    per_row = {key: {} for key in ("cell", "diff", "holds")}
+
+    def tally(key: str, row: str, hit: bool) -> None:
+        per_row[key][row] = per_row[key].get(row, 0) + hit
+
     for _ in range(grids):
         claims, worlds = {}, {}
         for attack, effect in (("natural", setting.natural_effect), ("aa", setting.aa_effect)):
@@ -209,13 +233,17 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
             for row, est in cells.items():
                 low, high = stats.interval(est, confidence)
                 counts["cell"] += low <= world.truth[row] <= high
+                counts["beyond_range"] += int(low < 0 or high > 100)
+                tally("cell", f"{attack}/{row}", low <= world.truth[row] <= high)
                 widths["cell"].append((high - low) / 2)
                 low, high = stats.interval(stats.on_test_set(est, n), confidence)
                 counts["on_test"] += low <= on_test[row] <= high
                 seed_sds.append(float(np.std(100 * flags[row].mean(1), ddof=1)))
             for row, est in diffs.items():
                 low, high = stats.interval(est, confidence)
-                counts["diff"] += low <= world.truth[row] - world.truth[row.split("_")[0]] <= high
+                covered = low <= world.truth[row] - world.truth[row.split("_")[0]] <= high
+                counts["diff"] += covered
+                tally("diff", f"{attack}/{row}", covered)
                 widths["diff"].append((high - low) / 2)
                 claims.setdefault(row, {})[attack] = est
             counts["cells"] += len(cells)
@@ -229,6 +257,7 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
         for row, estimates in claims.items():
             verdict, _ = compare.judge(estimates, confidence, lambda *_: "")
             verdicts[verdict] += 1
+            tally("holds", row, verdict == "holds")
             said.append(verdict)
             grown = _suggested_seeds(estimates, confidence) if verdict == "inconclusive" else None
             if grown is not None and grown <= MAX_GROWN_SEEDS and counts["grown"] < grids // 4:
@@ -242,6 +271,11 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
     return {**asdict(setting), "grids": grids,
             "coverage_cell": counts["cell"] / counts["cells"], "coverage_diff": counts["diff"] / counts["diffs"],
             "coverage_on_test_set": counts["on_test"] / counts["cells"],
+            "cells_beyond_range": counts["beyond_range"],
+            "coverage_cell_row_min": min(per_row["cell"].values()) / grids,
+            "coverage_diff_row_min": min(per_row["diff"].values()) / grids,
+            "holds_row_max": max(per_row["holds"].values()) / grids,
+            "holds_row_min": min(per_row["holds"].values()) / grids,
             "half_width_cell": float(np.mean(widths["cell"])), "half_width_diff": float(np.mean(widths["diff"])),
             "seed_sd_cell": float(np.median(seed_sds)), "pooled_share": counts["pooled"] / counts["columns"],
             **{f"verdict_{key.replace(' ', '_')}": v / n_claims for key, v in verdicts.items()},
@@ -251,22 +285,28 @@ def run_setting(setting: Setting, grids: int, seed: int = 0, confidence: float =
                ("same_reproduced", "same_differs", "gap_reproduced", "gap_differs")}}
 
 
-def settings(quick: bool) -> list[Setting]:
-    """The grid of settings: K × n × spread × true effect (null claim, and the claim true with margin)."""
-    seeds, examples = ((3,), (2000,)) if quick else ((2, 3, 5), (200, 2000, 10_000))
-    effects = ((0.0, 0.0), (4.0, 1.0))
-    return [Setting(k, n, s, *e) for k, n, s, e in itertools.product(seeds, examples, SPREADS, effects)]
+def settings(quick: bool, seeds: list[int] | None = None, examples: list[int] | None = None,
+             spreads: list[str] | None = None) -> list[Setting]:
+    """The grid of settings: K × n × spread × true effect (null claim, and the claim true with margin); ``quick``
+    is 3 seeds and 2 000 examples, and ``seeds``, ``examples``, ``spreads`` narrow it further."""
+    seeds = seeds or ([3] if quick else [2, 3, 5])
+    examples = examples or ([2000] if quick else [200, 2000, 10_000])
+    return [Setting(k, n, s, *e) for k, n, s in itertools.product(seeds, examples, spreads or SPREADS)
+            for e in ((0.0, 0.0), TRUE_EFFECTS.get(s, (4.0, 1.0)))]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grids", type=int, default=200, help="simulated grids per setting")
     parser.add_argument("--quick", action="store_true", help="one design (3 seeds, 2 000 examples) only")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seed counts")
+    parser.add_argument("--examples", type=int, nargs="+", help="only these test-set sizes")
+    parser.add_argument("--spreads", nargs="+", choices=list(SPREADS), help="only these worlds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write every setting's result as JSON here")
     args = parser.parse_args(argv)
     results = []
-    for setting in settings(args.quick):
+    for setting in settings(args.quick, args.seeds, args.examples, args.spreads):
         start = time.perf_counter()
         result = run_setting(setting, args.grids, args.seed) | {"seconds": round(time.perf_counter() - start, 2)}
         results.append(result)

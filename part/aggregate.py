@@ -25,6 +25,7 @@ import pandas as pd
 
 from part import compare, files, stats
 from part.results import load_correct, read_finite_json, worst_case_correct
+from part.sources import SOURCES
 from part.grid import TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 from part.vocabulary import AUTOATTACKS
@@ -308,11 +309,17 @@ def cells(summary: pd.DataFrame, variants: pd.DataFrame, columns: list[str], see
              for d, v, b, a, part in zip(out["dataset"], out["variant"], out["base_variant"], out["attack"],
                                          out["part"])]
     out["estimate"], out["diff_estimate"] = [p[0] for p in pairs], [p[1] for p in pairs]
-    out["estimate"], out["diff_estimate"] = pooled(out, "estimate"), pooled(out, "diff_estimate")
+    out["estimate"], out["diff_estimate"] = pooled(out, "estimate", CELL_POOLS), pooled(out, "diff_estimate")
     out["n_examples"] = pd.array([e.n_examples if e is not None else pd.NA for e in out["estimate"]], dtype="Int64")
     out[["ci_low", "ci_high"]] = stats.intervals(out["estimate"], confidence)
     out[["diff_low", "diff_high"]] = stats.intervals(out["diff_estimate"], confidence)
     return out
+
+
+CELL_POOLS = ("dataset", "attack", "part")
+"""The rows whose cells share a seed ratio: one column's base methods together, its PART rows together. PART's
+ε-map adds run-to-run noise of its own, so its seed spread need not be the base methods'; pooled with them, the
+base cells over-cover and the PART cells under-cover (the calibration's `spread-ratio` world)."""
 
 
 def pooled(frame: pd.DataFrame, column: str, keys: tuple[str, ...] = ("dataset", "attack")) -> list[Any]:
@@ -455,11 +462,11 @@ def statistics_settings(cfg: dict[str, Any]) -> compare.Settings:
                             compare.Claim(claim.get("aa_tolerance", compare.Claim.aa_tolerance)))
 
 
-def whole_test_sets(cfg: dict[str, Any], per_seed: pd.DataFrame) -> dict[str, int | None]:
-    """Per dataset, its test-set size where the natural column evaluates all of it (else None: unknown)."""
-    natural = per_seed[per_seed["attack"] == "natural"].groupby("dataset")["n_examples"].max()
-    whole = cfg["evaluation"].get("n_examples") is None
-    return {d: int(natural[d]) if whole and d in natural else None for d in cfg["datasets"]}
+def test_set_sizes(datasets: Iterable[str]) -> dict[str, int]:
+    """Per dataset, the size of its test split: the published one every prepared file is checked against
+    (``part.sources``), whatever ``evaluation.n_examples`` asks for. The advice never asks for more test
+    examples than this, and a column that evaluated all of them is the whole test set, the paper's."""
+    return {d: SOURCES[d].test_size for d in datasets}
 
 
 def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
@@ -477,7 +484,7 @@ def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -
     table = cells(summary, variant_table(grid), table_columns(cfg, summary), seeds, correct_flags(records),
                   settings.confidence)
     paper = compare.paper_cells(compare.load_reference("paper_table1"))
-    test_sets = whole_test_sets(cfg, per_seed)
+    test_sets = test_set_sizes(cfg["datasets"])
     versus = compare.paper_vs_reproduction(table, paper, settings, test_sets)
     verdicts = compare.claim_verdicts(table, paper, settings, test_sets)
     evaluation = budget(per_seed, seeds)

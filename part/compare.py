@@ -32,6 +32,9 @@ PAPER_RUNS = 3
 """Runs behind each of the paper's mean ± std (not stated in the paper; the workflow's ``statistics.paper_runs``)."""
 REPRODUCTION_TOLERANCE = 1.0
 """Points within which a cell counts as reproduced (the workflow's ``statistics.reproduction_tolerance``)."""
+PRINTED_STD_FLOOR = 0.005
+"""The smallest std a printed "± 0.00" can stand for, half its last digit: a std of 0 would make the interval of a
+difference to the paper zero-wide and its p-value undefined."""
 MATCH_KEYS = ["dataset", "arch", "base_method", "part", "s_key"]
 PROTOCOLS = {"aa_release": "the release's torchattacks AutoAttack, 10 iterations per APGD/FAB attack: the paper's",
              "aa": "standard AutoAttack (fra31), 100 iterations per APGD/FAB attack: stronger than the paper's"}
@@ -56,6 +59,10 @@ def paper_cells(reference: pd.DataFrame) -> pd.DataFrame:
         if part and pd.isna(r["s"]):
             raise ValueError(f"paper_table1.csv: the PART row {r['dataset']}/{r['method']} has no s")
         s = int(r["s"]) if part else pd.NA
+        negative = [a for a in attacks if not float(r[f"{a}_std"]) >= 0]
+        if negative:
+            raise ValueError(f"paper_table1.csv: {r['dataset']}/{r['method']} has std {r[f'{negative[0]}_std']} for "
+                             f"{negative[0]}; a std is a number ≥ 0")
         label = f"{r['method']} (s = {s})" if part else r["method"]
         rows += [{"dataset": r["dataset"], "arch": r["arch"], "paper_method": label, "base_method": r["base"].lower(),
                   "part": part, "s": s, "attack": a, "paper_mean": float(r[f"{a}_mean"]),
@@ -143,9 +150,10 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
     power at the observed spreads, and a status: compared / no such variant in this grid / attack not
     evaluated / no results yet.
 
-    The paper evaluated the whole test set; where ours did too (``test_sets`` gives the dataset's test-set
-    size), the test sample's luck is common to both and only seeds and an evaluated subset's share remain
-    (``part.stats.on_test_set``). Where the size is unknown (None), ours is on the data distribution (wider).
+    The paper evaluated the whole test set, and ours evaluated the first examples of the same one (``test_sets``
+    gives its size): the test sample's luck is common to both and only seeds and an evaluated subset's share
+    remain (``part.stats.on_test_set``). Where the size is unknown (None), ours is on the data distribution
+    (wider).
     """
     variants = _variants(table)
     grid = set(zip(variants["dataset"], variants["arch"]))
@@ -171,12 +179,16 @@ def paper_vs_reproduction(table: pd.DataFrame, paper: pd.DataFrame, settings: Se
               reproduction(v, settings, test_sets.get(d), COLUMNS[a]) if v is not None else ("", "")
               for v, d, a in zip(versus, out["dataset"], out["ours_attack"])]
     out["reproduction"], out["reproduction_detail"] = [j[0] for j in judged], [j[1] for j in judged]
+    out["p_differs"] = [differs_p(v, settings.tolerance) if r not in ("", "protocols differ") else math.nan
+                        for v, r in zip(versus, out["reproduction"])]
+    out["p_differs_holm"] = stats.holm(out["p_differs"])
     out["min_detectable"] = [np.nan if v is None else stats.min_detectable(v, settings.confidence) for v in versus]
     out["status"] = [_status(v, n) for v, n in zip(out["ours_variant"], out["ours_n_seeds"])]
     return out[["dataset", "arch", "paper_method", "base_method", "s", "attack", "ours_attack", "paper_mean",
                 "paper_std", "paper_pooled_std", "paper_df", "ours_variant", "ours_label", "ours_mean", "ours_std",
                 "ours_n_seeds", "ours_missing_seeds", "ours_n_examples", "ours_ci_low", "ours_ci_high", "interval_on",
-                "diff", "diff_low", "diff_high", "reproduction", "reproduction_detail", "min_detectable", "status",
+                "diff", "diff_low", "diff_high", "reproduction", "reproduction_detail", "p_differs", "p_differs_holm",
+                "min_detectable", "status",
                 *STANDARD_AA_COLUMNS]]
 
 
@@ -209,11 +221,12 @@ def _protocol_differs(attack: str) -> tuple[str, str]:
 
 
 def _pooled_paper(paper: pd.DataFrame, runs: int) -> pd.DataFrame:
-    """The paper's cells with ``paper_pooled_std`` and ``paper_df``: each column's (dataset, arch, attack) stds
-    pooled where Bartlett's test finds them homogeneous, each row's own otherwise (``part.stats.pool_stds``)."""
+    """The paper's cells with ``paper_pooled_std`` and ``paper_df``: each column's (dataset, arch, attack) stds,
+    none below :data:`PRINTED_STD_FLOOR`, pooled where Bartlett's test finds them homogeneous, each row's own
+    otherwise (``part.stats.pool_stds``)."""
     frames = []
     for _, column in paper.groupby(["dataset", "arch", "attack"], sort=False):
-        pooled, df = stats.pool_stds(column["paper_std"].to_numpy(), runs)
+        pooled, df = stats.pool_stds(np.maximum(column["paper_std"].to_numpy(), PRINTED_STD_FLOOR), runs)
         frames.append(column.assign(paper_pooled_std=pooled, paper_df=df))
     return pd.concat(frames).sort_index()
 
@@ -233,6 +246,14 @@ def reproduction(est: stats.Versus, settings: Settings, test_size: int | None, a
     gap = tolerance - abs(est.mean)
     goal = f"within ± {tolerance:g}" if gap > 0 else f"beyond ± {tolerance:g}"
     return "inconclusive", f"to show it {goal}: {_more_data(est, gap, attack, settings.confidence, test_size)}"
+
+
+def differs_p(est: stats.Versus | None, tolerance: float) -> float:
+    """The p-value of *differs* at ``tolerance``: the smaller of the one-sided p-values of "ours − paper is at most
+    +tolerance" and "at least −tolerance" (*differs* ⇔ p ≤ (1 − confidence)/2; nan from one seed or no estimate)."""
+    if est is None or not est.seeds_known:
+        return math.nan
+    return min(stats.p_above(est, tolerance), 1 - stats.p_above(est, -tolerance))
 
 
 def _more_data(est: stats.Crossed | stats.Versus, gap: float, attack: str, confidence: float,
@@ -341,7 +362,12 @@ def versus_markdown(versus: pd.DataFrame, table: pd.DataFrame, paper: pd.DataFra
         note += f" Not in this grid: {_dataset_list(not_here)}."
     if not not_there.empty:
         note += f" Not in the paper: {_dataset_list(not_there)}."
-    return head + shown.to_markdown(index=False, disable_numparse=True) + note + "\n"
+    names = [f"{dataset_name(d, a)} {m}, {COLUMNS[c]}" for d, a, m, c in
+             zip(versus["dataset"], versus["arch"], versus["paper_method"], versus["ours_attack"])]
+    reading = _holm_line(names, versus["p_differs"], versus["p_differs_holm"], (1 - settings.confidence) / 2, "",
+                         "judged cells", f"ours differs from the paper beyond ± {tolerance} in",
+                         "Table-wide: no cell with a verdict to read.")
+    return head + shown.to_markdown(index=False, disable_numparse=True) + note + f"\n\n{reading}\n"
 
 
 def _protocols_note(table: pd.DataFrame) -> str:
@@ -407,7 +433,7 @@ def judge(estimates: dict[str, stats.Estimate | None], confidence: float,
 
 def _our_advice(test_size: int | None) -> Callable[[Criterion, Any, float], str]:
     """What would settle an open criterion of ours: more seeds (both rows), or more test examples for
-    its attack (``test_size`` caps it when the natural column already sees the whole test set)."""
+    its attack, never more than the test set's ``test_size``."""
     def advice(c: Criterion, est: stats.Crossed, confidence: float) -> str:
         return _more_data(est, est.mean - c.threshold, COLUMNS[c.attack], confidence, test_size)
     return advice
@@ -448,9 +474,9 @@ def claim_verdicts(table: pd.DataFrame, paper: pd.DataFrame, settings: Settings,
     Ours: Δ natural and Δ AA with their intervals, paired by seed and test example (``diff_estimate`` of
     ``table``), the paired seeds and the test examples behind each. The paper's: the Welch interval of its
     difference, assuming ``settings.paper_runs`` runs a row, with its stds pooled over each column where they
-    are homogeneous. ``test_sizes`` gives, per dataset, the size of its test set when the natural column
-    evaluates all of it (caps the advice). ``p_holds`` is each row's p-value for *holds* and ``p_holds_holm``
-    it Holm-adjusted over the rows of the table (the family-wise reading of many rows).
+    are homogeneous. ``test_sizes`` gives, per dataset, the size of its test set (caps the advice). ``p_holds``
+    is each row's p-value for *holds* and ``p_holds_holm`` it Holm-adjusted over the rows of the table (the
+    family-wise reading of many rows).
     """
     confidence, claim = settings.confidence, settings.claim
     criteria = claim.criteria
@@ -588,14 +614,23 @@ def _sensitivity_line(tolerance: float, sensitivity: dict[float, pd.DataFrame]) 
 def _table_reading(verdicts: pd.DataFrame, prefix: str, whose: str, alpha: float) -> str:
     """One line reading all rows at once: the rows whose claim holds after Holm's adjustment over the table,
     so that many rows are not read as many independent wins."""
-    judged = verdicts[verdicts[f"{prefix}p_holds"].notna()]
-    if judged.empty:
-        return f"Table-wide ({whose}): no row with a verdict to read."
-    holding = judged[judged[f"{prefix}p_holds_holm"] <= alpha]
-    names = "; ".join(f"{dataset_name(d, a)} {label}" for d, a, label in
-                      zip(holding["dataset"], holding["arch"], holding["label"]))
-    return (f"Table-wide ({whose}, Holm over {len(judged)} rows, family-wise error ≤ {_percent(alpha)}): the claim "
-            f"holds in {len(holding)} of {len(judged)}" + (f": {names}." if names else "."))
+    names = [f"{dataset_name(d, a)} {label}" for d, a, label in
+             zip(verdicts["dataset"], verdicts["arch"], verdicts["label"])]
+    return _holm_line(names, verdicts[f"{prefix}p_holds"], verdicts[f"{prefix}p_holds_holm"], alpha,
+                      f"{whose}, ", "rows", "the claim holds in", f"Table-wide ({whose}): no row with a verdict to read.")
+
+
+def _holm_line(names: list[str], p: pd.Series, p_holm: pd.Series, alpha: float, whose: str, units: str, said: str,
+               empty: str) -> str:
+    """"Table-wide (whose Holm over n units, family-wise error ≤ alpha): ``said`` k of n: the names." — over the
+    entries with a p-value, naming those whose Holm-adjusted p is ≤ alpha; ``empty`` where none has one."""
+    judged = p.notna().to_numpy()
+    if not judged.any():
+        return empty
+    n = int(judged.sum())
+    chosen = [name for name, j, q in zip(names, judged, p_holm) if j and q <= alpha]
+    return (f"Table-wide ({whose}Holm over {n} {units}, family-wise error ≤ {_percent(alpha)}): {said} {len(chosen)} "
+            f"of {n}" + (f": {'; '.join(chosen)}." if chosen else "."))
 
 
 def _intervals(verdicts: pd.DataFrame, prefix: str) -> list[str]:

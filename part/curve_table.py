@@ -5,9 +5,10 @@
 variant, the paired PART − base difference with its interval and verdict — the main table's estimator
 (``part.stats``, via ``part.aggregate.estimates``) applied to each ε's per-example flags as if it were a
 column: intervals over seeds and test examples, seeds paired by initialisation and examples by index, the
-seed-level spread pooled over the rows of an ε where homogeneous. With one seed the seed-to-seed variation is
-unknown: the interval shown is then the test sample's alone (``interval_over`` says which), and the verdict is
-*inconclusive*, its detail saying what the test sample alone shows (``part.compare.difference_verdict``).
+seed-level spread pooled over the rows of an ε where homogeneous (the base rows' cells and the PART rows'
+apart). With one seed the seed-to-seed variation is unknown: the interval shown is then the test sample's
+alone (``interval_over`` says which), and the verdict is *inconclusive*, its detail saying what the test
+sample alone shows (``part.compare.difference_verdict``).
 
 ``sanity.{csv,md}``: one row per evaluated model, one column per check (pass / warn / not run, with the
 number compared and its threshold), and the accuracies behind them.
@@ -135,7 +136,7 @@ def curve_table(grid: Grid, paths: Iterable[str | Path]) -> pd.DataFrame:
                              "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan,
                              "estimate": cell, "diff_estimate": diff if v["part"] else None})
     table = pd.DataFrame(rows)
-    table["estimate"] = pooled(table, "estimate", ("dataset", "eps_255"))
+    table["estimate"] = pooled(table, "estimate", ("dataset", "eps_255", "part"))  # as the main table's cells
     table["diff_estimate"] = pooled(table, "diff_estimate", ("dataset", "eps_255"))
     table[["ci_low", "ci_high"]] = [_interval(e, confidence) for e in table["estimate"]]
     table["interval_over"] = [BOTH if e.seeds_known else EXAMPLES_ONLY for e in table["estimate"]]
@@ -160,7 +161,7 @@ def _interval(est: stats.Crossed | None, confidence: float) -> tuple[float, floa
     if est.seeds_known:
         return stats.interval(est, confidence)
     h = float(stats.half_width(est, confidence))
-    return est.mean - h, est.mean + h
+    return stats.bounded(est, est.mean - h, est.mean + h)
 
 
 def _eps_label(eps: float, large: bool) -> str:

@@ -15,7 +15,8 @@ freedom (4.30) made intervals twice as wide as 95 % needs. But the *ratio* φ = 
 (the seed means' spread relative to what flips alone give) is much the same for the rows of one table
 column — the paper's own stds pass a homogeneity test in 10 of its 12 (dataset, attack) columns — so
 :func:`pool` estimates it once per column from every row (Σ (K − 1) degrees of freedom), after a
-Bartlett test of homogeneity; a column that fails keeps each row's own estimate. Details, references and
+Bartlett test of homogeneity; a column that fails keeps each row's own estimate, and so does a row whose
+ratio lies above the rest of its column's (:func:`above_the_rest`). Details, references and
 the simulation that shows the coverage: docs/statistics.md.
 
 Everything is closed-form and numpy-vectorised; no resampling, so the result is the same on every
@@ -37,6 +38,10 @@ POWER = 0.8
 """Power at which "what would decide it" and the detectable difference are quoted (the usual 80 %)."""
 HOMOGENEITY_LEVEL = 0.05
 """Bartlett's test below this p-value: the rows' seed spreads differ, and each keeps its own."""
+ROW_LEVEL = 0.05
+"""A row whose seed ratio exceeds the rest of its column's at this one-sided p-value keeps its own (:func:`pool`).
+A divergent row that borrows under-covers, and with two or four degrees of freedom a row's test has little
+power; a more lenient level costs power in every homogeneous column (docs/statistics.md, `outlier-row`)."""
 MAX_SEEDS = 1000
 MAX_EXAMPLES = 10_000_000
 """Largest design the "what would decide it" search considers; beyond it, more data of that kind cannot."""
@@ -53,7 +58,8 @@ class Crossed:
     freedom: K − 1 alone, Σ (K − 1) pooled, with ``homogeneity_p`` the rows' Bartlett test. ``example_var`` is σ_b²
     and ``residual_var`` σ_e² (never below one example changing, so agreeing runs still leave an interval).
     ``population`` is None for the accuracy on the data distribution; a test-set size makes it the accuracy on
-    that test set (:func:`on_test_set`).
+    that test set (:func:`on_test_set`). ``bounds`` is the range the mean lives in: [0, 100] for an accuracy,
+    [−100, 100] for a difference; intervals are cut to it (:func:`bounded`).
     """
     mean: float
     n_seeds: int
@@ -65,6 +71,7 @@ class Crossed:
     pooled: int = 1
     homogeneity_p: float = math.nan
     population: int | None = None
+    bounds: tuple[float, float] = (-UNIT, UNIT)
 
     @property
     def seeds_known(self) -> bool:
@@ -126,7 +133,7 @@ def crossed(x: np.ndarray) -> Crossed:
 
 def accuracy(correct: np.ndarray) -> Crossed:
     """Components of an accuracy (%) from bool correct flags (K seeds, N examples)."""
-    return crossed(100.0 * np.asarray(correct, dtype=float))
+    return replace(crossed(100.0 * np.asarray(correct, dtype=float)), bounds=(0.0, UNIT))
 
 
 def paired_difference(correct: np.ndarray, base: np.ndarray) -> Crossed:
@@ -151,24 +158,43 @@ def bartlett(variances: np.ndarray, dfs: np.ndarray) -> tuple[float, float]:
     return pooled, float(st.chi2.sf(statistic / correction, len(variances) - 1))
 
 
-def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL) -> list[Crossed | None]:
+def above_the_rest(ratios: np.ndarray, dfs: np.ndarray) -> np.ndarray:
+    """Per row, the one-sided p-value of an F test that its ratio exceeds the pooled ratio of the other rows,
+    (d_i, Σ_{j≠i} d_j) degrees of freedom.
+
+    Bartlett's test looks at all rows at once: one divergent row among six, with two degrees of freedom each,
+    passes it three times in four, and would then borrow a spread many times smaller than its own.
+    """
+    ratios, dfs = np.asarray(ratios, dtype=float), np.asarray(dfs, dtype=float)
+    rest_df = dfs.sum() - dfs
+    rest = ((dfs * ratios).sum() - dfs * ratios) / rest_df
+    return st.f.sf(ratios / rest, dfs, rest_df)
+
+
+def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL,
+         row_level: float = ROW_LEVEL) -> list[Crossed | None]:
     """The estimates of one table column (same dataset and attack, same kind: accuracies, or PART − base
     differences) with one seed ratio φ estimated from all of them, if Bartlett's test finds their ratios
-    homogeneous at ``level``; else (or with fewer than two rows of ≥ 2 seeds) unchanged.
+    homogeneous at ``level``; else (or with fewer than two rows of ≥ 2 seeds) unchanged. A row whose own
+    ratio lies above the rest's (:func:`above_the_rest` below ``row_level``) keeps its own estimate even then:
+    it is the row the shared φ would under-cover.
 
-    Each row's ratio r = N·s²(seed means)/σ_e² is ≈ φ·χ²_{K−1}/(K − 1): the df-weighted mean estimates the
-    common φ with Σ (K − 1) degrees of freedom.
+    Each row's ratio r = N·s²(seed means)/σ_e² is ≈ φ·χ²_{K−1}/(K − 1): the df-weighted mean of all rows (the
+    divergent one included, so that the others are never made narrower by its leaving) estimates the common
+    φ with Σ (K − 1) degrees of freedom.
     """
     rows = [i for i, e in enumerate(estimates) if e is not None and e.seeds_known]
     if len(rows) < 2:
         return list(estimates)
     used = [estimates[i] for i in rows]
     dfs = np.array([e.seed_df for e in used])
-    phi, p = bartlett(np.array([e.seed_ratio for e in used]), dfs)
+    ratios = np.array([e.seed_ratio for e in used])
+    phi, p = bartlett(ratios, dfs)
+    divergent = above_the_rest(ratios, dfs) < row_level
     shared = {} if p < level else {"seed_ratio": phi, "seed_df": float(dfs.sum()), "pooled": len(used)}
     out = list(estimates)
-    for i, e in zip(rows, used):
-        out[i] = replace(e, homogeneity_p=p, **shared)
+    for i, e, alone in zip(rows, used, divergent):
+        out[i] = replace(e, homogeneity_p=p, **({} if alone else shared))
     return out
 
 
@@ -271,7 +297,16 @@ def interval(est: Estimate, confidence: float = CONFIDENCE) -> tuple[float, floa
     if not est.seeds_known:
         return math.nan, math.nan
     h = float(half_width(est, confidence))
-    return est.mean - h, est.mean + h
+    return bounded(est, est.mean - h, est.mean + h)
+
+
+def bounded(est: Estimate, low: float, high: float) -> tuple[float, float]:
+    """(low, high) cut to the range the estimate's mean lives in (an accuracy's [0, 100]). The symmetric t
+    interval runs past 100 near the edge (an all-correct table gives 100 ± 1); cutting cannot lower its
+    coverage, since the truth lies inside the range, and says what the data can: nothing beyond it."""
+    if not isinstance(est, Crossed):
+        return low, high
+    return max(low, est.bounds[0]), min(high, est.bounds[1])
 
 
 def intervals(estimates: Sequence[Estimate | None], confidence: float = CONFIDENCE) -> np.ndarray:

@@ -4,14 +4,17 @@ whose generator (benchmarks/calibration.py) does not share the estimator's model
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats as scipy_stats
 from scipy.special import expit
 
-from part import compare, stats
+from part import aggregate, compare, curve_table, grid, stats
+from part.data import prepare_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import calibration  # noqa: E402
@@ -64,8 +67,11 @@ def test_homogeneous_rows_share_one_ratio_and_heterogeneous_ones_keep_their_own(
     pooled = stats.pool(rows)
     dfs = sum(e.seed_df for e in rows)
     phi = sum(e.seed_df * e.seed_ratio for e in rows) / dfs
-    assert all(p.pooled == 6 and p.seed_df == dfs == 12 for p in pooled)
-    assert all(p.seed_ratio == pytest.approx(phi) for p in pooled)
+    alone = stats.above_the_rest([e.seed_ratio for e in rows], [e.seed_df for e in rows]) < stats.ROW_LEVEL
+    assert alone.sum() <= 1  # by chance one row in ten lies above the rest at this level
+    borrowing = [p for p, a in zip(pooled, alone) if not a]
+    assert all(p.pooled == 6 and p.seed_df == dfs == 12 for p in borrowing)
+    assert all(p.seed_ratio == pytest.approx(phi) for p in borrowing)
     assert all(p.mean == e.mean and p.residual_var == e.residual_var for p, e in zip(pooled, rows))
     assert pooled[0].homogeneity_p > stats.HOMOGENEITY_LEVEL
     # one row whose seeds differ by 10 points: the test rejects, nobody borrows
@@ -106,10 +112,10 @@ def test_agreeing_runs_still_leave_an_interval():
     low, high = stats.interval(stats.paired_difference(none, none))
     assert low < -5 and high > 5
     low, high = stats.interval(stats.accuracy(none))
-    assert low < 0 < high
+    assert low == 0 < high
     every = np.ones((3, 10_000), dtype=bool)
     low, high = stats.interval(stats.on_test_set(stats.accuracy(every), 10_000))
-    assert low < 100 < high
+    assert low < 100 == high  # never past what an accuracy can be
 
 
 def test_one_seed_gives_no_interval_and_no_verdict():
@@ -196,7 +202,8 @@ def test_a_reproduction_of_the_same_distribution_is_not_said_to_differ():
             versus = stats.Versus(stats.on_test_set(est, 10_000), t.mean(), sd, 3, df)
             verdicts.append(compare.reproduction(versus, settings, 10_000, "Natural")[0])
     assert verdicts.count("differs") <= 0.03 * len(verdicts)
-    assert verdicts.count("reproduced") >= 0.9 * len(verdicts)
+    # ≈ 1 in 10 rows lies above the rest of its column by chance and keeps its own 2 degrees of freedom
+    assert verdicts.count("reproduced") >= 0.85 * len(verdicts)
 
 
 @pytest.mark.parametrize("seeds, examples, spread, effect", [
@@ -282,3 +289,90 @@ def test_the_claims_p_value_is_its_weaker_criterions_one_sided_t_test(attack, to
             assert p == pytest.approx(0.025, abs=1e-12)
         else:
             assert (p < 0.025) == (offset > 0)
+
+
+def ratio_row(ratio: float) -> stats.Crossed:
+    """A PART − base row of 3 seeds and 10 000 examples whose seed means vary ``ratio`` times what flips give."""
+    return stats.Crossed(0.0, 3, 10_000, ratio, 50.0, 400.0, 2.0)
+
+
+def test_a_row_above_the_rest_of_its_column_keeps_its_own_spread():
+    """Five alike rows and one with a seed ratio 8× theirs: Bartlett's test, on 2 degrees of freedom a row, lets
+    the column pool; the row's own test against the rest does not let it borrow a ratio it would under-cover."""
+    ratios = np.array([1.0, 1.3, 0.8, 1.1, 0.9, 8.0])
+    rows = [ratio_row(r) for r in ratios]
+    assert stats.bartlett(ratios, np.full(6, 2.0))[1] > stats.HOMOGENEITY_LEVEL
+    rest = ratios[:5].mean()
+    p = stats.above_the_rest(ratios, np.full(6, 2.0))
+    assert p[5] == pytest.approx(scipy_stats.f.sf(8.0 / rest, 2, 10)) and p[5] < stats.ROW_LEVEL
+    assert (p[:5] > stats.ROW_LEVEL).all()
+    pooled = stats.pool(rows)
+    assert pooled[5] == replace(rows[5], homogeneity_p=pooled[5].homogeneity_p)  # its own ratio and 2 df
+    # the others share the ratio of all six (the divergent one included: never narrower for its leaving), 12 df
+    assert all(e.seed_ratio == pytest.approx(ratios.mean()) and e.seed_df == 12 for e in pooled[:5])
+    assert stats.half_width(pooled[5]) > 2 * stats.half_width(pooled[0])
+
+
+def test_accuracy_intervals_stay_inside_0_to_100_and_differences_inside_plus_minus_100():
+    every = np.ones((3, 200), dtype=bool)
+    low, high = stats.interval(stats.accuracy(every))  # was [98.96, 101.04]
+    assert 98 < low < 100 and high == 100
+    none = np.zeros((3, 200), dtype=bool)
+    assert stats.interval(stats.accuracy(none))[0] == 0
+    diff = stats.paired_difference(every[:, :4], none[:, :4])  # +100 on four examples: the floor makes it wide
+    assert stats.interval(diff)[1] == 100 and stats.bounded(diff, -150.0, 150.0) == (-100, 100)
+    # the robustness curve's one-seed interval (the test sample's alone): 98 % on 100 examples
+    one_seed = stats.accuracy(np.arange(100)[None, :] >= 2)
+    low, high = curve_table._interval(one_seed, 0.95)
+    assert high == 100 and low == pytest.approx(98 - float(stats.half_width(one_seed)))
+
+
+def test_the_advice_never_exceeds_the_real_test_set():
+    """An explicit evaluation.n_examples of 10 000 on CIFAR-10 is the whole test set: no more examples to
+    advise (formerly ≈ 19 812); a 2 000-example column is advised at most the 10 000 there are."""
+    sizes = aggregate.test_set_sizes(["cifar10", "digits"])
+    assert sizes == {"cifar10": 10_000, "digits": len(prepare_digits().test)}
+    rng = np.random.default_rng(11)
+    base, part = flags(rng, 3, 10_000, logit_shift=0.02, seed_sd=0.02)
+    est = stats.paired_difference(part, base)
+    assert stats.to_decide(est, 0.3, "n_examples", limit=sizes["cifar10"]) is None
+    advice = compare._more_data(est, 0.3, "AA", 0.95, sizes["cifar10"])
+    assert "AA examples" not in advice
+    subset = stats.paired_difference(part[:, :2000], base[:, :2000])
+    examples = stats.to_decide(subset, 0.3, "n_examples", limit=sizes["cifar10"])
+    assert examples is None or 2000 < examples <= 10_000
+
+
+def test_every_example_count_the_schema_accepts_tabulates_or_is_refused(tmp_path):
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg["evaluation"] = {**cfg["evaluation"], "aa_n_examples": 1}
+    with pytest.raises(grid.ConfigError, match=r"key 'evaluation.aa_n_examples': 1 is less than the minimum of 2 "
+                                               r"\(.*an interval over test examples needs two\)"):
+        grid.load(cfg)
+    two = stats.accuracy(np.array([[True, False], [True, True]]))  # the smallest accepted: an interval
+    assert np.isfinite(stats.interval(two)).all()
+
+
+def test_a_printed_std_of_zero_is_floored_not_a_zero_width_interval():
+    paper = compare.paper_cells(compare.load_reference("paper_table1"))
+    paper.loc[paper.index[0], "paper_std"] = 0.0
+    pooled = compare._pooled_paper(paper, 3)
+    assert pooled["paper_pooled_std"].min() >= compare.PRINTED_STD_FLOOR
+    ours = stats.on_test_set(stats.accuracy(np.ones((3, 10_000), dtype=bool)), 10_000)
+    versus = stats.Versus(ours, 99.0, compare.PRINTED_STD_FLOOR, 3, 2.0)
+    assert np.isfinite(compare.differs_p(versus, 1.0)) and np.diff(stats.interval(versus))[0] > 0
+    reference = compare.load_reference("paper_table1")
+    reference.loc[0, "aa_std"] = -0.1
+    with pytest.raises(ValueError, match="paper_table1.csv: cifar10/AT has std -0.1 for aa; a std is a number ≥ 0"):
+        compare.paper_cells(reference)
+
+
+@pytest.mark.parametrize("world, seeds", [("outlier-row", 5), ("spread-ratio", 3), ("near-100", 3)])
+def test_every_row_of_the_divergent_worlds_is_covered(world, seeds):
+    """A seeded subset of the calibration's divergent worlds, per row (not the average over rows): a PART row 4×
+    its siblings' spread, PART cells 3× the base's, accuracies near 100 % (intervals cut at 100)."""
+    examples = 200 if world == "near-100" else 2000
+    result = calibration.run_setting(calibration.Setting(seeds, examples, world, 0.0, 0.0), grids=120)
+    assert result["coverage_diff_row_min"] >= 0.88 and result["coverage_cell_row_min"] >= 0.88, result
+    assert result["holds_row_max"] <= 0.05, result
+    assert result["cells_beyond_range"] == 0, result
