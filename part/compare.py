@@ -37,7 +37,7 @@ PRINTED_STD_FLOOR = 0.005
 difference to the paper zero-wide and its p-value undefined."""
 MATCH_KEYS = ["dataset", "arch", "base_method", "part", "s_key"]
 PROTOCOLS = {"aa_release": "the release's torchattacks AutoAttack, 10 iterations per APGD/FAB attack: the paper's",
-             "aa": "standard AutoAttack (fra31), 100 iterations per APGD/FAB attack: stronger than the paper's"}
+             "aa": "fra31's standard AutoAttack, 100 iterations per APGD/FAB attack: stronger than the paper's"}
 """Our AutoAttack protocols, as the comparison names them beside the paper's AA column."""
 
 

@@ -31,7 +31,8 @@ def test_the_finished_demo_has_every_output_and_nothing_left_to_do(tmp_path):
     assert "\\toprule" in (tables / "main.tex").read_text()
     versus = (tables / "paper_vs_reproduction.md").read_text()
     assert "No cell of the paper matches this grid" in versus
-    assert "This grid evaluates `aa` (standard AutoAttack" in versus and "`aa_release` (the release's" in versus
+    assert "This grid evaluates `aa_release` (the release's torchattacks AutoAttack" in versus
+    assert "`aa` (fra31's standard AutoAttack" in versus and "our standard AA is shown beside it" in versus
     verdicts = pd.read_csv(tables / "claim_verdicts.csv")
     assert len(verdicts) == 6  # 2 PART variants in each of 3 families
     # 2 seeds (one degree of freedom for the seed spread) and AA on 10 images: no confident verdict from noise
