@@ -25,10 +25,9 @@ import pandas as pd
 
 from part import compare, files, stats
 from part.results import load_correct, read_finite_json, worst_case_correct
-from part.sources import SOURCES
 from part.grid import TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
-from part.vocabulary import AUTOATTACKS
+from part.vocabulary import AUTOATTACKS, SPLIT_SIZES
 
 OUTPUTS = TABLE_FILES
 """Every file ``write_tables`` writes, by key, below the tables directory."""
@@ -464,9 +463,9 @@ def statistics_settings(cfg: dict[str, Any]) -> compare.Settings:
 
 def test_set_sizes(datasets: Iterable[str]) -> dict[str, int]:
     """Per dataset, the size of its test split: the published one every prepared file is checked against
-    (``part.sources``), whatever ``evaluation.n_examples`` asks for. The advice never asks for more test
-    examples than this, and a column that evaluated all of them is the whole test set, the paper's."""
-    return {d: SOURCES[d].test_size for d in datasets}
+    (``part.vocabulary.SPLIT_SIZES``), whatever ``evaluation.n_examples`` asks for. The advice never asks for more
+    test examples than this, and a column that evaluated all of them is the whole test set, the paper's."""
+    return {d: SPLIT_SIZES[d][1] for d in datasets}
 
 
 def write_tables(grid: Grid, paths: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:

@@ -273,7 +273,7 @@ def sanity_markdown(table: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _check_cell(status: str, measure: float, threshold: float) -> str:
+def _check_cell(status: str, measure: float | None, threshold: float) -> str:
     if status == "not run" or measure is None or (isinstance(measure, float) and math.isnan(measure)):
         return status
     return f"{status} ({measure:.2f} {'≤' if status == 'pass' else '>'} {threshold:g})"

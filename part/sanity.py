@@ -240,7 +240,7 @@ def _transfer(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
     return torch.cat(out)
 
 
-def _check(status: str, measure: float, threshold: float, message: str, **numbers: Any) -> dict[str, Any]:
+def _check(status: str, measure: float | None, threshold: float, message: str, **numbers: Any) -> dict[str, Any]:
     return {"status": status, "measure": measure, "threshold": threshold, "message": message, **numbers}
 
 
@@ -292,7 +292,7 @@ def _large_eps(flags: dict[str, torch.Tensor], spec: dict[str, Any]) -> dict[str
 
 def _transfer_check(flags: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "transfer" not in flags:
-        return _check(NOT_RUN, float("nan"), TRANSFER_TOLERANCE, "no source model (transfer_from) given")
+        return _check(NOT_RUN, None, TRANSFER_TOLERANCE, "no source model (transfer_from) given")  # JSON null
     white, transfer = _pct(flags["whitebox"]), _pct(flags["transfer"])
     gap = white - transfer
     ok = gap <= TRANSFER_TOLERANCE + 1e-9

@@ -30,6 +30,7 @@ import torch
 
 from part.data import SHAPES, PreparedDataset, Split, prepare_digits, save_prepared
 from part.files import atomic_write
+from part.vocabulary import SPLIT_SIZES
 
 
 class DownloadError(ValueError):
@@ -57,7 +58,8 @@ class RemoteFile:
 @dataclass(frozen=True)
 class Source:
     files: tuple[RemoteFile, ...]
-    # The published split sizes: a prepared file with any other count came from a wrong archive.
+    # The published split sizes (part.vocabulary.SPLIT_SIZES): a prepared file with any other count came from a
+    # wrong archive.
     train_size: int
     test_size: int
 
@@ -68,17 +70,17 @@ SOURCES: dict[str, Source] = {
     "cifar10": Source((
         RemoteFile("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                    "c58f30108f718f92721af3b95e74349a"),
-    ), 50_000, 10_000),
+    ), *SPLIT_SIZES["cifar10"]),
     "svhn": Source((
         RemoteFile("train_32x32.mat", "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
                    "e26dedcc434d2e4c54c9b2d4a06d8373"),
         RemoteFile("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
                    "eb5a983be6a315427106f1b164d9cef3"),
-    ), 73_257, 26_032),
+    ), *SPLIT_SIZES["svhn"]),
     "tinyimagenet200": Source((
         RemoteFile("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
                    "90528d7ca1a48142e341f4ef8d21d0de"),
-    ), 100_000, 10_000),
+    ), *SPLIT_SIZES["tinyimagenet200"]),
     "fashion_mnist": Source((
         RemoteFile("train-images-idx3-ubyte.gz", _FASHION_URL + "train-images-idx3-ubyte.gz",
                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
@@ -88,9 +90,9 @@ SOURCES: dict[str, Source] = {
                    "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
         RemoteFile("t10k-labels-idx1-ubyte.gz", _FASHION_URL + "t10k-labels-idx1-ubyte.gz",
                    "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
-    ), 60_000, 10_000),
-    # Ships inside scikit-learn: nothing to download; sizes are those of prepare_digits' default split.
-    "digits": Source((), 1_437, 360),
+    ), *SPLIT_SIZES["fashion_mnist"]),
+    # Ships inside scikit-learn: nothing to download.
+    "digits": Source((), *SPLIT_SIZES["digits"]),
 }
 
 _CHUNK = 1 << 20

@@ -15,6 +15,14 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
     "fashion_mnist": (1, 28, 28, 10),
     "digits": (1, 8, 8, 10),
 }
+SPLIT_SIZES: dict[str, tuple[int, int]] = {
+    # name: (train, test) images of a prepared dataset: the published splits (digits: prepare_digits' default)
+    "cifar10": (50_000, 10_000),
+    "svhn": (73_257, 26_032),
+    "tinyimagenet200": (100_000, 10_000),
+    "fashion_mnist": (60_000, 10_000),
+    "digits": (1_437, 360),
+}
 MODELS = ("resnet18", "preact_resnet18", "wrn34_10", "small_cnn")
 WIDTH_MODELS = ("small_cnn",)
 """The models whose width a run config may set (``width``); the paper's backbones keep their published widths."""

@@ -88,6 +88,8 @@ def test_a_workflow_job_that_asks_for_a_gpu_is_refused_not_run_on_the_cpu(tmp_pa
     cfg["run"] = {"device": "auto", "epochs": 1, "warmup_epochs": 0}
     cfg["resources"]["train"]["gpu"] = 1
     cfg["evaluation"]["compare_checkpoints"] = []
+    for check in ("robustness_curve", "sanity"):
+        cfg["evaluation"][check]["variants"] = None  # every variant kept: AT alone
     cfg["experiments"] = {}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")

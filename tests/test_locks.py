@@ -211,12 +211,12 @@ def test_a_live_holder_renews_its_lease(tmp_path):
     with lock.held(path, "part train", lease=lease):
         first = json.loads(path.read_text())
         deadline = time.time() + 30
-        while not lock._stale(elsewhere(first)) and time.time() < deadline:
+        while lock.stale_reason(elsewhere(first)) is None and time.time() < deadline:
             time.sleep(0.1)
-        assert lock._stale(elsewhere(first)), "the first record never ran out"
-        while lock._stale(elsewhere(record := json.loads(path.read_text()))) and time.time() < deadline:
+        assert lock.stale_reason(elsewhere(first)) is not None, "the first record never ran out"
+        while lock.stale_reason(elsewhere(record := json.loads(path.read_text()))) and time.time() < deadline:
             time.sleep(0.05)
-        assert record["renewed"] > first["renewed"] and not lock._stale(elsewhere(record))
+        assert record["renewed"] > first["renewed"] and lock.stale_reason(elsewhere(record)) is None
         with pytest.raises(lock.Locked, match=f"PID {os.getpid()}"):
             with lock.held(path, "part train"):
                 pass

@@ -117,13 +117,13 @@ def test_the_report_command_names_the_snakefile_and_config_the_workflow_ran_with
 
 def test_the_readme_states_how_often_each_part_variant_computes_its_eps_maps():
     """From each run's schedule (RunConfig.refreshes_at): before PART epoch 1, then every PART epoch divisible
-    by s — the demo's s = 10 over 8 PART epochs computes its maps once."""
+    by s — the demo's s = 10 over 5 PART epochs computes its maps once."""
     cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     lines = report.refresh_lines(grid.load(cfg))
-    assert lines == ["* ε-maps on digits: s = 1 over 8 PART epochs: computed 8 times (PART (s = 1), PART-T (s = 1), "
-                     "PART-M (s = 1)); s = 10 over 8 PART epochs: computed once, before the first PART epoch "
+    assert lines == ["* ε-maps on digits: s = 1 over 5 PART epochs: computed 5 times (PART (s = 1), PART-T (s = 1), "
+                     "PART-M (s = 1)); s = 10 over 5 PART epochs: computed once, before the first PART epoch "
                      "(PART (s = 10), PART-T (s = 10), PART-M (s = 10))"]
-    cfg["run"]["epochs"] = 34  # 4 warm-up + 30 PART: before PART epochs 1, 10, 20, 30
+    cfg["run"]["epochs"] = cfg["run"]["warmup_epochs"] + 30  # 30 PART epochs: before PART epochs 1, 10, 20, 30
     assert "s = 10 over 30 PART epochs: computed 4 times" in report.refresh_lines(grid.load(cfg))[0]
     paper = report.refresh_lines(grid.load(yaml.safe_load((ROOT / "config.yaml").read_text())))
     assert len(paper) == 3 and all("s = 10 over 60 PART epochs: computed 7 times" in line for line in paper)

@@ -191,8 +191,9 @@ def test_ci_profile_layers_on_the_slurm_profile(tmp_path):
     assert len(train) == 33  # 18 main-table runs + 15 experiment runs
     # gpu: 0 from the demo config (no --gpus for the plugin); runtime still from profiles/slurm
     assert all(j["resources"]["gpu"] == "0" and j["resources"]["runtime"] == "720" for j in train)
-    # profiles/slurm cuts evaluation per attack: 18 runs x 4 attacks + 15 experiment runs x 2, merged locally
-    assert sum(j["rule"] == "evaluate" for j in planned_jobs(out)) == 18 * 4 + 15 * 2
+    # profiles/slurm cuts evaluation per attack: 18 runs x 5 attacks (both AutoAttacks) + 15 experiment runs x 2,
+    # merged locally
+    assert sum(j["rule"] == "evaluate" for j in planned_jobs(out)) == 18 * 5 + 15 * 2
 
 
 def test_ci_script_is_valid_bash_and_always_tears_down():

@@ -73,6 +73,8 @@ def test_every_schema_enum_is_a_registered_vocabulary(schema):
 
 def test_code_registries_use_the_vocabulary():
     assert tuple(data.SHAPES) == tuple(config.DATASET_DEFAULTS) == tuple(sources.SOURCES) == vocabulary.DATASETS
+    assert tuple(vocabulary.SPLIT_SIZES) == vocabulary.DATASETS
+    assert all((s.train_size, s.test_size) == vocabulary.SPLIT_SIZES[d] for d, s in sources.SOURCES.items())
     assert tuple(models._BUILDERS) == vocabulary.MODELS  # what build_model can build: each is tested in test_models
     with pytest.raises(ValueError, match="unknown model"):
         build_model("vgg16", 10, 3)

@@ -224,7 +224,8 @@ def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
     assert proc.wait(timeout=30) == 143
     working, stopped, cost = log.read_text().splitlines()
     assert (working, stopped) == ("working", "[part] job stopped by SIGTERM (exit code 143)")
-    assert cost.startswith("[part] job cost: ") and 0 < job_cost(cost)[0] < job_cost(cost)[1] < 60, cost
+    cpu, wall = job_cost(cost)  # CPU may exceed wall: torch's import runs on several threads
+    assert cost.startswith("[part] job cost: ") and 0 < cpu < 60 and 0 < wall < 60, cost
 
 
 def test_a_job_log_ends_with_the_cpu_time_of_its_whole_process(tmp_path):
