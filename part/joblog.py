@@ -19,7 +19,7 @@ import re
 import resource
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -30,15 +30,19 @@ from part.errors import DeviceError
 
 
 @contextlib.contextmanager
-def job_log(path: str | Path, mode: str = "w") -> Iterator[TextIO]:
+def job_log(path: str | Path, mode: str = "w", owns: Iterable[str | Path] = ()) -> Iterator[TextIO]:
     """Send stdout and stderr to ``path`` while the body runs; an exception leaving the body is written
     there (summary line, then traceback) before it propagates, so Snakemake still sees the job fail. A
     refusal (:class:`DeviceError`: the job asks for GPUs torch does not see) is its one line and exit code 2,
     as from the command line: nothing ran, there is no traceback to read.
 
-    ``mode`` "a" keeps an earlier attempt's lines (a resumed training run).
+    ``mode`` "a" keeps an earlier attempt's lines (a resumed training run). ``owns``: the job's outputs, whose
+    temporaries an earlier attempt killed mid-write left beside them are deleted first (Snakemake runs one
+    job per output, so the job is their only writer; it removes the outputs themselves, not these).
     """
     path = Path(path)
+    for output in map(Path, owns):
+        files.sweep_temporaries(output.parent, [output.name])
     files.ensure_directory(path)
     with open(path, mode) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import tiny_grid
 
-from part.joblog import job_cost
+from part.joblog import job_cost, job_log
 from part.results import merge_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,6 +226,19 @@ def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
     assert (working, stopped) == ("working", "[part] job stopped by SIGTERM (exit code 143)")
     cpu, wall = job_cost(cost)  # CPU may exceed wall: torch's import runs on several threads
     assert cost.startswith("[part] job cost: ") and 0 < cpu < 60 and 0 < wall < 60, cost
+
+
+def test_a_job_sweeps_the_temporaries_a_killed_attempt_left_beside_its_outputs(tmp_path):
+    """A table or figure job killed inside ``atomic_write`` leaves ``.NAME.xxxxxxxx.tmp``; the rerun, the outputs'
+    only writer, deletes it before it writes, and leaves other files' temporaries alone."""
+    figures = tmp_path / "results" / "figures"
+    figures.mkdir(parents=True)
+    stale = figures / ".tradeoff.pdf.shnsh16d.tmp"
+    foreign = figures / ".claim.pdf.abcdefgh.tmp"
+    for path in (stale, foreign):
+        path.write_bytes(b"%PDF-1.4 half")
+    with job_log(tmp_path / "job.log", owns=[figures / "tradeoff.png", figures / "tradeoff.pdf"]):
+        assert not stale.exists() and foreign.exists()
 
 
 def test_a_job_log_ends_with_the_cpu_time_of_its_whole_process(tmp_path):

@@ -6,7 +6,7 @@ from part import grid
 from part.aggregate import write_tables
 from part.joblog import job_log
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     paths = write_tables(grid.load(snakemake.config, source="workflow config"), snakemake.input.metrics,
                          Path(snakemake.output.main_csv).parent)
     print("\n".join(f"wrote {p}" for p in paths.values()))

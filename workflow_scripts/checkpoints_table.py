@@ -6,7 +6,7 @@ from part import grid
 from part.checkpoint_table import write_checkpoint_table
 from part.joblog import job_log
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     paths = write_checkpoint_table(grid.load(snakemake.config, source="workflow config"), snakemake.input.metrics,
                                    Path(snakemake.output.csv).parent)
     print("\n".join(f"wrote {p}" for p in paths.values()))

@@ -5,7 +5,7 @@ from part import grid
 from part.experiments import write
 from part.joblog import job_log
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     paths = write(grid.load(snakemake.config, source="workflow config"), snakemake.params.experiment,
                   snakemake.input.metrics, snakemake.input.logs)
     print("\n".join(f"wrote {p}" for p in paths.values()))

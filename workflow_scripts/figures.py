@@ -9,7 +9,7 @@ from part.joblog import job_log
 
 kind = snakemake.params.kind
 stem = Path(snakemake.output.png).with_suffix("")
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     g = grid.load(snakemake.config, source="workflow config")
     if kind == "tradeoff":
         paths = plots.plot_tradeoff(pd.read_csv(snakemake.input.per_seed), g.variants, stem)

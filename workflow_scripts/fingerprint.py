@@ -3,6 +3,6 @@
 from part.fingerprint import write_fingerprint
 from part.joblog import job_log
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     path = write_fingerprint(snakemake.output[0], snakemake.input, snakemake.params.sources)
     print(f"wrote {path}: {path.read_text().strip()}")

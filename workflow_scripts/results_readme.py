@@ -18,7 +18,7 @@ def gpus(rule, dataset):
     return job_resources(cfg, resource, dataset)["gpu"] if resource else 0
 
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], owns=snakemake.output):
     program = Path(sys.executable).parent / "snakemake"  # the Snakemake of the environment that runs this workflow
     command = report_command(program if program.is_file() else "snakemake", snakemake.params.snakefile,
                              snakemake.params.configfiles, snakemake.params.config_args,
