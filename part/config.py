@@ -284,14 +284,25 @@ def error_message(err: jsonschema.ValidationError) -> str:
         return f"unknown key (allowed here: {', '.join(allowed)})"
     if err.validator == "required":
         return err.message
-    if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
-        return f"got {echo(err.instance)}, expected {err.schema['description']}"
+    if err.validator == "pattern" and "description" in err.schema:
+        return described_message(err)
     return f"got {echo(err.instance)}: {schema_message(err)}"
 
 
 def schema_message(err: jsonschema.ValidationError) -> str:
     """jsonschema's own message, with the value it quotes shortened as :func:`part.errors.echo` shortens it."""
     return err.message.replace(repr(err.instance), echo(err.instance))
+
+
+def described_message(err: jsonschema.ValidationError) -> str:
+    """:func:`schema_message` in the schema's own words where its ``description`` has them: a pattern as what the
+    regular expression means, a minimum followed by why the bound is there."""
+    if "description" in err.schema:
+        if err.validator == "pattern":
+            return f"got {echo(err.instance)}, expected {err.schema['description']}"
+        if err.validator == "minimum":
+            return f"{schema_message(err)} ({err.schema['description']})"
+    return schema_message(err)
 
 
 def non_finite_key(tree: Any, prefix: str = "") -> str | None:

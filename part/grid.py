@@ -78,11 +78,7 @@ def _check_shape(cfg: dict[str, Any], source: str) -> None:
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        message = run_config.schema_message(err)
-        if err.validator == "pattern" and "description" in err.schema:  # what the regular expression means
-            message = f"got {echo(err.instance)}, expected {err.schema['description']}"
-        if err.validator == "minimum" and "description" in err.schema:  # why the bound is there
-            message = f"{message} ({err.schema['description']})"
+        message = run_config.described_message(err)
         if err.validator == "additionalProperties":  # name the unknown key and the keys allowed beside it
             path, message = run_config.error_key(err), run_config.error_message(err)
         raise ConfigError(f"{source}: key '{path}': {message}")

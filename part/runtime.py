@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from part import gpus, grid
+from part import gpus
 from part.config import RunConfig
 from part.errors import DeviceError
 
@@ -62,14 +62,15 @@ def _seen(count: int) -> str:
 
 
 @contextlib.contextmanager
-def job_gpus(job: Any) -> Iterator[None]:
-    """A workflow job's GPUs (``job`` is the script's ``snakemake`` object): its own slots on this machine
-    (``part.gpus``), then checked against what torch sees, so a job that asks for a GPU never runs on the CPU."""
+def job_gpus(job: Any, stage: str | None) -> Iterator[None]:
+    """A workflow job's GPUs (``job`` is the script's ``snakemake`` object, ``stage`` the ``resources`` block it
+    asks them from, ``part.grid.compute_resource``): its own slots on this machine (``part.gpus``), then checked
+    against what torch sees, so a job that asks for a GPU never runs on the CPU."""
     count = getattr(job.resources, "gpu", 0)
     name = f"rule {job.rule} ({', '.join(f'{key}={value}' for key, value in job.wildcards.items())})"
     with gpus.slots(count, name):
         if count:
-            require_gpus(count, name, grid.compute_resource(job.config, job.rule))
+            require_gpus(count, name, stage)
         yield
 
 

@@ -18,11 +18,13 @@ def evaluate_all():
 
     from part import distributed
     from part.evaluate import evaluate
+    from part.grid import compute_resource
     from part.runtime import job_gpus
 
     distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks, GPU slots and temporaries are removed
     torch.set_num_threads(snakemake.threads)
-    with job_gpus(snakemake):  # its own GPUs, or refused where torch sees fewer than it asks for
+    # its own GPUs, or refused where torch sees fewer than it asks for
+    with job_gpus(snakemake, compute_resource(snakemake.config, snakemake.rule)):
         for checkpoint in checkpoints:
             evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
                      merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True),

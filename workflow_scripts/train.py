@@ -13,6 +13,7 @@ import torch
 
 from part import distributed, files
 from part.config import from_dict
+from part.grid import compute_resource
 from part.joblog import job_log
 from part.rundir import RunPaths
 from part.runtime import job_gpus
@@ -39,7 +40,7 @@ def train_with_torchrun(cfg, out_dir, gpus, log):
 
 
 torch.set_num_threads(snakemake.threads)
-with job_log(snakemake.log[0], "a") as log, job_gpus(snakemake):
+with job_log(snakemake.log[0], "a") as log, job_gpus(snakemake, compute_resource(snakemake.config, snakemake.rule)):
     cfg = from_dict(snakemake.params.run, source=f"rule train ({snakemake.output.model})")
     out_dir = Path(snakemake.output.model).parent
     if snakemake.resources.gpu > 1:
