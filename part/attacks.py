@@ -98,6 +98,11 @@ class Attack:
                 g: RandomSource) -> torch.Tensor:
         raise NotImplementedError
 
+    def settings(self, model: nn.Module) -> dict:
+        """What the attack holds beyond the spec it was built from, read back for the results (a packaged
+        attack's preset); nothing for the attacks written here, whose spec is all there is."""
+        return {}
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not isinstance(v, torch.Tensor))
         return f"{type(self).__name__}({fields})"

@@ -219,7 +219,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
             correct = _batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
         else:
             attack = build_attack(spec)
-            settings = {**spec, **attack.settings(model)} if isinstance(attack, ReleaseAutoAttack) else dict(spec)
+            settings = {**spec, **(attack.settings(model) if attack is not None else {})}
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
             correct = _batched_correct(model, x, y, attack, batch_size, generator)
         synchronize(device)
