@@ -10,11 +10,16 @@ imports included, read from the kernel. ``results/README.md`` (``part.report.job
 sample every job's process tree from Snakemake's own process (reading each process's memory map once a
 second, then every 30 s): on the demo it was a third of what py-spy saw Snakemake's process do, and it still
 missed a quarter of the training jobs' CPU time (490 of 660 CPU-seconds counted).
+
+Once the cost line is written the job is over, and its process only exits. The interpreter's last garbage
+collection would then walk every object of torch's modules, about half a CPU-second a job (a tenth of a demo
+evaluation job's life); :func:`job_log` freezes them out of it (``gc.freeze``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import resource
 import time
@@ -55,6 +60,7 @@ def job_log(path: str | Path, mode: str = "w", owns: Iterable[str | Path] = ()) 
             raise
         finally:
             log.write(cost_line())
+            gc.freeze()  # nothing it holds is garbage worth the exit's full collection
 
 
 def failure(err: BaseException) -> str:

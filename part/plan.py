@@ -325,11 +325,13 @@ def check_files(g: Grid, throughput: Iterable[Throughput]) -> list[str]:
 @dataclass(frozen=True)
 class Stage:
     """A kind of job: training (no attacks) or evaluating each of ``checkpoints``' weights with ``attacks``;
-    ``rule`` is the workflow rule whose jobs these are (``rules/*.smk``)."""
+    ``rule`` is the workflow rule whose jobs these are (``rules/*.smk``). A stage without ``own_jobs`` is work
+    done inside the jobs of the stage before it: its hours count, its jobs do not."""
     name: str
     attacks: tuple[str, ...] = ()
     checkpoints: tuple[str, ...] = ("last",)
     rule: str = "train"
+    own_jobs: bool = True
 
     @property
     def resource(self) -> str:
@@ -354,15 +356,17 @@ def _evaluation_stages(g: Grid, runs: list[Run]) -> list[tuple[Stage, list[Run]]
 
 def stages(g: Grid, dataset: str) -> list[tuple[Stage, list[Run]]]:
     """The GPU stages of ``dataset`` with the runs each has one job for, as the workflow's rules do
-    (``rules/evaluate.smk``): training every run, the tables' evaluation per ``evaluation.jobs``, and one
-    job of natural + PGD-20 on every compared checkpoint of each main-table run, one job per evaluation check
-    (robustness curve, sanity) of each run its block names."""
+    (``rules/evaluate.smk``): training every run, the tables' evaluation per ``evaluation.jobs``, natural +
+    PGD-20 on every compared checkpoint of each main-table run (per_model in the run's evaluation job, else a
+    job of its own), one job per evaluation check (robustness curve, sanity) of each run its block names."""
     runs = [run for run in g.runs.values() if run.dataset == dataset]
     out = [(Stage("train"), runs), *_evaluation_stages(g, runs)]
     if g.compared_checkpoints:
-        name = f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({', '.join(g.compared_checkpoints)})"
-        out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints, "evaluate_checkpoints"),
-                    g.main_runs(dataset)))
+        own_jobs = g.eval_jobs == "per_attack"
+        name = (f"{'+'.join(vocabulary.COMPARE_ATTACKS)} ({', '.join(g.compared_checkpoints)})"
+                + ("" if own_jobs else ", in the jobs above"))
+        out.append((Stage(name, vocabulary.COMPARE_ATTACKS, g.compared_checkpoints, "evaluate_checkpoints",
+                          own_jobs), g.main_runs(dataset)))
     out += [(Stage(check, (check,), (g.checkpoint,), "evaluate_check"), list(g.check_runs(check, dataset)))
             for check in g.checks]
     return [(stage, jobs) for stage, jobs in out if jobs]
@@ -500,18 +504,19 @@ def plan_row(g: Grid, dataset: str, stage: Stage, runs: list[Run], throughput: I
     """One stage's jobs summed; jobs nothing measured take the mean of those something did; a row nothing
     measured is costed by ``estimate`` (the shipped rates), or says which rate it lacks."""
     costs = [c for run in runs if (c := job_cost(g, run, stage, throughput)) is not None]
+    jobs = len(runs) if stage.own_jobs else 0
     if not costs and estimate is not None:
         if any(throughput_seconds(g, run, stage, estimate) is not None for run in runs):
             return plan_row(g, dataset, stage, runs, [estimate])
         lacking = missing_rate(estimate, runs[0].config, stage)
-        return PlanRow(dataset, stage.name, len(runs), None, f"{NO_MEASUREMENT}; no shipped rate for {lacking}")
+        return PlanRow(dataset, stage.name, jobs, None, f"{NO_MEASUREMENT}; no shipped rate for {lacking}")
     if not costs:
-        return PlanRow(dataset, stage.name, len(runs), None, NO_MEASUREMENT)
+        return PlanRow(dataset, stage.name, jobs, None, NO_MEASUREMENT)
     seconds = [s for s, _ in costs]
     filled = len(runs) - len(costs)
     total = sum(seconds) + filled * _mean(seconds)
     sources = Counter(k for _, k in costs)
-    return PlanRow(dataset, stage.name, len(runs), total / 3600, _source(sources, filled),
+    return PlanRow(dataset, stage.name, jobs, total / 3600, _source(sources, filled),
                    _devices(g, stage, runs, sources, throughput))
 
 

@@ -79,6 +79,13 @@ def metrics_inputs(wildcards):
     return {**inputs, "results": run_eval_results(wildcards)}
 
 
+def kept_weights_evaluations(wildcards):
+    """The weights an `evaluate_checkpoints` job evaluates, each with its attacks: the compared ones and, where
+    a run's evaluation is one job (per_model), the tables' too."""
+    table = {GRID.checkpoint: list(GRID.attacks[run_of(wildcards).path])} if GRID.eval_jobs == "per_model" else {}
+    return {**table, **{weights: list(COMPARE_ATTACKS) for weights in GRID.compared_checkpoints}}
+
+
 def check_inputs(wildcards):
     """An evaluation check's inputs: the run's model and data and, for the sanity check's transfer attack,
     the model of the same variant's next seed."""

@@ -5,9 +5,11 @@
 #     AutoAttack's long tail runs beside the cheap attacks, and the same `metrics` rule only merges them, locally.
 # The files and their numbers are the same either way (tests/test_workflow.py). Both read the weights of
 # evaluation.checkpoint (model.pt, the final epoch's, by default). The further weights of
-# evaluation.compare_checkpoints are evaluated by one job per main-table run with natural + PGD-20, into
-# metrics_<name>.json. best.pt and ema.pt are written by the train job before model.pt, so model.pt (its
-# declared output) stands for all three.
+# evaluation.compare_checkpoints are evaluated with natural + PGD-20 into metrics_<name>.json, for each
+# main-table run: per_model by the run's one evaluation job (`evaluate_checkpoints`, which then also writes
+# the run's metrics.json: one process loads torch once for all its weights), per_attack by a job of their
+# own beside the per-attack jobs. best.pt and ema.pt are written by the train job before model.pt, so
+# model.pt (its declared output) stands for all three.
 
 PER_MODEL = GRID.eval_jobs == "per_model"
 EVAL_DIR = f"{RUN_DIR}/{rundir.eval_dir_name(GRID.checkpoint)}"
@@ -22,8 +24,7 @@ rule evaluate:
         result=f"{EVAL_DIR}/{{attack}}.json",
         correct=f"{EVAL_DIR}/{{attack}}.correct.npz",
     params:
-        weights=GRID.checkpoint,
-        attacks=lambda wildcards: [wildcards.attack],
+        evaluations=lambda wildcards: {GRID.checkpoint: [wildcards.attack]},
         n_examples=lambda wildcards: {wildcards.attack: GRID.examples(wildcards.attack)},
         batch_size=config["evaluation"].get("batch_size"),
         merge=False,
@@ -50,8 +51,7 @@ rule metrics:
     output:
         f"{RUN_DIR}/{GRID.metrics_name}",
     params:
-        weights=GRID.checkpoint,
-        attacks=lambda wildcards: list(GRID.attacks[run_of(wildcards).path]) if PER_MODEL else [],
+        evaluations=lambda wildcards: {GRID.checkpoint: list(GRID.attacks[run_of(wildcards).path]) if PER_MODEL else []},
         n_examples=lambda wildcards: {a: GRID.examples(a) for a in GRID.attacks[run_of(wildcards).path]},
         batch_size=config["evaluation"].get("batch_size"),
         merge=True,
@@ -75,8 +75,7 @@ rule evaluate_check:
         result=f"{EVAL_DIR}/{{check}}.json",
         correct=f"{EVAL_DIR}/{{check}}.correct.npz",
     params:
-        weights=GRID.checkpoint,
-        attacks=lambda wildcards: [wildcards.check],
+        evaluations=lambda wildcards: {GRID.checkpoint: [wildcards.check]},
         n_examples=lambda wildcards: {wildcards.check: GRID.examples(wildcards.check)},
         checks=lambda wildcards: {wildcards.check: GRID.check_parameters(run_of(wildcards), wildcards.check)},
         batch_size=config["evaluation"].get("batch_size"),
@@ -93,20 +92,24 @@ rule evaluate_check:
 
 
 if GRID.compared_checkpoints:
+    KEPT_WEIGHTS = ((GRID.checkpoint,) if PER_MODEL else ()) + GRID.compared_checkpoints
 
     rule evaluate_checkpoints:
         input:
             model=f"{RUN_DIR}/model.pt",
             data=f"{PREPARED}/{{dataset}}.pt",
         output:
-            metrics=[f"{RUN_DIR}/{rundir.metrics_name(weights)}" for weights in GRID.compared_checkpoints],
+            metrics=[f"{RUN_DIR}/{rundir.metrics_name(weights)}" for weights in KEPT_WEIGHTS],
             results=[f"{RUN_DIR}/{rundir.eval_dir_name(weights)}/{attack}.{ext}"
                      for weights in GRID.compared_checkpoints for attack in COMPARE_ATTACKS
                      for ext in ("json", "correct.npz")],
+        wildcard_constraints:
+            variant="|".join(sorted({run.variant for run in GRID.main})),
         params:
-            weights=list(GRID.compared_checkpoints),
-            attacks=list(COMPARE_ATTACKS),
-            n_examples={attack: GRID.examples(attack) for attack in COMPARE_ATTACKS},
+            evaluations=kept_weights_evaluations,
+            n_examples=lambda wildcards: {attack: GRID.examples(attack)
+                                          for attacks in kept_weights_evaluations(wildcards).values()
+                                          for attack in attacks},
             batch_size=config["evaluation"].get("batch_size"),
             merge=True,
         conda:
@@ -118,3 +121,7 @@ if GRID.compared_checkpoints:
             **job_resources("evaluate_checkpoints"),
         script:
             "../workflow_scripts/evaluate.py"
+
+    if PER_MODEL:
+
+        ruleorder: evaluate_checkpoints > metrics

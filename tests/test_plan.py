@@ -195,7 +195,7 @@ def test_a_partial_log_costs_the_epochs_to_come_at_the_mean_of_their_phase(g):
         10 + 12 + 2 + 11 + (11 + 2))
 
 
-def test_compared_checkpoints_are_one_job_per_main_run(tmp_path, files):
+def test_compared_checkpoints_are_one_job_per_main_run_or_part_of_its_evaluation_job(tmp_path, files):
     cfg = {**copy.deepcopy(CONFIG), "results_dir": str(tmp_path / "results")}  # no runs: the files' rates alone
     cfg["run"]["validation"] = {"size": 100, "every": 1, "steps": 2}
     cfg["evaluation"]["compare_checkpoints"] = ["best"]
@@ -203,6 +203,11 @@ def test_compared_checkpoints_are_one_job_per_main_run(tmp_path, files):
     row = rows["digits", "natural+pgd20 (best)"]
     assert row.jobs == 4 and row.gpu_hours == pytest.approx(4 * (360 / 1000 + 360 / 100) / 3600)
     assert rows["cifar10", "natural+pgd20 (best)"].gpu_hours is None  # no ResNet-18 natural rate
+    cfg["evaluation"]["jobs"] = "per_model"  # the main runs' one evaluation job evaluates best.pt too
+    rows = rows_by_key(plan.plan(grid.load(cfg), files))
+    inside = rows["digits", "natural+pgd20 (best), in the jobs above"]
+    assert inside.jobs == 0 and inside.gpu_hours == pytest.approx(row.gpu_hours)
+    assert rows["digits", "natural+pgd20+aa"].jobs == 4  # the main runs' jobs, counted once
 
 
 def test_files_that_are_not_throughput_files_are_named(tmp_path):

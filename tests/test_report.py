@@ -3,6 +3,8 @@
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +50,16 @@ def test_the_cost_line_a_job_writes_is_the_one_job_costs_reads():
     cpu, wall = joblog.job_cost("printed\n" + line + "more\n" + line)
     assert line.startswith("[part] job cost: ") and 0 < cpu and 0 < wall
     assert joblog.job_cost(line) == pytest.approx((cpu / 2, wall / 2)) and joblog.job_cost("no cost") is None
+
+
+def test_a_finished_job_keeps_its_objects_out_of_the_exit_collection(tmp_path):
+    """After its cost line a job only exits: what it holds then (torch's modules) is frozen, not swept again."""
+    body = ("import gc, torch\nfrom part.joblog import job_log\nwith job_log('job.log'):\n"
+            "    before = gc.get_freeze_count()\nprint(before, gc.get_freeze_count(), len(gc.get_objects()))")
+    out = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, capture_output=True, text=True, check=True)
+    before, frozen, unfrozen = map(int, out.stdout.split())
+    assert before == 0 and frozen > 100_000 and unfrozen < frozen / 10, out.stdout
+    assert joblog.job_cost((tmp_path / "job.log").read_text()) is not None
 
 
 def test_gpu_hours_count_the_gpus_each_compute_job_requested(logs):

@@ -38,6 +38,27 @@ def test_a_bad_grid_stops_before_any_job(tmp_path):
     assert "key 'attack.eps_low'" in out and "variants.at" in out
 
 
+def dry_run_jobs(*args, cwd):
+    """Jobs per rule of a dry run, from Snakemake's job stats table."""
+    out = snakemake("-n", "--cores", "1", *args, cwd=cwd)
+    table = out[out.index("Job stats:"):].splitlines()[3:]
+    return {line.split()[0]: int(line.split()[1]) for line in table[:table.index(next(l for l in table if
+                                                                                       l.startswith("total")))]}
+
+
+def test_the_compared_weights_are_evaluated_in_the_main_runs_evaluation_job(tmp_path):
+    """per_model: each main-table run's one evaluation job evaluates its last, best and EMA weights (torch is
+    loaded once for the three); per_attack: the compared weights get a job of their own beside the attacks'."""
+    demo = ["--configfile", str(ROOT / "configs" / "demo.yaml"), "--snakefile", str(ROOT / "Snakefile")]
+    main_runs, experiment_runs = 9 * 2, 15
+    per_model = dry_run_jobs(*demo, cwd=tmp_path)
+    assert per_model["evaluate_checkpoints"] == main_runs and per_model["metrics"] == experiment_runs
+    assert "evaluate" not in per_model
+    per_attack = dry_run_jobs(*demo, "--config", "evaluation={jobs: per_attack}", cwd=tmp_path)
+    assert per_attack["evaluate_checkpoints"] == main_runs and per_attack["metrics"] == main_runs + experiment_runs
+    assert per_attack["evaluate"] == main_runs * 5 + experiment_runs * 2
+
+
 CLOCKS = ("seconds", "images_per_second", "seconds_by_attack", "created", "environment")
 
 

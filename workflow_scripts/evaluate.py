@@ -1,7 +1,8 @@
 """Snakemake adapter of every evaluation rule (rules/evaluate.smk): run the job's attacks (or check, with its
-parameters) on each of its weights and, with ``merge``, write the run's metrics file of those weights. A `metrics`
-job of ``evaluation.jobs: per_attack`` has no attacks of its own: it merges the per-attack jobs' results and,
-importing no torch, stays a fraction of a second on the submitting node."""
+parameters) on each of its weights (``params.evaluations``: weights -> attacks) and, with ``merge``, write the
+run's metrics file of those weights. A `metrics` job of ``evaluation.jobs: per_attack`` has no attacks of its
+own: it merges the per-attack jobs' results and, importing no torch, stays a fraction of a second on the
+submitting node."""
 
 from pathlib import Path
 
@@ -10,7 +11,6 @@ from part.results import merge_metrics
 
 params = snakemake.params
 run_dir = Path(snakemake.input.model).parent
-checkpoints = [params.weights] if isinstance(params.weights, str) else params.weights
 
 
 def evaluate_all():
@@ -25,15 +25,15 @@ def evaluate_all():
     torch.set_num_threads(snakemake.threads)
     # its own GPUs, or refused where torch sees fewer than it asks for
     with job_gpus(snakemake, compute_resource(snakemake.config, snakemake.rule)):
-        for checkpoint in checkpoints:
-            evaluate(run_dir, params.attacks, n_examples=params.n_examples, batch_size=params.batch_size,
+        for checkpoint, attacks in params.evaluations.items():
+            evaluate(run_dir, attacks, n_examples=params.n_examples, batch_size=params.batch_size,
                      merge=params.merge, checkpoint=checkpoint, log=lambda line: print(line, flush=True),
                      **getattr(params, "checks", {}))
 
 
 with job_log(snakemake.log[0]):
-    if params.attacks:
+    if any(params.evaluations.values()):
         evaluate_all()
     else:
-        for checkpoint in checkpoints:
+        for checkpoint in params.evaluations:
             merge_metrics(run_dir, checkpoint)
