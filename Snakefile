@@ -27,6 +27,10 @@ include: "rules/experiments.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    compile_package()
+
+
 # Every declared output is a target of its own (rules/common.smk: every_output), so the plain command
 # rebuilds any missing or stale one; the fingerprint of the sources that made them comes last.
 rule all:
