@@ -38,12 +38,12 @@ POWER = 0.8
 """Power at which "what would decide it" and the detectable difference are quoted (the usual 80 %)."""
 HOMOGENEITY_LEVEL = 0.05
 """Bartlett's test below this p-value: the rows' seed spreads differ, and each keeps its own."""
-ROW_LEVELS = ((4, 0.3), (3, 0.1), (0, 0.05))
+ROW_LEVELS = ((4, 0.1), (0, 0.05))
 """(least degrees of freedom of a row's own ratio, level): a row whose seed ratio exceeds the rest of its column's
 at a one-sided p-value below the level for its df is set apart (:func:`pool`). The more degrees of freedom, the
-better the F test tells a divergent row from chance, and the more lenient a level the homogeneous columns can pay
-for: each level is the most lenient that loses ≤ 3 points of power there (with two degrees of freedom, three seeds,
-a level that would catch a 4×-spread row costs 15; docs/statistics.md, *Per row*)."""
+better the F test tells a divergent row from chance; each level is the most lenient that loses ≤ 3 points of power
+in the calibration's homogeneous columns (with two degrees of freedom, three seeds, a level that would give a
+4×-spread row 0.92 coverage costs 15 to 20; docs/statistics.md, *Per row*)."""
 SET_APART_SHARE = 0.5
 """A row set apart keeps its own ratio, with degrees of freedom d + SET_APART_SHARE·(D − d) between its own d and
 the column's D. Its own d alone would make a homogeneous row flagged by chance — its ratio already selected for being
