@@ -43,7 +43,7 @@ ROW_LEVELS = ((4, 0.1), (0, 0.05))
 at a one-sided p-value below the level for its df is set apart (:func:`pool`). The more degrees of freedom, the
 better the F test tells a divergent row from chance; each level is the most lenient that loses ≤ 3 points of power
 in the calibration's homogeneous columns (with two degrees of freedom, three seeds, a level that would give a
-4×-spread row 0.92 coverage costs 15 to 20; docs/statistics.md, *Per row*)."""
+4×-spread row 0.92 coverage costs about 20; docs/statistics.md, *Per row*)."""
 SET_APART_SHARE = 0.5
 """A row set apart keeps its own ratio, with degrees of freedom d + SET_APART_SHARE·(D − d) between its own d and
 the column's D. Its own d alone would make a homogeneous row flagged by chance — its ratio already selected for being
