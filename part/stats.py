@@ -15,9 +15,9 @@ freedom (4.30) made intervals twice as wide as 95 % needs. But the *ratio* φ = 
 (the seed means' spread relative to what flips alone give) is much the same for the rows of one table
 column — the paper's own stds pass a homogeneity test in 10 of its 12 (dataset, attack) columns — so
 :func:`pool` estimates it once per column from every row (Σ (K − 1) degrees of freedom), after a
-Bartlett test of homogeneity; a column that fails keeps each row's own estimate, and so does a row whose
-ratio lies above the rest of its column's (:func:`above_the_rest`). Details, references and
-the simulation that shows the coverage: docs/statistics.md.
+Bartlett test of homogeneity; a column that fails keeps each row's own estimate, and a row whose ratio lies
+above the rest of its column's (:func:`above_the_rest`) keeps its own ratio, at more degrees of freedom than
+its own. Details, references and the simulation that shows the coverage: docs/statistics.md.
 
 Everything is closed-form and numpy-vectorised; no resampling, so the result is the same on every
 machine.
@@ -38,10 +38,17 @@ POWER = 0.8
 """Power at which "what would decide it" and the detectable difference are quoted (the usual 80 %)."""
 HOMOGENEITY_LEVEL = 0.05
 """Bartlett's test below this p-value: the rows' seed spreads differ, and each keeps its own."""
-ROW_LEVEL = 0.05
-"""A row whose seed ratio exceeds the rest of its column's at this one-sided p-value keeps its own (:func:`pool`).
-A divergent row that borrows under-covers, and with two or four degrees of freedom a row's test has little
-power; a more lenient level costs power in every homogeneous column (docs/statistics.md, `outlier-row`)."""
+ROW_LEVELS = ((4, 0.1), (0, 0.05))
+"""(least degrees of freedom of a row's own ratio, level): a row whose seed ratio exceeds the rest of its column's
+at a one-sided p-value below the level for its df is set apart (:func:`pool`). The more degrees of freedom, the
+better the F test tells a divergent row from chance; each level is the most lenient that loses ≤ 3 points of power
+in the calibration's homogeneous columns (with two degrees of freedom, three seeds, a level that would give a
+4×-spread row 0.92 coverage costs about 20; docs/statistics.md, *Per row*)."""
+SET_APART_SHARE = 0.5
+"""A row set apart keeps its own ratio, with degrees of freedom d + SET_APART_SHARE·(D − d) between its own d and
+the column's D. Its own d alone would make a homogeneous row flagged by chance — its ratio already selected for being
+large — wide twice over (4.5 points of power lost at three seeds); the column's D would under-cover a truly divergent
+row more (docs/statistics.md, *Per row*)."""
 MAX_SEEDS = 1000
 MAX_EXAMPLES = 10_000_000
 """Largest design the "what would decide it" search considers; beyond it, more data of that kind cannot."""
@@ -171,13 +178,19 @@ def above_the_rest(ratios: np.ndarray, dfs: np.ndarray) -> np.ndarray:
     return st.f.sf(ratios / rest, dfs, rest_df)
 
 
-def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL,
-         row_level: float = ROW_LEVEL) -> list[Crossed | None]:
+def row_level(df: float) -> float:
+    """The level at which a row whose ratio has ``df`` degrees of freedom is tested against the rest
+    (:data:`ROW_LEVELS`)."""
+    return next(level for least, level in ROW_LEVELS if df >= least)
+
+
+def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL) -> list[Crossed | None]:
     """The estimates of one table column (same dataset and attack, same kind: accuracies, or PART − base
     differences) with one seed ratio φ estimated from all of them, if Bartlett's test finds their ratios
     homogeneous at ``level``; else (or with fewer than two rows of ≥ 2 seeds) unchanged. A row whose own
-    ratio lies above the rest's (:func:`above_the_rest` below ``row_level``) keeps its own estimate even then:
-    it is the row the shared φ would under-cover.
+    ratio lies above the rest's (:func:`above_the_rest` below :func:`row_level`) is set apart even then: it is the
+    row the shared φ would under-cover; it keeps its own ratio, at :data:`SET_APART_SHARE` of the way from its own
+    degrees of freedom to the column's.
 
     Each row's ratio r = N·s²(seed means)/σ_e² is ≈ φ·χ²_{K−1}/(K − 1): the df-weighted mean of all rows (the
     divergent one included, so that the others are never made narrower by its leaving) estimates the common
@@ -190,11 +203,16 @@ def pool(estimates: Sequence[Crossed | None], level: float = HOMOGENEITY_LEVEL,
     dfs = np.array([e.seed_df for e in used])
     ratios = np.array([e.seed_ratio for e in used])
     phi, p = bartlett(ratios, dfs)
-    divergent = above_the_rest(ratios, dfs) < row_level
-    shared = {} if p < level else {"seed_ratio": phi, "seed_df": float(dfs.sum()), "pooled": len(used)}
+    total = float(dfs.sum())
+    apart = above_the_rest(ratios, dfs) < np.array([row_level(d) for d in dfs])
     out = list(estimates)
-    for i, e, alone in zip(rows, used, divergent):
-        out[i] = replace(e, homogeneity_p=p, **({} if alone else shared))
+    for i, e, alone in zip(rows, used, apart):
+        if p < level:
+            out[i] = replace(e, homogeneity_p=p)
+        elif alone:
+            out[i] = replace(e, homogeneity_p=p, seed_df=e.seed_df + SET_APART_SHARE * (total - e.seed_df))
+        else:
+            out[i] = replace(e, homogeneity_p=p, seed_ratio=phi, seed_df=total, pooled=len(used))
     return out
 
 

@@ -67,7 +67,7 @@ def test_homogeneous_rows_share_one_ratio_and_heterogeneous_ones_keep_their_own(
     pooled = stats.pool(rows)
     dfs = sum(e.seed_df for e in rows)
     phi = sum(e.seed_df * e.seed_ratio for e in rows) / dfs
-    alone = stats.above_the_rest([e.seed_ratio for e in rows], [e.seed_df for e in rows]) < stats.ROW_LEVEL
+    alone = stats.above_the_rest([e.seed_ratio for e in rows], [e.seed_df for e in rows]) < stats.row_level(2)
     assert alone.sum() <= 1  # by chance one row in ten lies above the rest at this level
     borrowing = [p for p, a in zip(pooled, alone) if not a]
     assert all(p.pooled == 6 and p.seed_df == dfs == 12 for p in borrowing)
@@ -202,7 +202,7 @@ def test_a_reproduction_of_the_same_distribution_is_not_said_to_differ():
             versus = stats.Versus(stats.on_test_set(est, 10_000), t.mean(), sd, 3, df)
             verdicts.append(compare.reproduction(versus, settings, 10_000, "Natural")[0])
     assert verdicts.count("differs") <= 0.03 * len(verdicts)
-    # ≈ 1 in 10 rows lies above the rest of its column by chance and keeps its own 2 degrees of freedom
+    # ≈ 1 in 20 rows lies above the rest of its column by chance and keeps its own ratio (at 7 degrees of freedom)
     assert verdicts.count("reproduced") >= 0.85 * len(verdicts)
 
 
@@ -291,9 +291,10 @@ def test_the_claims_p_value_is_its_weaker_criterions_one_sided_t_test(attack, to
             assert (p < 0.025) == (offset > 0)
 
 
-def ratio_row(ratio: float) -> stats.Crossed:
-    """A PART − base row of 3 seeds and 10 000 examples whose seed means vary ``ratio`` times what flips give."""
-    return stats.Crossed(0.0, 3, 10_000, ratio, 50.0, 400.0, 2.0)
+def ratio_row(ratio: float, seeds: int = 3) -> stats.Crossed:
+    """A PART − base row of ``seeds`` seeds and 10 000 examples whose seed means vary ``ratio`` times what flips
+    give."""
+    return stats.Crossed(0.0, seeds, 10_000, ratio, 50.0, 400.0, seeds - 1.0)
 
 
 def test_a_row_above_the_rest_of_its_column_keeps_its_own_spread():
@@ -304,13 +305,41 @@ def test_a_row_above_the_rest_of_its_column_keeps_its_own_spread():
     assert stats.bartlett(ratios, np.full(6, 2.0))[1] > stats.HOMOGENEITY_LEVEL
     rest = ratios[:5].mean()
     p = stats.above_the_rest(ratios, np.full(6, 2.0))
-    assert p[5] == pytest.approx(scipy_stats.f.sf(8.0 / rest, 2, 10)) and p[5] < stats.ROW_LEVEL
-    assert (p[:5] > stats.ROW_LEVEL).all()
+    assert p[5] == pytest.approx(scipy_stats.f.sf(8.0 / rest, 2, 10)) and p[5] < stats.row_level(2)
+    assert (p[:5] > stats.row_level(2)).all()
     pooled = stats.pool(rows)
-    assert pooled[5] == replace(rows[5], homogeneity_p=pooled[5].homogeneity_p)  # its own ratio and 2 df
+    # its own ratio, at degrees of freedom halfway from its own 2 to the column's 12; nothing borrowed
+    assert pooled[5] == replace(rows[5], homogeneity_p=pooled[5].homogeneity_p, seed_df=7.0)
     # the others share the ratio of all six (the divergent one included: never narrower for its leaving), 12 df
     assert all(e.seed_ratio == pytest.approx(ratios.mean()) and e.seed_df == 12 for e in pooled[:5])
-    assert stats.half_width(pooled[5]) > 2 * stats.half_width(pooled[0])
+    assert stats.half_width(pooled[5]) > 1.8 * stats.half_width(pooled[0])  # ≈ √(8 / 2.18) · t₇ / t₁₂
+    # between the interval on its own 2 df and the one on the column's 12, at its own ratio
+    assert (stats.half_width(replace(rows[5], seed_df=12.0)) < stats.half_width(pooled[5])
+            < stats.half_width(rows[5]))
+
+
+def test_a_homogeneous_column_pools_every_row():
+    """Six rows whose ratios differ no more than their degrees of freedom make them (each row's F test against the
+    rest: p ≥ 0.20 at three seeds, ≥ 0.30 at five): none is set apart, all share the df-weighted mean ratio with
+    Σ (K − 1) degrees of freedom."""
+    for seeds, ratios in ((3, [1.0, 1.4, 0.7, 1.1, 0.9, 1.9]), (5, [1.0, 1.3, 0.8, 1.1, 0.9, 1.2])):
+        pooled = stats.pool([ratio_row(r, seeds) for r in ratios])
+        assert all(e.pooled == 6 and e.seed_df == 6 * (seeds - 1) and e.seed_ratio == pytest.approx(np.mean(ratios))
+                   for e in pooled)
+
+
+def test_the_row_level_is_lenient_only_where_a_row_has_the_degrees_of_freedom_to_use_it():
+    """A row 3.2× the rest: at three seeds (2 df, level 5 %) the F test cannot tell it from chance and it pools;
+    at five (4 df, level 10 %) it is set apart, with 4 + (24 − 4)/2 = 14 degrees of freedom."""
+    ratios = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 3.2])
+    assert stats.row_level(1) == stats.row_level(3) == 0.05 and stats.row_level(4) == stats.row_level(9) == 0.1
+    three = stats.pool([ratio_row(r, 3) for r in ratios])
+    assert three[5].pooled == 6 and three[5].seed_df == 12
+    assert scipy_stats.f.sf(3.2 / 1.0, 2, 10) > 0.05  # the level three seeds get
+    five = stats.pool([ratio_row(r, 5) for r in ratios])
+    assert scipy_stats.f.sf(3.2 / 1.0, 4, 20) < 0.1  # the level five seeds get
+    assert five[5].pooled == 1 and five[5].seed_ratio == 3.2 and five[5].seed_df == 14
+    assert all(e.pooled == 6 and e.seed_df == 24 for e in five[:5])
 
 
 def test_accuracy_intervals_stay_inside_0_to_100_and_differences_inside_plus_minus_100():
