@@ -163,7 +163,8 @@ def run_status(g: Grid, run: Run, eval_stages: list[plan.Stage], logs: Path, rul
     return RunStatus(run.path, run.dataset, run.variant, run.seed, state, detail, trained, len(records), epochs,
                      last.get("loss"), last.get("val_natural"), last.get("val_robust"),
                      sum(seconds) / len(seconds) if seconds else None, train_left, eval_left,
-                     len(eval_stages), len(eval_stages) - len(pending), job_log, step)
+                     sum(s.own_jobs for s in eval_stages), sum(s.own_jobs for s in eval_stages if s not in pending),
+                     job_log, step)
 
 
 def _state(g: Grid, run: Run, root: Path, records: list[dict[str, Any]], trained: bool, logs: Path,

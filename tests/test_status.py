@@ -340,3 +340,16 @@ def test_an_attempt_still_running_has_no_failure_yet(tmp_path):
     with open(log, "a") as f:
         f.write("[part] resuming after epoch 3/6\n")
     assert joblog.last_failure(log.read_text()) is None
+
+
+@pytest.mark.parametrize("jobs, per_run", [("per_model", 1), ("per_attack", 2 + 1)])
+def test_compared_weights_count_as_jobs_only_where_they_have_their_own(tmp_path, monkeypatch, jobs, per_run):
+    """per_model: a run's one evaluation job also evaluates best.pt; per_attack: one job per attack, and one for
+    the compared weights (rules/evaluate.smk)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = copy.deepcopy(CONFIG)
+    cfg["run"]["validation"] = {"size": 100}
+    cfg["evaluation"].update(jobs=jobs, compare_checkpoints=["best"])
+    g = grid.load(cfg)
+    evaluate = status.grid_status(g).stages["evaluate"]
+    assert (evaluate["jobs"], evaluate["done"]) == (len(g.main) * per_run, 0)
