@@ -281,9 +281,10 @@ def full_disk(directory: Path) -> Iterator[Path]:
 
 
 @pytest.mark.slow
-def test_an_aggregate_failed_on_a_full_disk_is_rebuilt_once_space_is_freed(finished_grid, tmp_path):
-    """The issue's run: the disk full during the aggregate, Snakemake removed its outputs; after space was freed
-    the same command said "Nothing to be done". Now it rebuilds the tables, to the bytes of the first run."""
+def test_tables_failed_on_a_full_disk_are_rebuilt_once_space_is_freed(finished_grid, tmp_path):
+    """The disk full while the table jobs write (whichever of them the scheduler starts first), Snakemake removed
+    their outputs; after space was freed the same command once said "Nothing to be done". It rebuilds the tables, to
+    the bytes of the first run."""
     workdir, args = finished_grid(tmp_path / "grid")
     tables = workdir / "results" / "tables"
     before = {p.name: p.read_bytes() for p in tables.iterdir()}
@@ -291,7 +292,8 @@ def test_an_aggregate_failed_on_a_full_disk_is_rebuilt_once_space_is_freed(finis
     with full_disk(tables) as filler:
         failed = run_snakemake(workdir, args)
         assert failed.returncode != 0
-        assert "the disk is full" in (workdir / "logs" / "aggregate.log").read_text()
+        said_full = [log.name for log in (workdir / "logs").rglob("*.log") if "the disk is full" in log.read_text()]
+        assert said_full, failed.stdout + failed.stderr
         assert [p.name for p in tables.iterdir()] == ["filler"]  # no table, no temporary
         filler.unlink()  # space freed
         rerun = run_snakemake(workdir, args)
