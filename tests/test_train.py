@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import NARROW
 from part import config, provenance
 from part.attacks import MMA, PGD
 from part.data import load_prepared
@@ -27,16 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
 
 
-WIDTH = 12
-"""The demo's small_cnn width (the digits default is 32): about a third of the convolutions' cost. Every
-method still learns the digits at it (natural test accuracy 87-96 %, PGD-10 accuracy of adversarial training
-0.39-0.49 against natural training's 0.02), so the thresholds below keep their margins; no test here depends
-on the width. Two keep the default: the page-fault count, measured at it, and the kill between two ε-map
-refreshes, whose window is two epochs (at width 32 the slower epochs leave a loaded machine time to kill in)."""
-
-
 def digits_config(digits_dir, **overrides):
-    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "width": WIDTH, "epochs": 6,
+    """At the narrow width every method still learns the digits (natural test accuracy 87-96 %, PGD-10 accuracy
+    of adversarial training 0.39-0.49 against natural training's 0.02): the thresholds below keep their margins.
+    Two tests keep the default width: the page-fault count, measured at it, and the kill between two ε-map
+    refreshes, whose window is two epochs (the slower epochs at width 32 leave a loaded machine time to kill)."""
+    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "width": NARROW, "epochs": 6,
            "warmup_epochs": 2}
     return config.from_dict(config.deep_merge(raw, overrides))
 
@@ -164,7 +161,7 @@ def _kill_after(cmd, out, epochs_done):
 def test_kill_and_resume_gives_the_same_weights(digits_dir, tmp_path):
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part_trades\n"
-                        f"width: {WIDTH}\nepochs: 6\nwarmup_epochs: 2\n")
+                        f"width: {NARROW}\nepochs: 6\nwarmup_epochs: 2\n")
     cmd = _train_command(cfg_path)
     subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
 
@@ -181,7 +178,7 @@ def test_resumed_epochs_use_the_maps_computed_before_the_kill(digits_dir, tmp_pa
     """Maps refreshed every 3 PART epochs: before 0-based epochs 0 and 2 of 5. Killed once epoch 2's
     checkpoint exists (or epoch 3's), the resumed epochs 3 and 4 refresh nothing: they project onto the maps
     the killed process computed and checkpointed, and must give the uninterrupted run's bytes."""
-    cfg_path = tmp_path / "run.yaml"  # the default width (not WIDTH): its slower epochs make the kill window wider
+    cfg_path = tmp_path / "run.yaml"  # the default width (not NARROW): its slower epochs make the kill window wider
     cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part\n"
                         "epochs: 5\nwarmup_epochs: 0\nmask: {refresh_every: 3}\n")
     cmd = _train_command(cfg_path)
