@@ -2,7 +2,7 @@
 measure the speed targets, writing ``device_check.json`` and ``summary.txt`` to ``--out``.
 
     python benchmarks/device_check.py --out device_check            # a GPU: ≤ 8 minutes on an H100/H200
-    python benchmarks/device_check.py --out /tmp/dc --device cpu --tiny   # seconds; what the test suite runs
+    python benchmarks/device_check.py --out /tmp/dc --device cpu --tiny --keep   # seconds; what the tests run
 
 Why one command: GPU time comes in short, rare windows, and most of ``part`` that runs only on CUDA
 (bf16 autocast, channels_last, the three compile modes, CUDA generators, the device-resident loader, the
@@ -29,7 +29,8 @@ combination is started only if the time it is expected to take is left, else rec
 Every epoch time is measured on a few batches after a warm-up epoch and extrapolated linearly to 50 000
 images; the JSON says so. ``--tiny`` shrinks every size (small_cnn on digits-shaped data) so the whole
 check runs on the CPU in seconds; it proves the script, not the speed. On the CPU bf16 and compiling
-are skipped (their CPU twins are tests/test_cpu_paths.py's). ``benchmarks/cost_table.py`` turns a non-tiny
+are skipped (their CPU twins are tests/test_cpu_paths.py's). ``--keep`` keeps the datasets and runs it worked on
+in ``--out``/work, so that its report can be checked against them. ``benchmarks/cost_table.py`` turns a non-tiny
 JSON into the cost table of ``docs/cost.md``.
 """
 
@@ -641,6 +642,18 @@ def run_stages(ctx: Context, total: Budget, names: list[str]) -> dict[str, Any]:
     return stages
 
 
+@contextlib.contextmanager
+def working_directory(out: Path, keep: bool):
+    """Where the stages write their datasets and runs: a temporary directory, or ``out/work`` kept afterwards,
+    so that what the JSON reports can be checked against the files it came from (tests/test_device_check.py)."""
+    if keep:
+        (out / "work").mkdir(parents=True, exist_ok=True)
+        yield out / "work"
+        return
+    with tempfile.TemporaryDirectory(prefix="device_check.") as tmp:
+        yield Path(tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="directory for device_check.json and summary.txt")
@@ -648,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny sizes: proves the script in seconds, measures nothing")
     p.add_argument("--budget-seconds", type=float, default=450.0, help="the whole check's time (default 450)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the working files (datasets, runs, checkpoints) in OUT/work instead of deleting them")
     args = p.parse_args(argv)
     names = [s.strip() for s in args.stages.split(",") if s.strip()]
     if unknown := [s for s in names if s not in STAGES]:
@@ -658,8 +673,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = TINY if args.tiny else FULL
     torch._dynamo.config.recompile_limit = 64  # attack (eval) + step (train) graphs per run, several runs a mode
     env = provenance.environment()
-    with tempfile.TemporaryDirectory(prefix="device_check.") as tmp:
-        stages = run_stages(Context(device, sizes, Path(tmp)), Budget(args.budget_seconds), names)
+    with working_directory(Path(args.out), args.keep) as tmp:
+        stages = run_stages(Context(device, sizes, tmp), Budget(args.budget_seconds), names)
     report = {"format_version": FORMAT_VERSION, "command": [sys.argv[0], *(argv or sys.argv[1:])],
               "device": str(device), "device_name": env["device_name"], "tiny": args.tiny, "sizes": asdict(sizes),
               "budget_seconds": args.budget_seconds, "wall_seconds": time.perf_counter() - t0,

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import NARROW
 from part import config
 from part.attacks import MMA, PGD
 from part.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
@@ -36,7 +37,7 @@ EPS, ALPHA = evaluation_budget("digits")
 @pytest.fixture(scope="module")
 def at_run(digits_dir, tmp_path_factory):
     cfg = config.from_dict({"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "method": "at",
-                            "epochs": 6})
+                            "width": NARROW, "epochs": 6})
     out = tmp_path_factory.mktemp("at_run")
     train(cfg, out, log=lambda _: None)
     return out
@@ -62,7 +63,7 @@ def evaluated(at_run):
 
 @pytest.fixture(scope="module")
 def model_and_data(at_run, digits_dir):
-    model = build_model("small_cnn", 10, 1)
+    model = build_model("small_cnn", 10, 1, NARROW)
     model.load_state_dict(load_torch(at_run / "model.pt"))
     test = load_prepared(digits_dir / "digits.pt").test
     return model.eval(), test.images[:N].float() / 255, test.labels[:N]

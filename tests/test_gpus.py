@@ -127,7 +127,7 @@ class Holder:
         self.visible = self.proc.stdout.readline().strip()
 
     def end(self) -> int:
-        self.proc.communicate("\n", timeout=30)
+        self.proc.communicate("\n", timeout=120)
         return self.proc.returncode
 
 
@@ -174,10 +174,10 @@ def test_a_job_stopped_by_sigterm_gives_its_gpu_back_and_a_killed_ones_is_reclai
     stopped, killed = Holder(1, env), Holder(1, env)
     assert (stopped.visible, killed.visible) == ("5", "7")
     stopped.proc.send_signal(signal.SIGTERM)
-    assert stopped.proc.wait(timeout=30) == 143
+    assert stopped.proc.wait(timeout=120) == 143
     assert sorted(p.name for p in (tmp_path / "slots").iterdir()) == ["gpu7.lock"]
     killed.proc.kill()
-    killed.proc.wait(timeout=30)
+    killed.proc.wait(timeout=120)
     assert (tmp_path / "slots" / "gpu7.lock").exists()  # SIGKILL leaves the lock; its holder is gone
     both = Holder(2, env)
     assert both.visible == "5,7"

@@ -172,11 +172,19 @@ def test_an_evaluation_is_refused_beside_one_of_the_same_attack_not_beside_anoth
 
 
 TAKE_OVER = textwrap.dedent("""
-    import sys, time
+    import os, pathlib, sys, time
     from part import lock
-    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all contenders try at one instant
+    path, barrier, contenders = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+    (barrier / f"ready.{os.getpid()}").touch()  # started and imported: only the lock is left to do
+    deadline = time.monotonic() + 300
+    while len(ready := list(barrier.glob("ready.*"))) < contenders:
+        if time.monotonic() > deadline:
+            sys.exit("the other contenders never came")
+        time.sleep(0.01)
+    # every contender computes the same instant from the same files: half a second after the last one was ready
+    time.sleep(max(0.0, max(p.stat().st_mtime for p in ready) + 0.5 - time.time()))
     try:
-        with lock.held(sys.argv[1], "contender"):
+        with lock.held(path, "contender"):
             print("held", flush=True)
             sys.stdin.read()  # hold until the test closes stdin
     except lock.Locked:
@@ -185,19 +193,22 @@ TAKE_OVER = textwrap.dedent("""
 
 
 def test_a_dead_holders_lock_goes_to_exactly_one_of_many_contenders(tmp_path):
-    path = tmp_path / ".lock"
+    """Six processes find the lock of a dead holder at once: one takes it over, the others are refused. They
+    try together however slowly each one starts: a barrier of files (each writes ready.PID once imported, and
+    waits for all six) sets their common instant, rather than a fixed one that a slow start could miss."""
+    path, barrier = tmp_path / ".lock", tmp_path / "barrier"
+    barrier.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
     path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": lock._stamp(time.time()),
                                 "renewed": lock._stamp(time.time()), "lease_seconds": 600.0, "purpose": "part train",
                                 "token": "0" * 32}))
-    start = str(time.time() + 1.0)
-    procs = [subprocess.Popen([sys.executable, "-c", TAKE_OVER, str(path), start], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", TAKE_OVER, str(path), str(barrier), "6"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
     outcomes = [p.stdout.readline().strip() for p in procs]
     for p in procs:
         p.stdin.close()
-        p.wait(timeout=30)
+        p.wait(timeout=120)
     assert sorted(outcomes) == ["held"] + ["refused"] * 5
     assert not path.exists() and not list(tmp_path.glob(".lock.*"))
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import NARROW
 from part import config, provenance
 from part.attacks import MMA, PGD
 from part.data import load_prepared
@@ -28,7 +29,12 @@ METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"
 
 
 def digits_config(digits_dir, **overrides):
-    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "epochs": 6, "warmup_epochs": 2}
+    """At the narrow width every method still learns the digits (natural test accuracy 87-96 %, PGD-10 accuracy
+    of adversarial training 0.39-0.49 against natural training's 0.02): the thresholds below keep their margins.
+    Two tests keep the default width: the page-fault count, measured at it, and the kill between two ε-map
+    refreshes, whose window is two epochs (the slower epochs at width 32 leave a loaded machine time to kill)."""
+    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "width": NARROW, "epochs": 6,
+           "warmup_epochs": 2}
     return config.from_dict(config.deep_merge(raw, overrides))
 
 
@@ -78,7 +84,7 @@ def test_the_demos_narrow_short_runs_learn_and_adversarial_training_is_still_mor
     """configs/demo.yaml trains a narrower small_cnn for fewer epochs than the digits defaults, to fit its CPU
     budget; its runs must still learn the digits, and AT must still be more robust than natural training."""
     demo_run = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["run"]
-    assert demo_run["width"] < 32  # the default width: otherwise this test repeats the ones above
+    assert demo_run["width"] < 32  # narrower than the digits default, as said above
     result = {}
     for method in ("natural", "at"):
         cfg = config.from_dict({**demo_run, "dataset": "digits", "data_dir": str(digits_dir), "method": method})
@@ -142,8 +148,8 @@ def _train_command(cfg_path):
 def _kill_after(cmd, out, epochs_done):
     """Start ``cmd --out out`` and SIGKILL it as soon as its log holds ``epochs_done`` epochs (a checkpoint exists)."""
     proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 600  # a stalled machine only delays the kill point; the run finishing first fails below
+    while time.time() < deadline and proc.poll() is None:
         if (out / "log.jsonl").exists() and len((out / "log.jsonl").read_text().splitlines()) >= epochs_done:
             break
         time.sleep(0.02)
@@ -155,7 +161,7 @@ def _kill_after(cmd, out, epochs_done):
 def test_kill_and_resume_gives_the_same_weights(digits_dir, tmp_path):
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part_trades\n"
-                        "epochs: 6\nwarmup_epochs: 2\n")
+                        f"width: {NARROW}\nepochs: 6\nwarmup_epochs: 2\n")
     cmd = _train_command(cfg_path)
     subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
 
@@ -172,7 +178,7 @@ def test_resumed_epochs_use_the_maps_computed_before_the_kill(digits_dir, tmp_pa
     """Maps refreshed every 3 PART epochs: before 0-based epochs 0 and 2 of 5. Killed once epoch 2's
     checkpoint exists (or epoch 3's), the resumed epochs 3 and 4 refresh nothing: they project onto the maps
     the killed process computed and checkpointed, and must give the uninterrupted run's bytes."""
-    cfg_path = tmp_path / "run.yaml"
+    cfg_path = tmp_path / "run.yaml"  # the default width (not NARROW): its slower epochs make the kill window wider
     cfg_path.write_text(f"dataset: digits\ndata_dir: {digits_dir}\ndevice: cpu\nmethod: part\n"
                         "epochs: 5\nwarmup_epochs: 0\nmask: {refresh_every: 3}\n")
     cmd = _train_command(cfg_path)
@@ -258,7 +264,7 @@ def test_a_training_epoch_does_not_fault_its_memory_back_in(digits_dir):
     from part.runtime import retain_freed_memory
     from part.train import build_engine, run_epoch
 
-    cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, ema={"decay": 0.9})
+    cfg = digits_config(digits_dir, method="part", width=32, epochs=2, warmup_epochs=1, ema={"decay": 0.9})
     engine = build_engine(cfg, load_prepared(digits_dir / "digits.pt").train, 10, torch.device("cpu"))
     if not retain_freed_memory():
         pytest.skip("not glibc: its malloc thresholds cannot be set")

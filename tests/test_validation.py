@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import NARROW
 from part import config, grid
 from part.checkpoint_table import same_weights, write_checkpoint_table
 from part.config import ConfigError
@@ -24,8 +25,8 @@ VALIDATED = {"validation": {"size": 180, "seed": 0, "every": 1, "steps": 3}, "em
 
 
 def digits_config(digits_dir, **overrides):
-    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "epochs": 5, "warmup_epochs": 2,
-           "method": "part", **VALIDATED}
+    raw = {"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "width": NARROW, "epochs": 5,
+           "warmup_epochs": 2, "method": "part", **VALIDATED}
     return config.from_dict(config.deep_merge(raw, overrides))
 
 

@@ -69,7 +69,7 @@ def test_killed_workflow_reruns_with_the_same_command_to_the_same_tables(tmp_pat
     kill_when(wrapper(killed, args, "first"), lambda: training_epoch_logged(killed))
     assert list((killed / ".snakemake" / "locks").glob("*.lock")), "a killed Snakemake leaves its lock"
     plain = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=killed, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=600)
     assert plain.returncode != 0 and "LockException" in plain.stdout + plain.stderr  # what a user hit before
     kill_when(wrapper(killed, args, "second"), lambda: evaluating(killed))
     assert "stale Snakemake lock" in output(killed, "second")
