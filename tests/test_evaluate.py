@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import NARROW
+from conftest import NARROW, NARROW_LR
 from part import config
 from part.attacks import MMA, PGD
 from part.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
@@ -37,7 +37,7 @@ EPS, ALPHA = evaluation_budget("digits")
 @pytest.fixture(scope="module")
 def at_run(digits_dir, tmp_path_factory):
     cfg = config.from_dict({"dataset": "digits", "data_dir": str(digits_dir), "device": "cpu", "method": "at",
-                            "width": NARROW, "epochs": 6})
+                            "width": NARROW, "epochs": 6, "optim": {"lr": NARROW_LR}})
     out = tmp_path_factory.mktemp("at_run")
     train(cfg, out, log=lambda _: None)
     return out
