@@ -1,5 +1,6 @@
 """The robustness curve of one model: accuracy against ℓ∞ PGD for a list of budgets ε, plus one large ε
-at which every model must fall to ≈ 0 % (issue 23; the check itself is ``part.sanity``).
+at which every model must fall to ≈ 0 % (an evaluation check of docs/evaluation_checks.md; the check itself
+is ``part.sanity``'s ``large_eps``).
 
 The settings are data (:func:`curve_spec`), written with the results, from a plain dict — the workflow's
 ``evaluation.robustness_curve`` block::

@@ -63,7 +63,7 @@ def gallery_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
     cams = unit_maps(model, x, method=cfg.cam.method, backend=cfg.cam.backend, mode=cfg.cam.resize,
                      normalise=cfg.cam.normalise).float()
     budgets = eps_map(importance_mask(cams, cfg.mask.recipe), cfg.attack.eps, cfg.attack.eps_low)
-    full_share = (budgets == cfg.attack.eps).float().mean(dim=(1, 2, 3))  # as train.py's full_eps_share
+    full_share = (budgets == cfg.attack.eps).float().mean(dim=(1, 2, 3))  # as part.train's full_eps_share
     return Gallery(images=x.permute(0, 2, 3, 1).cpu().numpy(), labels=y.cpu().numpy(), preds=preds.cpu().numpy(),
                    cams=cams.cpu().numpy(), eps_maps=budgets.mean(1).cpu().numpy(),
                    full_share=full_share.cpu().numpy(), eps=cfg.attack.eps,

@@ -1,4 +1,4 @@
-"""Convergence and gradient-masking checks of one model, each a *pass* / *warn* with its numbers (issue 23).
+"""Convergence and gradient-masking checks of one model, each a *pass* / *warn* with its numbers.
 
 A robust accuracy is only as good as the attack behind it. These are the checks AutoAttack runs on itself
 (``pyautoattack/checks.py``: Croce & Hein, ICML 2020) and those of Carlini et al., *On Evaluating
