@@ -25,7 +25,7 @@ import pandas as pd
 
 from part import compare, files, stats
 from part.results import load_correct, read_finite_json, worst_case_correct
-from part.grid import TABLE_FILES, Grid, Run, Variant
+from part.grid import REPRODUCTION_TOLERANCE, TABLE_FILES, Grid, Run, Variant
 from part.tablefmt import COLUMNS, LATEX, MARKDOWN, Style, dataset_name, format_cell, latex_escape
 from part.vocabulary import AUTOATTACKS, SPLIT_SIZES
 
@@ -452,12 +452,12 @@ def latex(table: pd.DataFrame, per_seed: pd.DataFrame, seeds: list[int], label: 
 
 
 def statistics_settings(cfg: dict[str, Any]) -> compare.Settings:
-    """The workflow's ``statistics`` section, with ``part.stats`` / ``part.compare``'s defaults."""
+    """The workflow's ``statistics`` section, with ``part.stats`` / ``part.compare`` / ``part.grid``'s defaults."""
     settings = cfg.get("statistics") or {}
     claim = settings.get("claim") or {}
     return compare.Settings(settings.get("confidence", stats.CONFIDENCE),
                             settings.get("paper_runs", compare.PAPER_RUNS),
-                            settings.get("reproduction_tolerance", compare.REPRODUCTION_TOLERANCE),
+                            settings.get("reproduction_tolerance", REPRODUCTION_TOLERANCE),
                             compare.Claim(claim.get("aa_tolerance", compare.Claim.aa_tolerance)))
 
 

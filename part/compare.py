@@ -26,12 +26,11 @@ import numpy as np
 import pandas as pd
 
 from part import stats
+from part.grid import REPRODUCTION_TOLERANCE
 from part.tablefmt import COLUMNS, MARKDOWN, dataset_name, format_cell, format_interval, signed
 
 PAPER_RUNS = 3
 """Runs behind each of the paper's mean ± std (not stated in the paper; the workflow's ``statistics.paper_runs``)."""
-REPRODUCTION_TOLERANCE = 1.0
-"""Points within which a cell counts as reproduced (the workflow's ``statistics.reproduction_tolerance``)."""
 PRINTED_STD_FLOOR = 0.005
 """The smallest std a printed "± 0.00" can stand for, half its last digit: a std of 0 would make the interval of a
 difference to the paper zero-wide and its p-value undefined."""

@@ -128,6 +128,10 @@ class Experiment:
 
 
 DEFAULT_EXPERIMENT_ATTACKS = ("natural", "pgd20")
+REPRODUCTION_TOLERANCE = 1.0
+"""Points within which a cell counts as reproduced (the workflow's ``statistics.reproduction_tolerance``); also
+the evaluation's convergence check's tolerance (``part.sanity``), so a check that passes cannot hide a failed
+reproduction."""
 
 
 def _variant_specs(cfg: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:

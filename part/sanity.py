@@ -12,7 +12,7 @@ evaluation budget) and the first ``n_examples`` test images:
   :data:`CONVERGENCE_TOLERANCE` points beyond the test sample's noise: the one-sided 95 % Clopper–Pearson
   lower bound of the share of examples it breaks beyond PGD-20 lies above the tolerance (on a demo's 100–200
   examples one example is 0.5–1 point). No source gives a number; ours is the reproduction tolerance of the
-  tables (``part.compare.REPRODUCTION_TOLERANCE``), so a check that passes cannot hide a gap the paper
+  tables (``part.grid.REPRODUCTION_TOLERANCE``), so a check that passes cannot hide a gap the paper
   comparison would call a failed reproduction.
 * ``black_box`` — black-box is never stronger than white-box: the Square Attack (gradient-free; the
   official AutoAttack code, its standard settings) against the worst case of the white-box attacks
@@ -54,9 +54,9 @@ from torch import nn
 
 from part.attacks import PGD
 from part.autoattack_adapter import APGD, Square
-from part.compare import REPRODUCTION_TOLERANCE
 from part.curve import check_parameters, curve_spec
 from part.evaluate import BATCH_SIZE, _batched_correct, attack_specs, build_attack, check_inputs, evaluation_budget
+from part.grid import REPRODUCTION_TOLERANCE
 from part.runtime import eval_mode, synchronize
 
 NAME = "sanity"
