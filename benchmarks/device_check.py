@@ -58,7 +58,8 @@ from harness import EPOCH_IMAGES, release_style_maps, synthetic_dataset, timed_e
 from part import config, distributed, files, provenance, torchfiles
 from part.data import DeviceLoader, PreparedDataset, Split, prepare_digits, save_prepared
 from part.epsmap import EpsMapStore
-from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack
+from part.attack_suite import attack_specs, evaluation_budget
+from part.evaluate import load_run, run_attack
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, resolve_device, synchronize
 from part.train import build_engine, build_for, run_epoch, train

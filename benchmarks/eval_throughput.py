@@ -18,7 +18,8 @@ import json
 import torch
 
 from part.config import parse_budget
-from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack, with_precision
+from part.attack_suite import attack_specs, evaluation_budget
+from part.evaluate import load_run, run_attack, with_precision
 from part.provenance import environment
 from part.models import build_model
 from part.runtime import resolve_device

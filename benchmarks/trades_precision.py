@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from part import config
 from part.attacks import PGD
 from part.data import load_prepared, prepare_digits, save_prepared
-from part.evaluate import correct_per_example
+from part.attack_suite import correct_per_example
 from part.provenance import environment
 from part.methods import INNER
 from part.models import build_model

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from part.attack_suite import BATCH_SIZE, batched_correct, check_inputs, evaluation_budget
 from part.attacks import PGD
-from part.evaluate import BATCH_SIZE, _batched_correct, check_inputs, evaluation_budget
 from part.runtime import eval_mode, synchronize
 
 NAME = "curve"
@@ -138,11 +138,11 @@ def run_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict[str
             synchronize(device)
             t0 = time.perf_counter()
             if p["eps"] == 0:
-                correct = _batched_correct(model, x, y, None, batch_size, None)
+                correct = batched_correct(model, x, y, None, batch_size, None)
             else:
                 generator = torch.Generator(device=device).manual_seed(spec["seed"])
                 attack = PGD(p["eps"], p["alpha"], p["steps"], loss=spec["loss"], start=spec["start"])
-                correct = _batched_correct(model, x, y, attack, batch_size, generator)
+                correct = batched_correct(model, x, y, attack, batch_size, generator)
             synchronize(device)
             seconds.append(time.perf_counter() - t0)
             rows.append(correct.cpu().numpy())

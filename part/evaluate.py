@@ -6,7 +6,7 @@ workflow runs one job per (model, attack). A job writes only its own pair of fil
 directory (``part.results``: ``eval/<attack>.json`` + ``eval/<attack>.correct.npz``), so jobs on
 different attacks of one model never touch the same file; a merge then writes ``metrics.json``.
 
-The settings are data (``attack_specs``), built from the dataset's evaluation budget, and are
+The settings are data (``part.attack_suite.attack_specs``), built from the dataset's evaluation budget, and are
 written into the results as they were run, so a number can always be traced to its attack.
 Evaluation is deterministic: random starts draw from seeded generators, AutoAttack's own reseeding
 is isolated (``part.autoattack_adapter``). The table's MMA column is ``mma``, the variant of the
@@ -29,96 +29,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from part import files, lock, provenance, results, torchfiles
-from part.attacks import MMA, PGD, Attack
-from part.autoattack_adapter import (MM3, RELEASE_AA_CLASSES, EvaluationWarning, ReleaseAutoAttack,
-                                     StandardAutoAttack)
-from part.config import DATASET_DEFAULTS, DEFAULTS, RunConfig, deep_merge, from_dict, parse_budget
-from part.data import Split, load_prepared, prepared_file
+from part import curve, files, lock, provenance, results, sanity, torchfiles
+from part.attack_suite import BATCH_SIZE, attack_specs, batched_correct, build_attack, check_inputs, evaluation_budget
+from part.autoattack_adapter import EvaluationWarning, StandardAutoAttack
+from part.config import RunConfig, from_dict
+from part.data import load_prepared, prepared_file
 from part.grid import KEEPS
 from part.models import build_model, load_weights
 from part.rundir import RunPaths
 from part.runtime import autocast_factory, config_device, eval_mode, resolve_device, synchronize
 from part.vocabulary import CHECKS, EVALUATIONS, TABLE_ATTACKS
-
-BATCH_SIZE = 500
-"""Images per attack batch when none is given (CLI, workflow and engine alike)."""
-
-
-def evaluation_budget(dataset: str) -> tuple[float, float]:
-    """(ε, α) of the evaluation: the dataset's default training budget, not the run's own.
-
-    Every model of a dataset is then measured at the same budget, including ablations trained with
-    another ε: 8/255 with α = 2/255 (SVHN 1/255) for the paper's data sets, part.config's MNIST-style
-    budgets for the small grey-scale ones.
-    """
-    if dataset not in DATASET_DEFAULTS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASET_DEFAULTS)}")
-    attack = deep_merge(DEFAULTS, DATASET_DEFAULTS[dataset])["attack"]
-    return parse_budget(attack["eps"]), parse_budget(attack["alpha"])
-
-
-def attack_specs(eps: float, alpha: float, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Every evaluation attack by name, as plain data (fra31 style): what runs is what gets recorded."""
-    ball = {"norm": "Linf", "eps": eps, "eps_255": eps * 255}
-    return {
-        "natural": {"kind": "natural"},
-        "pgd20": {"kind": "pgd", **ball, "alpha": alpha, "steps": 20, "loss": "ce", "start": "uniform",
-                  "restarts": 1, "seed": seed},
-        "mma": {"kind": "mma", "variant": "PART release: sign steps per target, keep the largest final margin",
-                **ball, "alpha": alpha, "steps": 20, "k": 3, "confidence": 50.0, "start": "uniform",
-                "restarts": 1, "seed": seed},
-        "mm3": {"kind": "mm3", "variant": "Gao et al. 2022: targeted APGD on the margin, targets in turn",
-                **ball, "steps": 20, "k": 3, "confidence": 50.0, "rho": 0.75, "restarts": 1, "seed": seed},
-        "aa": {"kind": "autoattack", "version": "standard", **ball, "seed": seed},
-        "aa_release": {"kind": "torchattacks_autoattack", "version": "standard", **ball, "seed": seed,
-                       "n_classes": RELEASE_AA_CLASSES},
-    }
-
-
-def build_attack(spec: dict[str, Any]) -> Attack | None:
-    """The per-batch attack of a spec of :func:`attack_specs` (None for ``natural``)."""
-    kind = spec["kind"]
-    if kind == "natural":
-        return None
-    if kind == "pgd":
-        return PGD(spec["eps"], spec["alpha"], spec["steps"], loss=spec["loss"], start=spec["start"])
-    if kind == "mma":
-        return MMA(spec["eps"], spec["alpha"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"])
-    if kind == "mm3":
-        return MM3(spec["eps"], steps=spec["steps"], k=spec["k"], confidence=spec["confidence"], seed=spec["seed"])
-    if kind == "torchattacks_autoattack":
-        return ReleaseAutoAttack(spec["eps"], seed=spec["seed"], n_classes=spec["n_classes"])
-    raise ValueError(f"attack kind {kind!r} has no per-batch implementation")
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-example correctness of one model under one attack
-
-
-def _batched_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None,
-                     batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
-    out = []
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        if attack is not None:
-            xb = attack(model, xb, yb, generator=generator)
-        with torch.no_grad():
-            out.append(model(xb).argmax(1) == yb)
-    return torch.cat(out)
-
-
-def correct_per_example(model: nn.Module, split: Split, attack: Attack | None = None, *, batch_size: int = BATCH_SIZE,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bool (N,) on the model's device: is example i classified correctly (after ``attack``, if given)?
-
-    The model is evaluated in eval mode (restored afterwards); the split moves to the device once,
-    so one evaluation costs a single host transfer each way.
-    """
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        x = split.images.to(device).float().div_(255)
-        return _batched_correct(model, x, split.labels.to(device), attack, batch_size, generator)
 
 
 class _Autocast(nn.Module):
@@ -186,13 +106,6 @@ class AttackResult:
         return 100.0 * int(self.natural_correct.sum()) / len(self.natural_correct)
 
 
-def check_inputs(x: torch.Tensor) -> None:
-    """Refuse images outside [0, 1], where the ε-balls and the attacks' clipping are defined."""
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"inputs span [{x.min().item():.3g}, {x.max().item():.3g}]; the ε-balls and the attacks' "
-                         "clipping are defined for images in [0, 1] (normalise inside the model)")
-
-
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, spec: dict[str, Any], *,
                batch_size: int = BATCH_SIZE, log: Callable[[str], None] | None = print) -> AttackResult:
     """Per-example correctness of ``model`` on float images ``x`` in [0, 1] (on the model's device)
@@ -209,19 +122,19 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, sp
         with torch.no_grad():
             logits = model(x[:batch_size]).float()
         _check_outputs(logits)
-        natural = _batched_correct(model, x, y, None, batch_size, None)
+        natural = batched_correct(model, x, y, None, batch_size, None)
         synchronize(device)
         t0 = time.perf_counter()
         if spec["kind"] == "autoattack":
             adapter = StandardAutoAttack(model, spec["eps"], device=device, seed=spec["seed"], batch_size=batch_size,
                                          log=log)
             settings = {**spec, **adapter.settings}
-            correct = _batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
+            correct = batched_correct(model, adapter.perturb(x, y), y, None, batch_size, None)
         else:
             attack = build_attack(spec)
             settings = {**spec, **(attack.settings(model) if attack is not None else {})}
             generator = torch.Generator(device=device).manual_seed(spec["seed"]) if "seed" in spec else None
-            correct = _batched_correct(model, x, y, attack, batch_size, generator)
+            correct = batched_correct(model, x, y, attack, batch_size, generator)
         synchronize(device)
         seconds = time.perf_counter() - t0
     check_accuracies(name, natural, correct, logits.shape[1])
@@ -334,8 +247,6 @@ def _evaluate_check(run: LoadedRun, name: str, params: dict[str, Any] | None, n_
     """One evaluation check (``curve``, ``sanity``) of ``part.vocabulary.CHECKS``: its own module computes it,
     on the first ``params["n_examples"]`` examples (else ``n_default``, else all loaded), and it is written
     like an attack's result (``eval/<name>.json`` + ``.correct.npz``, ``correct`` of shape (rows, N))."""
-    from part import curve, sanity  # their engines import this module
-
     module = curve if name == "curve" else sanity
     spec = (curve.curve_spec if name == "curve" else sanity.sanity_spec)(run.cfg.dataset, params, seed)
     n = spec["n_examples"] or n_default or len(run.index)
@@ -398,7 +309,7 @@ def evaluate(run_dir: str | Path, attacks: Iterable[str] = TABLE_ATTACKS, *,
     ``n_examples`` is one size for every attack or a size per attack (AutoAttack on a subset: the model and
     the largest set are loaded once, each attack takes the first images it needs; None: the whole test split).
     ``device`` defaults to the run's; ``precision`` ``bf16`` (CUDA only) is recorded with each result;
-    ``batch_size`` None is :data:`BATCH_SIZE`. ``checkpoint`` names the weights (``last``, the paper's, or
+    ``batch_size`` None is :data:`part.attack_suite.BATCH_SIZE`. ``checkpoint`` names the weights (``last``, the paper's, or
     ``best`` / ``ema`` where the run kept them), whose results go to ``eval_<name>/`` and ``metrics_<name>.json``.
     While it runs it holds the lock of each of its attacks' results (``part.lock``): a second evaluation of one
     of them is refused.

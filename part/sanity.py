@@ -52,10 +52,10 @@ import torch.nn.functional as F
 from scipy.stats import beta
 from torch import nn
 
+from part.attack_suite import BATCH_SIZE, attack_specs, batched_correct, build_attack, check_inputs, evaluation_budget
 from part.attacks import PGD
 from part.autoattack_adapter import APGD, Square
 from part.curve import check_parameters, curve_spec
-from part.evaluate import BATCH_SIZE, _batched_correct, attack_specs, build_attack, check_inputs, evaluation_budget
 from part.grid import REPRODUCTION_TOLERANCE
 from part.runtime import eval_mode, synchronize
 
@@ -181,18 +181,18 @@ def run_sanity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict[st
         return torch.Generator(device=device).manual_seed(spec["seed"])
 
     with eval_mode(model):
-        natural = timed("natural", lambda: _batched_correct(model, x, y, None, batch_size, None))
-        pgd20 = timed("pgd20", lambda: _batched_correct(model, x, y, build_attack(a["pgd20"]), batch_size, gen()))
+        natural = timed("natural", lambda: batched_correct(model, x, y, None, batch_size, None))
+        pgd20 = timed("pgd20", lambda: batched_correct(model, x, y, build_attack(a["pgd20"]), batch_size, gen()))
         timed("pgd_strong", lambda: _restarts(model, x, y, a["pgd_strong"], pgd20, batch_size, gen()))
-        timed("apgd_ce", lambda: _batched_correct(model, x, y, _apgd(a["apgd_ce"]), batch_size, None))
-        timed("apgd_dlr", lambda: _batched_correct(model, x, y, _apgd(a["apgd_dlr"]), batch_size, None))
+        timed("apgd_ce", lambda: batched_correct(model, x, y, _apgd(a["apgd_ce"]), batch_size, None))
+        timed("apgd_dlr", lambda: batched_correct(model, x, y, _apgd(a["apgd_dlr"]), batch_size, None))
         whitebox = natural & pgd20 & flags["pgd_strong"] & flags["apgd_ce"] & flags["apgd_dlr"]
         flags["whitebox"] = whitebox
         square = Square(a["square"]["eps"], n_queries=a["square"]["n_queries"], seed=a["square"]["seed"],
                         p_init=a["square"]["p_init"])
-        timed("square", lambda: _batched_correct(model, x, y, square, batch_size, None))
+        timed("square", lambda: batched_correct(model, x, y, square, batch_size, None))
         large = a["large_eps"]
-        timed("large_eps", lambda: _batched_correct(
+        timed("large_eps", lambda: batched_correct(
             model, x, y, PGD(large["eps"], large["alpha"], large["steps"], loss="ce", start="uniform"), batch_size,
             gen()))
         if source_model is not None:
@@ -222,7 +222,7 @@ def _restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict[str
         alive = correct.nonzero().squeeze(1)
         if not len(alive):
             break
-        correct[alive] = _batched_correct(model, x[alive], y[alive], attack, batch_size, generator)
+        correct[alive] = batched_correct(model, x[alive], y[alive], attack, batch_size, generator)
     return correct
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from part import distributed, files, lock, provenance, torchfiles
+from part.attack_suite import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
 from part.attacks import Attack, RowsOf
 from part.batchnorm import slice_batchnorm
 from part.config import ConfigError, RunConfig, release_behaviours
@@ -42,7 +43,6 @@ from part.data import (Batch, DeviceLoader, Split, hold_out, load_prepared, make
                        split_sha256)
 from part.errors import DivergenceError
 from part.epsmap import EpsMapStore
-from part.evaluate import BATCH_SIZE, attack_specs, build_attack, correct_per_example, evaluation_budget
 from part.methods import OuterLoss, outer_loss, training_attack
 from part.models import build_model, load_weights
 from part.optim import sgd

@@ -20,7 +20,7 @@ import yaml
 from scipy import stats as scipy_stats
 
 from part import aggregate, compare, files, provenance, stats
-from part.evaluate import attack_specs
+from part.attack_suite import attack_specs
 from part.results import build_metrics, file_sha256, metrics_schema
 from part import grid
 from part.grid import Run

@@ -17,7 +17,8 @@ from part import config, results
 from part.autoattack_adapter import EvaluationWarning
 from part.curve import curve_spec
 from part.data import load_prepared
-from part.evaluate import evaluate, evaluation_budget
+from part.attack_suite import evaluation_budget
+from part.evaluate import evaluate
 from part.models import build_model
 from part.results import load_check, load_correct, merge_metrics
 from part.sanity import NOT_RUN, PASS, WARN, run_sanity, sanity_spec

@@ -23,7 +23,8 @@ from part.attacks import MMA, PGD
 from part.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
 from part.cli import main
 from part.data import load_prepared
-from part.evaluate import BATCH_SIZE, attack_specs, check_accuracies, evaluate, evaluation_budget, run_attack
+from part.attack_suite import BATCH_SIZE, attack_specs, evaluation_budget
+from part.evaluate import check_accuracies, evaluate, run_attack
 from part.results import load_correct, merge_metrics, metrics_schema
 from part.vocabulary import ATTACKS
 from part.torchfiles import load_torch

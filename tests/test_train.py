@@ -18,7 +18,7 @@ from conftest import NARROW
 from part import config, provenance
 from part.attacks import MMA, PGD
 from part.data import load_prepared
-from part.evaluate import correct_per_example
+from part.attack_suite import correct_per_example
 from part.torchfiles import load_torch
 from part.models import build_model
 from part.results import file_sha256

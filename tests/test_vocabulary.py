@@ -10,7 +10,7 @@ from importlib import resources
 import pytest
 
 from part import config, data, gallery, importance, models, rundir, sources, tablefmt, vocabulary
-from part.evaluate import attack_specs
+from part.attack_suite import attack_specs
 from part.models import build_model
 
 SCHEMA_ENUMS = {
