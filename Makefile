@@ -17,10 +17,10 @@ $(BIN)/part: pyproject.toml constraints.txt
 
 setup: $(BIN)/part
 
-# Outputs that other sources made are all rerun (part.fingerprint prints --forceall for them).
+# Outputs that other sources made are all rerun (part.workflow.fingerprint prints --forceall for them).
 demo: $(BIN)/part
-	force=$$($(BIN)/python -m part.fingerprint results) && \
-	$(BIN)/python -m part.workflow_lock --cores 2 --configfile configs/demo.yaml $$force
+	force=$$($(BIN)/python -m part.workflow.fingerprint results) && \
+	$(BIN)/python -m part.workflow.workflow_lock --cores 2 --configfile configs/demo.yaml $$force
 
 check-demo: $(BIN)/part
 	$(BIN)/pytest -q -m demo

@@ -1,6 +1,6 @@
 """Coverage, verdict error rates and power of the tables' statistics, on simulated grids.
 
-The generator deliberately does not share the estimator's model. ``part.stats`` assumes additive seed,
+The generator deliberately does not share the estimator's model. ``part.analysis.stats`` assumes additive seed,
 example and interaction effects on the 0/100 scale; here every outcome is a threshold of a latent
 probit score with
 
@@ -16,8 +16,8 @@ The truths are exact, not Monte Carlo: every latent term is Gaussian, so the exp
 over seeds and examples is an average over classes of normal CDFs, and PART's probit shift is solved so
 that PART − base equals the stated effect. A grid is one dataset of the paper: three families, each a base
 method and two PART rows (s = 1, s = 10), natural accuracy and AA. It goes through the pipeline's own
-entry points: ``part.aggregate.estimates`` per cell, ``part.stats.pool`` per column, ``part.stats.interval``
-and ``part.compare.judge``.
+entry points: ``part.analysis.aggregate.estimates`` per cell, ``part.analysis.stats.pool`` per column, ``part.analysis.stats.interval``
+and ``part.analysis.compare.judge``.
 
     python benchmarks/calibration.py [--grids 200] [--quick] [--out calibration.json]
 
@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import optimize
 from scipy.special import ndtr
 
-from part import aggregate, compare, stats
+from part.analysis import aggregate, compare, stats
 
 CLASSES = 10
 DIFFICULTY_SD = 1.5
@@ -155,7 +155,7 @@ class World:
 
 
 def _as_flags(attack: str, flags: dict[str, np.ndarray]) -> aggregate.Flags:
-    """The simulated table in the shape ``part.aggregate.correct_flags`` gives the real one."""
+    """The simulated table in the shape ``part.analysis.aggregate.correct_flags`` gives the real one."""
     index = np.arange(next(iter(flags.values())).shape[1])
     return {("sim", row, attack): {seed: (index, f[seed]) for seed in range(f.shape[0])} for row, f in flags.items()}
 

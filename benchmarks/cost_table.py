@@ -5,12 +5,12 @@ shipped estimate that ``part plan`` also falls back to (``part/reference/rates.j
     python benchmarks/cost_table.py --json device_check/device_check.json --readme docs/cost.md   # and rewrite it
     python benchmarks/cost_table.py --readme docs/cost.md                    # the shipped estimate's table
 
-Every training run of the grid (``config.yaml`` through ``part.grid``, experiments included) is costed
+Every training run of the grid (``config.yaml`` through ``part.base.grid``, experiments included) is costed
 from the JSON's ``cost_basis``: the model's AT epoch on 50 k 32×32 images, scaled by the dataset's training
 images and pixels; TRADES / MART epochs as measured ratios to it (1.1 where not measured); a PART epoch
 as its measured training part plus one ε-map refresh on each epoch ``cfg.refreshes_at`` names (none for
 the quadrant recipes, which need no CAM). The ratios come from ResNet-18 and are applied to every model.
-The costing itself (``Basis``, ``run_seconds``) lives in ``part.plan``, which ``part plan`` shares.
+The costing itself (``Basis``, ``run_seconds``) lives in ``part.workflow.plan``, which ``part plan`` shares.
 ``--readme FILE`` replaces what lies between FILE's ``cost-table`` markers (the project's table: ``docs/cost.md``).
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from part import grid
-from part.config import from_dict
-from part.data import SHAPES
-from part.plan import SHIPPED_RATES, TRAIN_IMAGES, Basis, run_seconds, shipped_estimate, shipped_rates
+from part.base import grid
+from part.base.config import from_dict
+from part.data.prepared import SHAPES
+from part.workflow.plan import SHIPPED_RATES, TRAIN_IMAGES, Basis, run_seconds, shipped_estimate, shipped_rates
 
 BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
 

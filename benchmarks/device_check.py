@@ -15,7 +15,7 @@ combination is started only if the time it is expected to take is left, else rec
 * ``smoke``: every method × precision × compile mode, a few batches of ResNet-18 on synthetic
   CIFAR-shaped data: finite loss, ‖δ‖∞ ≤ ε_map element-wise and x + δ ∈ [0, 1] (checked on the device),
   no host↔device synchronisation inside the batch loop (CUDA's sync debug mode, counted in the epoch
-  after the warm-up one), and a run killed after its first checkpoint resuming, through ``part.train``,
+  after the warm-up one), and a run killed after its first checkpoint resuming, through ``part.training.train``,
   to the uninterrupted run's weights — for the PART methods its resumed epoch refreshes nothing and projects
   onto the ε-maps the killed run computed and checkpointed;
 * ``speed``: PGD-10 AT and PART (s = 1) epochs, refresh included, per batch size, precision and compile
@@ -55,13 +55,15 @@ import torch
 import torch.nn.functional as F
 
 from harness import EPOCH_IMAGES, release_style_maps, synthetic_dataset, timed_epoch
-from part import config, distributed, files, provenance, torchfiles
-from part.data import DeviceLoader, PreparedDataset, Split, prepare_digits, save_prepared
-from part.epsmap import EpsMapStore
-from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack
-from part.rundir import RunPaths
-from part.runtime import autocast_factory, resolve_device, synchronize
-from part.train import build_engine, build_for, run_epoch, train
+from part.attacks.suite import attack_specs, evaluation_budget
+from part.base import config, files, provenance, torchfiles
+from part.base.rundir import RunPaths
+from part.base.runtime import autocast_factory, resolve_device, synchronize
+from part.data.prepared import DeviceLoader, PreparedDataset, Split, prepare_digits, save_prepared
+from part.evaluation.evaluate import load_run, run_attack
+from part.training import distributed
+from part.training.epsmap import EpsMapStore
+from part.training.train import build_engine, build_for, run_epoch, train
 
 FORMAT_VERSION = 1
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +86,7 @@ FIRST_ESTIMATES = {"none": 10.0, "default": 90.0, "reduce-overhead": 90.0, "max-
 @dataclass(frozen=True)
 class Sizes:
     """The sizes of one mode of the check: the real one (GPU) or ``--tiny`` (CPU, seconds)."""
-    dataset: str  # the synthetic training set's shape, by part.data.SHAPES name
+    dataset: str  # the synthetic training set's shape, by part.data.prepared.SHAPES name
     model: str
     wide_model: str
     batch_sizes: tuple[int, ...]
@@ -274,7 +276,7 @@ def weight_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> d
 
 
 def resume_check(cfg, root: Path) -> dict[str, Any]:
-    """``part.train.train`` uninterrupted vs killed after its first checkpoint and run again.
+    """``part.training.train.train`` uninterrupted vs killed after its first checkpoint and run again.
 
     ``refreshed`` lists, per epoch of the resumed run's log, whether it recomputed the ε-maps: with the
     smoke's schedule a PART run refreshes before its first epoch only, so the epoch after the kill reads the

@@ -17,11 +17,12 @@ import json
 
 import torch
 
-from part.config import parse_budget
-from part.evaluate import attack_specs, evaluation_budget, load_run, run_attack, with_precision
-from part.provenance import environment
+from part.attacks.suite import attack_specs, evaluation_budget
+from part.base.config import parse_budget
+from part.base.provenance import environment
+from part.base.runtime import resolve_device
+from part.evaluation.evaluate import load_run, run_attack, with_precision
 from part.models import build_model
-from part.runtime import resolve_device
 
 
 def synthetic(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -80,7 +81,7 @@ def main() -> None:
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        from part.files import write_text
+        from part.base.files import write_text
 
         write_text(args.out, text + "\n")
 

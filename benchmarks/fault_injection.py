@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import yaml
 
-from part.data import prepare_digits, save_prepared
-from part.torchfiles import load_torch
+from part.base.torchfiles import load_torch
+from part.data.prepared import prepare_digits, save_prepared
 
 FINISHED = {"model.pt", "run.json", "log.jsonl", "config.json"}
 """What a finished run directory holds (the checkpoint is removed once model.pt exists)."""

@@ -1,8 +1,8 @@
 """What the benchmarks share: synthetic data, the training pieces of one run, timed epochs, and the
 authors' release's per-image CAM loop to compare the batched refresh with.
 
-The benchmarks time the engine's own code (``part.train.run_epoch``, ``EpsMapStore.refresh``), never a
-copy of it: ``part.train.build_engine`` assembles the pieces ``part.train.train`` trains a run with, so a
+The benchmarks time the engine's own code (``part.training.train.run_epoch``, ``EpsMapStore.refresh``), never a
+copy of it: ``part.training.train.build_engine`` assembles the pieces ``part.training.train.train`` trains a run with, so a
 measured epoch is the epoch a real run executes. Epochs are timed on a few batches after one warm-up
 epoch (kernel selection, ``torch.compile``, CUDA-graph capture) and scaled linearly to
 :data:`EPOCH_IMAGES`, since an epoch's cost is proportional to its number of batches.
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from part.config import RunConfig
-from part.data import SHAPES, PreparedDataset, Split
-from part.train import build_engine, run_epoch
+from part.base.config import RunConfig
+from part.data.prepared import SHAPES, PreparedDataset, Split
+from part.training.train import build_engine, run_epoch
 
 EPOCH_IMAGES = 50_000
 """The images of one CIFAR-10 training epoch: what every epoch time is extrapolated to."""
@@ -33,7 +33,7 @@ def synthetic_split(n: int, channels: int, size: int, classes: int, seed: int = 
 
 
 def synthetic_dataset(name: str, n_train: int, n_test: int, seed: int = 0) -> PreparedDataset:
-    """A prepared dataset shaped like ``name`` (``part.data.SHAPES``), so ``part train`` accepts it under that name."""
+    """A prepared dataset shaped like ``name`` (``part.data.prepared.SHAPES``), so ``part train`` accepts it under that name."""
     channels, height, _, classes = SHAPES[name]
     return PreparedDataset(name, synthetic_split(n_train, channels, height, classes, seed),
                            synthetic_split(n_test, channels, height, classes, seed + 1), classes,

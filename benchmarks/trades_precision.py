@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from part import config
-from part.attacks import PGD
-from part.data import load_prepared, prepare_digits, save_prepared
-from part.evaluate import correct_per_example
-from part.provenance import environment
-from part.methods import INNER
+from part.attacks.pgd import PGD
+from part.attacks.suite import correct_per_example
+from part.base import config
+from part.base.provenance import environment
+from part.data.prepared import load_prepared, prepare_digits, save_prepared
 from part.models import build_model
-from part.train import build_engine, run_epoch
+from part.training.methods import INNER
+from part.training.train import build_engine, run_epoch
 
 PRECISIONS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
 INNER_VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_fp32_inner": ("bf16", True)}

@@ -16,10 +16,10 @@ import json
 import torch
 
 from harness import release_style_maps, synthetic_split, timed_epoch
-from part import config
-from part.provenance import environment
+from part.base import config
+from part.base.provenance import environment
+from part.base.runtime import resolve_device
 from part.models import build_model
-from part.runtime import resolve_device
 
 
 def main() -> None:

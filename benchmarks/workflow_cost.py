@@ -4,10 +4,10 @@
     python benchmarks/workflow_cost.py --configfile my.yaml -- --scheduler greedy
     python benchmarks/workflow_cost.py --attribute results_of_an_earlier_run/
 
-It runs the documented command (``python -m part.workflow_lock``, what ``make demo`` runs) in a new
+It runs the documented command (``python -m part.workflow.workflow_lock``, what ``make demo`` runs) in a new
 directory and takes the CPU time of everything it started from the kernel (``getrusage`` of the waited-for
-children), so nothing escapes. Each job's share comes from the cost line that ``part.joblog.job_log`` ends
-its log with (its process's whole life, start-up included; ``part.report.job_costs`` reads them); Snakemake's
+children), so nothing escapes. Each job's share comes from the cost line that ``part.workflow.joblog.job_log`` ends
+its log with (its process's whole life, start-up included; ``part.workflow.report.job_costs`` reads them); Snakemake's
 own process is the rest. Prints one JSON object; it is a measurement, not a test.
 """
 
@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from part.provenance import environment
-from part.report import job_costs
+from part.base.provenance import environment
+from part.workflow.report import job_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def run_workflow(workdir: Path, configfile: Path, cores: int, extra: list[str]) 
     """The documented command in ``workdir``: its CPU-s (every process it started), wall seconds, exit code."""
     for folder in ("configs", "profiles"):
         shutil.copytree(ROOT / folder, workdir / folder, dirs_exist_ok=True)
-    command = [sys.executable, "-m", "part.workflow_lock", "--cores", str(cores), "--snakefile", str(ROOT / "Snakefile"),
+    command = [sys.executable, "-m", "part.workflow.workflow_lock", "--cores", str(cores), "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(configfile.resolve()), *extra]
     cpu, start = children_cpu(), time.perf_counter()
     with open(workdir / "workflow.out", "w") as out:

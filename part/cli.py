@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from part.config import ConfigError, parse_yaml, read_yaml
-from part.errors import DivergenceError, echo
-from part.lock import Locked
-from part.vocabulary import CHECKPOINTS, PRECISIONS
+from part.base.config import ConfigError, parse_yaml, read_yaml
+from part.base.errors import DivergenceError, echo
+from part.base.lock import Locked
+from part.base.vocabulary import CHECKPOINTS, PRECISIONS
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _whole(minimum: int, maximum: int = 2**32 - 1):
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from part.sources import fetch_and_prepare
+    from part.data.sources import fetch_and_prepare
 
     path = fetch_and_prepare(args.dataset, Path(args.raw_dir) / args.dataset, Path(args.out) / f"{args.dataset}.pt",
                              mirror=args.mirror, split_seed=args.split_seed)
@@ -67,9 +67,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train in this process or, launched by torchrun (WORLD_SIZE > 1), as one of its processes."""
-    from part import config, distributed
-    from part.runtime import config_device
-    from part.train import train
+    from part.base import config
+    from part.base.runtime import config_device
+    from part.training import distributed
+    from part.training.train import train
 
     distributed.exit_on_sigterm()
     cfg = config.load(args.config, _overrides(args.set))
@@ -78,10 +79,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from part import distributed
-    from part.evaluate import evaluate
-    from part.results import merge_metrics
-    from part.rundir import metrics_name
+    from part.base.rundir import metrics_name
+    from part.evaluation.evaluate import evaluate
+    from part.evaluation.results import merge_metrics
+    from part.training import distributed
 
     distributed.exit_on_sigterm()  # a stopped evaluation removes its locks
     if args.merge_only:
@@ -103,7 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_tables(args: argparse.Namespace) -> None:
     """The main table and every experiment's, of whatever part of a grid has been evaluated, laid out as the
     workflow lays them out below the results directory (or ``--out``)."""
-    from part import aggregate, experiments, grid
+    from part.analysis import aggregate, experiments
+    from part.base import grid
 
     g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     out = Path(args.out) if args.out else g.results_dir
@@ -122,7 +124,8 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     """A grid's jobs and device-hours per dataset and stage, from its runs so far and throughput files; runs nothing."""
-    from part import grid, plan
+    from part.base import grid
+    from part.workflow import plan
 
     cfg = read_yaml(args.configfile, "workflow config")
     if args.workflow_profile:
@@ -144,7 +147,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     import json
     import time
 
-    from part import grid, plan, status
+    from part.base import grid
+    from part.workflow import plan, status
 
     g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     throughput = [plan.load_throughput(path) for path in args.throughput]
@@ -165,7 +169,8 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:
     """Every run's log.jsonl (and gallery) into TensorBoard event files, appending only what is new."""
-    from part import grid, tensorboard_export
+    from part.analysis import tensorboard_export
+    from part.base import grid
 
     g = grid.load(read_yaml(args.configfile, "workflow config"), source=args.configfile)
     exported = tensorboard_export.export(g, args.out)

@@ -1,6 +1,6 @@
 # The main table's tables (results/tables/): mean ± std over seeds in the paper's layout (CSV, Markdown,
 # LaTeX), the paper's numbers beside ours, and the paper's claim judged family by family.
-# The file names are part.grid.TABLE_FILES, which part.aggregate writes (table_files in common.smk).
+# The file names are part.base.grid.TABLE_FILES, which part.analysis.aggregate writes (table_files in common.smk).
 
 
 localrules:

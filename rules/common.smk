@@ -6,9 +6,9 @@ import compileall
 from pathlib import Path
 
 import part
-from part import grid, rundir
-from part.config import read_yaml
-from part.vocabulary import CHECKS, COMPARE_ATTACKS
+from part.base import grid, rundir
+from part.base.config import read_yaml
+from part.base.vocabulary import CHECKS, COMPARE_ATTACKS
 
 # Snakemake's own reader keeps the last of a key given twice; the config files are read again as part reads them.
 for configfile_path in workflow.configfiles:
@@ -117,8 +117,8 @@ def table_files():
 
 
 def job_resources(rule):
-    """The scheduler resources of a job of `rule`: those of its `resources` key (part.grid.compute_resource, the
-    one home of which rules compute), resolved per dataset by part.grid.job_resources; none for a job on the host."""
+    """The scheduler resources of a job of `rule`: those of its `resources` key (part.base.grid.compute_resource, the
+    one home of which rules compute), resolved per dataset by part.base.grid.job_resources; none for a job on the host."""
     stage = grid.compute_resource(config, rule)
     if stage is None:
         return {}

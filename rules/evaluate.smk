@@ -1,4 +1,4 @@
-# A run's evaluation, cut into jobs by evaluation.jobs (part.vocabulary.EVAL_JOBS):
+# A run's evaluation, cut into jobs by evaluation.jobs (part.base.vocabulary.EVAL_JOBS):
 #   per_model (the default, one machine): the `metrics` job of a run loads its model and data once, runs
 #     every attack of the run and writes eval/<attack>.{json,correct.npz} and metrics.json;
 #   per_attack (profiles/slurm): one `evaluate` job per (run, attack) writes that attack's pair of files, so

@@ -1,6 +1,6 @@
 # results/README.md: the run's summary (grid, recorded versions and hardware, compute from the cost line
 # that ends every job's log). It is written after every table and figure it links; `snakemake --report` builds the HTML.
-# Then results/.fingerprint records which sources made every output (part.fingerprint; `make check-demo` reads it).
+# Then results/.fingerprint records which sources made every output (part.workflow.fingerprint; `make check-demo` reads it).
 
 
 localrules:

@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-from part.data import prepare_digits, save_prepared
+from part.data.prepared import prepare_digits, save_prepared
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def tiny_workflow(tmp_path_factory) -> tuple[Path, list[str]]:
     directory (``shutil.copytree``) before changing anything in it."""
     workdir = tmp_path_factory.mktemp("tiny_workflow") / "run"
     args = tiny_grid(workdir)
-    proc = subprocess.run([sys.executable, "-m", "part.workflow_lock", *args], cwd=workdir, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "part.workflow.workflow_lock", *args], cwd=workdir, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return workdir, args

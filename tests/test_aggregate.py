@@ -1,7 +1,7 @@
 """The tables of the grid: mean ± std over seeds, the paper's layout, the paper beside ours, the claim.
 
 Every run is synthetic but in the real layout: run.json, model.pt, eval/<attack>.json +
-.correct.npz and a metrics.json made by ``part.results.build_metrics`` and validated against its
+.correct.npz and a metrics.json made by ``part.evaluation.results.build_metrics`` and validated against its
 schema. Accuracies are on 1000 examples, so each is a multiple of 0.1 and the expected means, stds and
 differences below are computed by hand.
 """
@@ -19,11 +19,11 @@ import yaml
 
 from scipy import stats as scipy_stats
 
-from part import aggregate, compare, files, provenance, stats
-from part.evaluate import attack_specs
-from part.results import build_metrics, file_sha256, metrics_schema
-from part import grid
-from part.grid import Run
+from part.analysis import aggregate, compare, stats
+from part.attacks.suite import attack_specs
+from part.base import files, provenance, grid
+from part.base.grid import Run
+from part.evaluation.results import build_metrics, file_sha256, metrics_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1000

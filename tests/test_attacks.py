@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from part.attacks import MMA, PGD, project, random_start
+from part.attacks.pgd import MMA, PGD, project, random_start
 
 ATTACKS = [
     lambda eps: PGD(eps, alpha=2 / 255, steps=5, loss="ce", start="uniform"),

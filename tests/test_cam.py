@@ -9,14 +9,8 @@ from pytorch_grad_cam import GradCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
-from part.cam import (
-    TORCH_CAM_METHODS,
-    package_cams,
-    class_activation_maps,
-    gradcam_package_maps,
-    unit_maps,
-    upsample_unit,
-)
+from part.training.cam import (TORCH_CAM_METHODS, package_cams, class_activation_maps, gradcam_package_maps, unit_maps,
+                               upsample_unit)
 
 PACKAGE_CLASSES = {"gradcam": GradCAM, "xgradcam": XGradCAM, "layercam": LayerCAM}
 

@@ -1,4 +1,4 @@
-"""The robustness curve and the convergence / gradient-masking checks (``part.curve``, ``part.sanity``), with
+"""The robustness curve and the convergence / gradient-masking checks (``part.evaluation.curve``, ``part.evaluation.sanity``), with
 known answers: ε = 0 is natural accuracy exactly, ε = ε_eval is PGD-20 exactly, the curve does not rise beyond
 its noise; a normally trained small CNN passes every check (Square finds nothing beyond the gradient attacks), the
 same network behind an input-rounding layer (zero gradients everywhere) fails the black-box and the large-ε checks.
@@ -13,16 +13,18 @@ import pytest
 import torch
 from torch import nn
 
-from part import config, results
-from part.autoattack_adapter import EvaluationWarning
-from part.curve import curve_spec
-from part.data import load_prepared
-from part.evaluate import evaluate, evaluation_budget
+from part.attacks.autoattack_adapter import EvaluationWarning
+from part.attacks.suite import evaluation_budget
+from part.base import config
+from part.base.torchfiles import load_torch
+from part.data.prepared import load_prepared
+from part.evaluation import results
+from part.evaluation.curve import curve_spec
+from part.evaluation.evaluate import evaluate
+from part.evaluation.results import load_check, load_correct, merge_metrics
+from part.evaluation.sanity import NOT_RUN, PASS, WARN, run_sanity, sanity_spec
 from part.models import build_model
-from part.results import load_check, load_correct, merge_metrics
-from part.sanity import NOT_RUN, PASS, WARN, run_sanity, sanity_spec
-from part.torchfiles import load_torch
-from part.train import train
+from part.training.train import train
 
 N = 100
 FAST = {"n_examples": N, "steps": 40, "restarts": 2, "apgd_iter": 50, "square_queries": 500}

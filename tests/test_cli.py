@@ -8,7 +8,7 @@ import time
 import pytest
 
 from part.cli import main
-from part.workflow_lock import stale_locks
+from part.workflow.workflow_lock import stale_locks
 
 
 def test_prepare_then_train_from_the_command_line(tmp_path, capsys):
@@ -67,7 +67,7 @@ def test_ctrl_c_on_the_workflow_wrapper_waits_for_snakemake_and_says_how_to_cont
     """Ctrl-C signals the terminal's whole process group: Snakemake stops its job and removes its lock, and the
     wrapper, instead of a raw KeyboardInterrupt, waits for that and exits 130 with a line of advice."""
     (tmp_path / "Snakefile").write_text('rule all:\n    output: "done"\n    shell: "touch started; sleep 60; touch {output}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "part.workflow_lock", "--cores", "1"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "part.workflow.workflow_lock", "--cores", "1"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists():

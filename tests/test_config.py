@@ -1,7 +1,7 @@
 import pytest
 
-from part import config
-from part.config import ConfigError
+from part.base import config
+from part.base.config import ConfigError
 
 
 def test_dataset_defaults_follow_the_paper():

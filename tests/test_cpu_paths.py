@@ -22,9 +22,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from part import config
-from part.data import PreparedDataset, Split, prepare_digits, save_prepared
-from part.train import build_engine, run_epoch
+from part.base import config
+from part.data.prepared import PreparedDataset, Split, prepare_digits, save_prepared
+from part.training.train import build_engine, run_epoch
 
 TRAIN_IMAGES, BATCH = 200, 64  # three full batches and a last one of 8 images
 WEIGHTS_TOLERANCE = {"compile": 0.01, "channels_last": 0.02, "bf16": 0.05}
@@ -51,7 +51,7 @@ def tiny_config(root, **overrides) -> config.RunConfig:
 
 
 def train_tiny(root, split, after_epoch=lambda epoch: None, **overrides):
-    """(engine, epoch records) of a tiny run trained by the engine ``part.train.train`` uses."""
+    """(engine, epoch records) of a tiny run trained by the engine ``part.training.train.train`` uses."""
     engine = build_engine(tiny_config(root, **overrides), split, 10, torch.device("cpu"))
     records = []
     for epoch in range(engine.cfg.epochs):

@@ -17,8 +17,11 @@ import pytest
 from scipy import stats as scipy_stats
 from test_aggregate import ENVIRONMENT, grid_cfg, seed_accuracy, tables, write_grid
 
-from part import compare, curve_table, grid, plots, report, results, stats
-from part.aggregate import MismatchError
+from part.analysis import compare, curve_table, plots, stats
+from part.analysis.aggregate import MismatchError
+from part.base import grid
+from part.evaluation import results
+from part.workflow import report
 
 N = 1000
 EPS = [0.0, 8.0, 64.0]

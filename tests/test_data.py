@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from part.data import (Augmentation, DeviceLoader, PreparedDataset, Split, load_prepared, prepare_digits,
-                       save_prepared)
+from part.data.prepared import (Augmentation, DeviceLoader, PreparedDataset, Split, load_prepared, prepare_digits,
+                                save_prepared)
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -1,6 +1,6 @@
 """The finished demo's outputs (`make demo` first; `make check-demo` runs these, `make test` leaves them out):
 every table, figure, experiment, check and checkpoint table at demo size, nothing left to do, the HTML report.
-The demo made by other sources than the checkout's is refused with one message (part.fingerprint)."""
+The demo made by other sources than the checkout's is refused with one message (part.workflow.fingerprint)."""
 
 import json
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from part.fingerprint import stale_reason
+from part.workflow.fingerprint import stale_reason
 from test_workflow import ROOT, snakemake
 
 pytestmark = pytest.mark.demo

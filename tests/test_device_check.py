@@ -2,7 +2,7 @@
 
 The check's value is on a GPU, where nobody can run it in CI; here it runs end to end on tiny sizes and the
 JSON is held to its structure: every stage ok, every runnable smoke combination passed (finite loss,
-budgets respected, bit-exact resume through part.train), the CPU-only skips recorded with their reason.
+budgets respected, bit-exact resume through part.training.train), the CPU-only skips recorded with their reason.
 Its own verdicts are not taken on trust: with ``--keep`` it leaves its datasets and runs on disk, and the
 tests below compare the weights, logs and accuracies it reports with those files, and re-run each smoke
 combination's epochs here with their own check of every training example's budget.
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from part import config
-from part.data import load_prepared
+from part.base import config
+from part.base.torchfiles import load_torch
+from part.data.prepared import load_prepared
 from part.models import build_model
-from part.torchfiles import load_torch
-from part.train import build_engine, run_epoch
+from part.training.train import build_engine, run_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["smoke", "speed", "refresh", "wide", "autoattack", "distributed"]

@@ -1,4 +1,4 @@
-"""Multi-process training (part.distributed) on the CPU: 2 gloo processes give a 1-process run's results.
+"""Multi-process training (part.training.distributed) on the CPU: 2 gloo processes give a 1-process run's results.
 
 The 2-process runs are spawned once (torch.multiprocessing, one thread each) and shared by the tests;
 the kill-and-resume test launches ``part train`` with torchrun, as the workflow does. The training set is
@@ -29,10 +29,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from part import config, distributed
-from part.data import PreparedDataset, Split, prepare_digits, save_prepared, split_rows
-from part.torchfiles import load_torch
-from part.train import train
+from part.base import config
+from part.base.torchfiles import load_torch
+from part.data.prepared import PreparedDataset, Split, prepare_digits, save_prepared, split_rows
+from part.training import distributed
+from part.training.train import train
 
 N_TRAIN = 151
 AUGMENT = {"crop_padding": 1, "flip": True}

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from part import config
-from part.cam import unit_maps
-from part.data import DeviceLoader, Split, load_prepared, make_generator
-from part.epsmap import REFRESH_STREAM, EpsMapStore
-from part.importance import importance_mask
+from part.base import config
+from part.data.prepared import DeviceLoader, Split, load_prepared, make_generator
 from part.models import build_model
+from part.training.cam import unit_maps
+from part.training.epsmap import REFRESH_STREAM, EpsMapStore
+from part.training.importance import importance_mask
 
 
 def setup(digits_dir, **mask):

@@ -18,17 +18,18 @@ import torch
 from torch import nn
 
 from conftest import NARROW, NARROW_LR
-from part import config
-from part.attacks import MMA, PGD
-from part.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
+from part.attacks.autoattack_adapter import MM3, EvaluationWarning, ReleaseAutoAttack, StandardAutoAttack
+from part.attacks.pgd import MMA, PGD
+from part.attacks.suite import BATCH_SIZE, attack_specs, evaluation_budget
+from part.base import config
+from part.base.torchfiles import load_torch
+from part.base.vocabulary import ATTACKS
 from part.cli import main
-from part.data import load_prepared
-from part.evaluate import BATCH_SIZE, attack_specs, check_accuracies, evaluate, evaluation_budget, run_attack
-from part.results import load_correct, merge_metrics, metrics_schema
-from part.vocabulary import ATTACKS
-from part.torchfiles import load_torch
+from part.data.prepared import load_prepared
+from part.evaluation.evaluate import check_accuracies, evaluate, run_attack
+from part.evaluation.results import load_correct, merge_metrics, metrics_schema
 from part.models import build_model
-from part.train import train
+from part.training.train import train
 
 N = 40  # test examples per evaluation: enough for the checks, keeps standard AA to seconds
 EPS, ALPHA = evaluation_budget("digits")
@@ -231,7 +232,7 @@ def test_mm3_is_targeted_apgd_on_the_margin():
     # Best reachable margins z_t - z_0 at ε = 0.1: t=1: 0.6 - 0.8, t=3: 0.5 - 0.8, t=2: 0.11 - 0.8 -> none flips.
     assert MM3(0.1)(model, x, y).flatten().sub(x.flatten()).abs().max() == 0  # robust points come back as they were
     assert model(MM3(0.3)(model, x, y)).argmax(1).item() != 0  # at ε = 0.3 targets 1 and 3 both flip it
-    from part.autoattack_adapter import _margin_apgd_class
+    from part.attacks.autoattack_adapter import _margin_apgd_class
 
     apgd = _margin_apgd_class()(model, eps=0.1, device="cpu")
     apgd.y_target = torch.tensor([3, 1])

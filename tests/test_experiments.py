@@ -18,14 +18,15 @@ import pytest
 import torch
 import yaml
 
-from part import aggregate, config, experiments, grid
-from part.aggregate import MismatchError
-from part.config import ConfigError
-from part.data import DeviceLoader, load_prepared, make_generator
-from part.epsmap import EpsMapStore
-from part.evaluate import evaluate
-from part.importance import quadrant_mask
-from part.train import train
+from part.analysis import aggregate, experiments
+from part.analysis.aggregate import MismatchError
+from part.base import config, grid
+from part.base.config import ConfigError
+from part.data.prepared import DeviceLoader, load_prepared, make_generator
+from part.evaluation.evaluate import evaluate
+from part.training.epsmap import EpsMapStore
+from part.training.importance import quadrant_mask
+from part.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

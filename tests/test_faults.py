@@ -21,14 +21,15 @@ import yaml
 import pytest
 import torch
 
-from part import config, files, results
+from part.base import config, files
+from part.base.torchfiles import load_torch, save_torch
 from part.cli import main
-from part.data import load_prepared
-from part.evaluate import evaluate
+from part.data.prepared import load_prepared
+from part.evaluation import results
+from part.evaluation.evaluate import evaluate
+from part.evaluation.results import file_sha256, merge_metrics
 from part.models import build_model
-from part.results import file_sha256, merge_metrics
-from part.torchfiles import load_torch, save_torch
-from part.train import train
+from part.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def killed_mid_write(target: Path) -> Path:
     """SIGKILL a process while files.atomic_write is writing ``target``; returns the temporary it left."""
     script = textwrap.dedent(f"""
         import time
-        from part import files
+        from part.base import files
         def slow(tmp):
             tmp.write_text("half")
             print("writing", flush=True)
@@ -91,7 +92,8 @@ def test_an_evaluation_killed_between_its_two_files_is_consistent_on_rerun(digit
     # kill a re-evaluation of pgd20 right after its flags were written
     script = textwrap.dedent(f"""
         import os, signal
-        from part import evaluate, files
+        from part.base import files
+        from part.evaluation import evaluate
         write_json = files.write_json
         def die_before_json(path, obj):
             if str(path).endswith("pgd20.json"):
@@ -375,7 +377,8 @@ def test_the_last_bad_inputs_exit_2_naming_the_file_or_key(case, finished_run, t
 
 STALLED_MERGE = textwrap.dedent("""
     import sys, time
-    from part import cli, files
+    from part import cli
+    from part.base import files
     atomic_write = files.atomic_write
     def stalled(path, write):
         if not str(path).endswith("metrics.json"):
@@ -513,7 +516,7 @@ def eval_entry(change):
 
 
 def foreign_lock(directory: Path, text: str | bytes, name: str = ".lock") -> Path:
-    """``directory`` holding a lock file of ``text`` (fresh: its file time is now), not made by part.lock."""
+    """``directory`` holding a lock file of ``text`` (fresh: its file time is now), not made by part.base.lock."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -634,7 +637,7 @@ REFUSED = {
         "a 5 MB label, echoed shortened": (lambda c, r, t: ["plan", "--configfile", workflow_config(t, lambda g: g["variants"]["at"].update(label=HUGE + "|"))],
                                            ["key 'variants.at.label': got 'xxx", "characters)"]),
     },
-    "lock files not written by part.lock": {
+    "lock files not written by part.base.lock": {
         **{f"run lock: {name}": (lambda c, r, t, tpl=tpl: train_argv(c, foreign_lock(t / "o", lock_text(tpl)).parent),
                                  ["/o: .lock is not a lock record this pipeline wrote", "delete ", "/o/.lock"])
            for name, tpl in LOCKS.items()},

@@ -1,11 +1,11 @@
-"""The sources' fingerprint that a finished workflow records and `make check-demo` compares (part.fingerprint)."""
+"""The sources' fingerprint that a finished workflow records and `make check-demo` compares (part.workflow.fingerprint)."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from part.fingerprint import FILE_NAME, certify, main, recorded, source_files, source_fingerprint, stale_reason
+from part.workflow.fingerprint import FILE_NAME, certify, main, recorded, source_files, source_fingerprint, stale_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_the_fingerprint_follows_the_sources_and_nothing_else(checkout):
 
 def test_the_checkouts_sources_are_its_code_and_configs():
     names = {p.relative_to(ROOT).as_posix() for p in source_files(ROOT)}
-    assert {"Snakefile", "part/fingerprint.py", "rules/report.smk", "workflow_scripts/fingerprint.py",
+    assert {"Snakefile", "part/workflow/fingerprint.py", "rules/report.smk", "workflow_scripts/fingerprint.py",
             "configs/demo.yaml"} <= names
     assert not any("__pycache__" in name or name.startswith(("results/", "tests/", "docs/")) for name in names)
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 import yaml
 
+from part.base.config import from_dict
+from part.base.files import write_json
 from part.cli import main
-from part.config import from_dict
-from part.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,8 +110,8 @@ def test_a_workflow_job_that_asks_for_a_gpu_is_refused_not_run_on_the_cpu(tmp_pa
 
 HOLDER = textwrap.dedent("""
     import os, signal, sys
-    from part.gpus import slots
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # part.distributed.exit_on_sigterm, without torch's import
+    from part.base.gpus import slots
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # part.training.distributed.exit_on_sigterm, without torch's import
     with slots(int(sys.argv[1]), "rule train (test)"):
         print(os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
         sys.stdin.readline()  # hold the slots until told to end
@@ -189,7 +189,7 @@ def test_a_job_finding_every_gpu_busy_is_refused_at_once_saying_why(gpus_env, tm
     refused = subprocess.run([sys.executable, "-c", HOLDER, "2"], capture_output=True, text=True, timeout=60,
                              env=gpus_env)
     assert refused.returncode != 0 and refused.stdout == ""
-    assert ("part.errors.DeviceError: rule train (test) asks for 2 GPU(s), but 3 of the 4 GPUs here (0, 1, 2, 3) are "
+    assert ("part.base.errors.DeviceError: rule train (test) asks for 2 GPU(s), but 3 of the 4 GPUs here (0, 1, 2, 3) are "
             f"held by running jobs (lock files gpu*.lock in {tmp_path / 'slots'})") in refused.stderr
     assert "--resources gpu=N with N at most 4" in refused.stderr
     locks = ["gpu0.lock", "gpu1.lock", "gpu2.lock"]

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from part import grid
-from part.config import ConfigError
+from part.base import grid
+from part.base.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from part.importance import RECIPES, eps_map, importance_mask, jet_rgb
+from part.training.importance import RECIPES, eps_map, importance_mask, jet_rgb
 
 
 def test_default_one_hot_pixel():

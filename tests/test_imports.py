@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-ANALYSIS = ["part.aggregate", "part.plots", "part.experiments", "part.report", "part.curve_table"]
-TORCH_FREE = ["part.grid", "part.config", "part.vocabulary", "part.results", "part.rundir", "part.files",
-              "part.aggregate", "part.plots", "part.experiments", "part.report", "part.compare", "part.stats",
-              "part.cli", "part.plan", "part.curve_table", "part.status", "part.lock", "part.joblog",
-              "part.tensorboard_export"]
+ANALYSIS = ["part.analysis.aggregate", "part.analysis.plots", "part.analysis.experiments", "part.workflow.report", "part.analysis.curve_table"]
+TORCH_FREE = ["part.base.grid", "part.base.config", "part.base.vocabulary", "part.evaluation.results", "part.base.rundir", "part.base.files",
+              "part.analysis.aggregate", "part.analysis.plots", "part.analysis.experiments", "part.workflow.report", "part.analysis.compare", "part.analysis.stats",
+              "part.cli", "part.workflow.plan", "part.analysis.curve_table", "part.workflow.status", "part.base.lock", "part.workflow.joblog",
+              "part.analysis.tensorboard_export"]
 
 
 def imported_by(module: str) -> set[str]:
@@ -24,7 +24,7 @@ def imported_by(module: str) -> set[str]:
 
 @pytest.mark.parametrize("module", ANALYSIS)
 def test_analysis_modules_do_not_import_the_training_module(module):
-    assert "part.train" not in imported_by(module)
+    assert "part.training.train" not in imported_by(module)
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -34,5 +34,5 @@ def test_tables_results_and_the_grid_do_not_import_torch(module):
 
 
 def test_the_grid_imports_no_plotting_library():
-    modules = imported_by("part.grid")
+    modules = imported_by("part.base.grid")
     assert not {m.split(".")[0] for m in modules} & {"matplotlib", "seaborn", "pandas", "numpy"}

@@ -1,4 +1,4 @@
-"""One writer per run directory and per evaluation output (part.lock), with real processes: two starts at
+"""One writer per run directory and per evaluation output (part.base.lock), with real processes: two starts at
 once, a second start mid-run, a stopped and a SIGKILLed holder, a holder on another host whose lease ran out.
 
 A holder is made to wait at a gate (a file the test creates) after its first epoch or before its attack, so
@@ -18,15 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from part import lock
+from part.base import lock
+from part.base.rundir import RunPaths, read_log
 from part.cli import main
-from part.rundir import RunPaths, read_log
 
 FINISHED = {"model.pt", "run.json", "log.jsonl", "config.json"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes share the machine's cores
 GATED = textwrap.dedent("""
     import os, sys, time
-    from part import cli, evaluate, train
+    from part import cli
+    from part.evaluation import evaluate
+    from part.training import train
 
     def gated(original, opens_after):
         def wait_then_run(*args):
@@ -173,7 +175,7 @@ def test_an_evaluation_is_refused_beside_one_of_the_same_attack_not_beside_anoth
 
 TAKE_OVER = textwrap.dedent("""
     import os, pathlib, sys, time
-    from part import lock
+    from part.base import lock
     path, barrier, contenders = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
     (barrier / f"ready.{os.getpid()}").touch()  # started and imported: only the lock is left to do
     deadline = time.monotonic() + 300

@@ -4,7 +4,7 @@ boosted CE on x' + β·KL(p(x) ‖ p(x'))·(1 − p_y(x)), each averaged over th
 the PART variants, which must be the same functions applied to AEs inside a per-pixel budget.
 
 The oracles use only elementwise tensor arithmetic (exp, log, sums, a masked max), never ``torch.nn.functional``,
-so an error in how ``part.methods`` calls a library function — a KL's arguments in the wrong order, a mean for a
+so an error in how ``part.training.methods`` calls a library function — a KL's arguments in the wrong order, a mean for a
 sum — shows as a difference. Each is compared value for value and gradient for gradient."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from part import config
-from part.methods import outer_loss
+from part.base import config
+from part.training.methods import outer_loss
 
 BETA = 6.0
 Y = torch.tensor([0, 1, 2, 1])

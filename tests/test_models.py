@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from part.base.vocabulary import MODELS
 from part.models import build_model
-from part.vocabulary import MODELS
 
 CHEAP = [m for m in MODELS if m != "wrn34_10"]
 

@@ -8,7 +8,7 @@ import sys
 import torch
 from torch import nn
 
-from part.optim import EagerSGD, sgd
+from part.training.optim import EagerSGD, sgd
 
 SETTINGS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 

@@ -1,4 +1,4 @@
-"""part.plan (``part plan``) against hand computations from hand-written throughput files and run directories."""
+"""part.workflow.plan (``part plan``) against hand computations from hand-written throughput files and run directories."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from part import grid, plan
+from part.base import grid
+from part.base.config import from_dict
 from part.cli import main
-from part.config import from_dict
+from part.workflow import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = "part/reference/rates.json"

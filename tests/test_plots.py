@@ -18,12 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from part import aggregate, config, gallery, grid, plots
-from part.autoattack_adapter import EvaluationWarning
-from part.data import PreparedDataset, Split, load_prepared, save_prepared
-from part.evaluate import evaluate
+from part.analysis import aggregate, gallery, plots
+from part.attacks.autoattack_adapter import EvaluationWarning
+from part.base import config, grid
+from part.data.prepared import PreparedDataset, Split, load_prepared, save_prepared
+from part.evaluation.evaluate import evaluate
 from part.models import build_model
-from part.train import train
+from part.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

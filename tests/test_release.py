@@ -15,16 +15,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from part import config, epsmap
-from part.attacks import MMA, PGD, project
-from part.batchnorm import SlicedBatchNorm2d, slice_batchnorm
-from part.cam import unit_scale, upsample_unit
-from part.data import SHAPES, DeviceLoader, load_prepared
-from part.importance import importance_mask
-from part.methods import outer_loss, trades_loss, training_attack
+from part.attacks.pgd import MMA, PGD, project
+from part.base import config
+from part.data.prepared import SHAPES, DeviceLoader, load_prepared
 from part.models import build_model
-from part.resize import pil_bicubic_resize
-from part.train import train
+from part.training import epsmap
+from part.training.batchnorm import SlicedBatchNorm2d, slice_batchnorm
+from part.training.cam import unit_scale, upsample_unit
+from part.training.importance import importance_mask
+from part.training.methods import outer_loss, trades_loss, training_attack
+from part.training.resize import pil_bicubic_resize
+from part.training.train import train
 
 
 def _bn_net() -> nn.Module:

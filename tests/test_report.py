@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from part import grid, joblog, report
-from part.grid import compute_resource
+from part.base import grid
+from part.base.grid import compute_resource
+from part.workflow import joblog, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def test_the_cost_line_a_job_writes_is_the_one_job_costs_reads():
 
 def test_a_finished_job_keeps_its_objects_out_of_the_exit_collection(tmp_path):
     """After its cost line a job only exits: what it holds then (torch's modules) is frozen, not swept again."""
-    body = ("import gc, torch\nfrom part.joblog import job_log\nwith job_log('job.log'):\n"
+    body = ("import gc, torch\nfrom part.workflow.joblog import job_log\nwith job_log('job.log'):\n"
             "    before = gc.get_freeze_count()\nprint(before, gc.get_freeze_count(), len(gc.get_objects()))")
     out = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, capture_output=True, text=True, check=True)
     before, frozen, unfrozen = map(int, out.stdout.split())

@@ -1,11 +1,11 @@
-"""part.results' per-example merge, on flags written by hand: the worst case is correct under every attack,
+"""part.evaluation.results' per-example merge, on flags written by hand: the worst case is correct under every attack,
 over the examples every attack has seen (AutoAttack often runs on a prefix of the test split)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from part.results import worst_case_correct
+from part.evaluation.results import worst_case_correct
 
 
 def test_the_worst_case_is_every_attack_on_the_examples_all_have_seen(tmp_path):

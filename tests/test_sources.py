@@ -30,9 +30,9 @@ import scipy.io
 import torch
 from PIL import Image
 
-from part.data import load_prepared
-from part.sources import (SOURCES, ArchiveError, DownloadError, RemoteFile, Source, download,
-                          fetch_and_prepare, prepare)
+from part.data.prepared import load_prepared
+from part.data.sources import (SOURCES, ArchiveError, DownloadError, RemoteFile, Source, download, fetch_and_prepare,
+                               prepare)
 
 DATASETS = ("cifar10", "svhn", "tinyimagenet200", "fashion_mnist")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

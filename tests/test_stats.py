@@ -1,4 +1,4 @@
-"""part.stats and the claim's three-way verdict: hand computations, and calibration on simulated grids
+"""part.analysis.stats and the claim's three-way verdict: hand computations, and calibration on simulated grids
 whose generator (benchmarks/calibration.py) does not share the estimator's model."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import yaml
 from scipy import stats as scipy_stats
 from scipy.special import expit
 
-from part import aggregate, compare, curve_table, grid, stats
-from part.data import prepare_digits
+from part.analysis import aggregate, compare, curve_table, stats
+from part.base import grid
+from part.data.prepared import prepare_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import calibration  # noqa: E402

@@ -1,4 +1,4 @@
-"""part.status (``part status``) and part.tensorboard_export (``part tensorboard``) on a grid written by hand:
+"""part.workflow.status (``part status``) and part.analysis.tensorboard_export (``part tensorboard``) on a grid written by hand:
 run directories, logs, lock files and job logs as the pipeline writes them; nothing is trained."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from part import grid, joblog, plan, rundir, status
+from part.base import grid, rundir
 from part.cli import main
+from part.workflow import joblog, plan, status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def _stamp(seconds: float) -> str:
 
 
 def write_lock(path: Path, host: str, pid: int, renewed: float, lease: float = 120.0, purpose: str = "part train"):
-    """A lock file as part.lock writes it."""
+    """A lock file as part.base.lock writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"host": host, "pid": pid, "started": _stamp(renewed), "renewed": _stamp(renewed),
                                 "lease_seconds": lease, "purpose": purpose, "token": "0" * 32}, sort_keys=True))
@@ -101,7 +102,7 @@ def tiny_grid(tmp_path, monkeypatch):
     # at seed 1: killed after epoch 2, its lock left behind by a process that is gone from this host
     write_log(run["at", 1], [20.0, 20.0])
     write_lock(run["at", 1] / ".lock", host, dead_pid(), now)
-    # at seed 2: failed in epoch 2; the job log as part.joblog writes it
+    # at seed 2: failed in epoch 2; the job log as part.workflow.joblog writes it
     write_log(run["at", 2], [30.0])
     with pytest.raises(ValueError), joblog.job_log(tmp_path / "logs" / "train" / "cifar10/resnet18/at/seed2.log"):
         raise ValueError("loss is nan in epoch 2")
@@ -313,7 +314,7 @@ def test_tensorboard_refuses_without_the_extra(tiny_grid, monkeypatch, capsys):
 
 
 def _attempt(path: Path, error: BaseException | None) -> None:
-    """One attempt of a job, through part.joblog as a workflow script runs (appending, as training resumes)."""
+    """One attempt of a job, through part.workflow.joblog as a workflow script runs (appending, as training resumes)."""
     with pytest.raises(type(error)) if error else contextlib.nullcontext(), joblog.job_log(path, mode="a"):
         print("[part] epoch ...")
         if error:

@@ -15,14 +15,14 @@ import torch
 import yaml
 
 from conftest import NARROW, NARROW_LR
-from part import config, provenance
-from part.attacks import MMA, PGD
-from part.data import load_prepared
-from part.evaluate import correct_per_example
-from part.torchfiles import load_torch
+from part.attacks.pgd import MMA, PGD
+from part.attacks.suite import correct_per_example
+from part.base import config, provenance
+from part.base.torchfiles import load_torch
+from part.data.prepared import load_prepared
+from part.evaluation.results import file_sha256
 from part.models import build_model
-from part.results import file_sha256
-from part.train import DivergenceError, train
+from part.training.train import DivergenceError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
@@ -213,7 +213,7 @@ def test_a_directory_of_another_config_is_refused(digits_dir, tmp_path):
 def test_mma_generated_training_examples(digits_dir, tmp_path):
     """The release's ``--attack mma`` option: PART trained on minimum-margin AEs. The run's attack is MMA with
     the configured settings, and its weights are not those PGD's AEs give from the same seed."""
-    from part.train import build_engine
+    from part.training.train import build_engine
 
     cfg = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"generator": "mma", "steps": 3})
     pgd = digits_config(digits_dir, method="part", epochs=2, warmup_epochs=1, attack={"steps": 3})
@@ -236,7 +236,7 @@ def test_the_ema_equals_torchs_averaged_model_bit_for_bit(digits_dir):
     """ExponentialAverage skips AveragedModel's host reads of its step count, nothing else."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from part.train import _averaged, build_for
+    from part.training.train import _averaged, build_for
 
     cfg = digits_config(digits_dir, method="at", ema={"decay": 0.9})
     model = build_for(cfg, 10, 1, torch.device("cpu"))
@@ -260,9 +260,9 @@ def test_a_training_epoch_does_not_fault_its_memory_back_in(digits_dir):
     glibc's default thresholds handed them back and cost 10-60 thousand page faults a digits epoch."""
     import resource
 
-    from part.data import load_prepared
-    from part.runtime import retain_freed_memory
-    from part.train import build_engine, run_epoch
+    from part.base.runtime import retain_freed_memory
+    from part.data.prepared import load_prepared
+    from part.training.train import build_engine, run_epoch
 
     cfg = digits_config(digits_dir, method="part", width=32, epochs=2, warmup_epochs=1, ema={"decay": 0.9})
     engine = build_engine(cfg, load_prepared(digits_dir / "digits.pt").train, 10, torch.device("cpu"))

@@ -10,16 +10,16 @@ import torch
 import yaml
 
 from conftest import NARROW
-from part import config, grid
-from part.checkpoint_table import same_weights, write_checkpoint_table
-from part.config import ConfigError
-from part.data import hold_out, load_prepared, split_sha256
-from part.evaluate import evaluate
+from part.analysis.checkpoint_table import same_weights, write_checkpoint_table
+from part.base import config, grid
+from part.base.config import ConfigError
+from part.base.rundir import RunPaths, read_log
+from part.base.torchfiles import load_torch
+from part.data.prepared import hold_out, load_prepared, split_sha256
+from part.evaluation.evaluate import evaluate
+from part.evaluation.results import file_sha256
 from part.models import build_model, load_weights
-from part.results import file_sha256
-from part.rundir import RunPaths, read_log
-from part.torchfiles import load_torch
-from part.train import Validation, _averaged, build_for, split_for_training, train
+from part.training.train import Validation, _averaged, build_for, split_for_training, train
 
 VALIDATED = {"validation": {"size": 180, "seed": 0, "every": 1, "steps": 3}, "ema": {"decay": 0.9}}
 

@@ -1,4 +1,4 @@
-"""One vocabulary: every enum of every JSON schema and every code registry agrees with ``part.vocabulary``.
+"""One vocabulary: every enum of every JSON schema and every code registry agrees with ``part.base.vocabulary``.
 
 A name added in one place and not the others (a model builder without its schema enum, an attack in
 the schema that evaluation cannot run) fails here instead of at the first job that uses it.
@@ -9,9 +9,13 @@ from importlib import resources
 
 import pytest
 
-from part import config, data, gallery, importance, models, rundir, sources, tablefmt, vocabulary
-from part.evaluate import attack_specs
+from part import models
+from part.analysis import gallery, tablefmt
+from part.attacks.suite import attack_specs
+from part.base import config, rundir, vocabulary
+from part.data import prepared as data, sources
 from part.models import build_model
+from part.training import importance
 
 SCHEMA_ENUMS = {
     ("run", "/properties/dataset"): vocabulary.DATASETS,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from part.fingerprint import FILE_NAME, recorded, source_fingerprint, stale_reason
+from part.workflow.fingerprint import FILE_NAME, recorded, source_fingerprint, stale_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -127,7 +127,7 @@ def test_the_robustness_curve_and_the_sanity_checks_reach_their_tables_figure_an
 
 @pytest.mark.slow
 def test_every_job_of_a_workflow_reports_its_cost_and_results_readme_adds_them_up(tiny_workflow):
-    """The cost line of every job's log (part.joblog), read back per rule by benchmarks/workflow_cost.py and
+    """The cost line of every job's log (part.workflow.joblog), read back per rule by benchmarks/workflow_cost.py and
     results/README.md: each job once, none without its cost, a torch job at least its interpreter's start."""
     workdir, _ = tiny_workflow
     logs = sorted((workdir / "logs").rglob("*.log"))
@@ -161,7 +161,7 @@ def test_the_report_command_the_readme_prints_builds_the_report(tiny_workflow, t
 
 
 def test_the_workflow_records_last_the_fingerprint_of_the_sources_that_made_it(tiny_workflow):
-    """results/.fingerprint (part.fingerprint): the current sources' hash, written after every other output."""
+    """results/.fingerprint (part.workflow.fingerprint): the current sources' hash, written after every other output."""
     workdir, _ = tiny_workflow
     results = workdir / "results"
     assert recorded(results) == source_fingerprint(ROOT) and stale_reason(results, ROOT) is None

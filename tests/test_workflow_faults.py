@@ -20,8 +20,8 @@ import yaml
 
 from conftest import tiny_grid
 
-from part.joblog import job_cost, job_log
-from part.results import merge_metrics
+from part.evaluation.results import merge_metrics
+from part.workflow.joblog import job_cost, job_log
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ["main.csv", "main.md", "per_seed.csv", "summary.csv", "claim_verdicts.csv", "claim_verdicts.md"]
@@ -31,7 +31,7 @@ def wrapper(workdir: Path, args: list[str], name: str) -> subprocess.Popen:
     """The documented command (`make demo` runs it): unlock a stale lock, then run the workflow; its output
     goes to ``workdir/name.log`` (a pipe would fill and stall Snakemake)."""
     with open(workdir / f"{name}.log", "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "part.workflow_lock", *args], cwd=workdir, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "part.workflow.workflow_lock", *args], cwd=workdir, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -184,7 +184,7 @@ def test_a_failed_prepare_job_writes_its_error_to_its_log(tmp_path):
     proc = run_snakemake(tmp_path, args, "data/prepared/fashion_mnist.pt")
     assert proc.returncode != 0
     log = (tmp_path / "logs" / "prepare" / "fashion_mnist.log").read_text()
-    assert f"[part] job failed: part.sources.DownloadError: mirror {tmp_path / 'no-mirror'}: no such directory" in log
+    assert f"[part] job failed: part.data.sources.DownloadError: mirror {tmp_path / 'no-mirror'}: no such directory" in log
     assert "Traceback" in log
 
 
@@ -208,8 +208,8 @@ def test_a_job_stopped_by_sigterm_says_so_in_its_log(tmp_path):
     log = tmp_path / "logs" / "evaluate" / "job.log"
     script = textwrap.dedent(f"""
         import time
-        from part import distributed
-        from part.joblog import job_log
+        from part.training import distributed
+        from part.workflow.joblog import job_log
         distributed.exit_on_sigterm()
         with job_log({str(log)!r}):
             print("working", flush=True)
@@ -246,7 +246,7 @@ def test_a_job_log_ends_with_the_cpu_time_of_its_whole_process(tmp_path):
     log = tmp_path / "job.log"
     script = textwrap.dedent(f"""
         import time
-        from part.joblog import job_log
+        from part.workflow.joblog import job_log
         def burn(seconds):
             end = time.process_time() + seconds
             while time.process_time() < end:

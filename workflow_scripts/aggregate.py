@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from part import grid
-from part.aggregate import write_tables
-from part.joblog import job_log
+from part.analysis.aggregate import write_tables
+from part.base import grid
+from part.workflow.joblog import job_log
 
 with job_log(snakemake.log[0], owns=snakemake.output):
     paths = write_tables(grid.load(snakemake.config, source="workflow config"), snakemake.input.metrics,

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from part import grid
-from part.checkpoint_table import write_checkpoint_table
-from part.joblog import job_log
+from part.analysis.checkpoint_table import write_checkpoint_table
+from part.base import grid
+from part.workflow.joblog import job_log
 
 with job_log(snakemake.log[0], owns=snakemake.output):
     paths = write_checkpoint_table(grid.load(snakemake.config, source="workflow config"), snakemake.input.metrics,

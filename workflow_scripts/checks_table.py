@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from part import grid
-from part.curve_table import write_curve_table, write_sanity_table
-from part.joblog import job_log
+from part.analysis.curve_table import write_curve_table, write_sanity_table
+from part.base import grid
+from part.workflow.joblog import job_log
 
 write = write_curve_table if snakemake.params.check == "curve" else write_sanity_table
 with job_log(snakemake.log[0], owns=snakemake.output):

@@ -6,8 +6,8 @@ submitting node."""
 
 from pathlib import Path
 
-from part.joblog import job_log
-from part.results import merge_metrics
+from part.evaluation.results import merge_metrics
+from part.workflow.joblog import job_log
 
 params = snakemake.params
 run_dir = Path(snakemake.input.model).parent
@@ -16,10 +16,10 @@ run_dir = Path(snakemake.input.model).parent
 def evaluate_all():
     import torch
 
-    from part import distributed
-    from part.evaluate import evaluate
-    from part.grid import compute_resource
-    from part.runtime import job_gpus
+    from part.base.grid import compute_resource
+    from part.base.runtime import job_gpus
+    from part.evaluation.evaluate import evaluate
+    from part.training import distributed
 
     distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: its locks, GPU slots and temporaries are removed
     torch.set_num_threads(snakemake.threads)

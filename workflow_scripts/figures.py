@@ -1,11 +1,12 @@
-"""Snakemake adapter: one figure of the main grid (params.kind), via part.plots / part.gallery."""
+"""Snakemake adapter: one figure of the main grid (params.kind), via part.analysis.plots / part.analysis.gallery."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from part import grid, plots
-from part.joblog import job_log
+from part.analysis import plots
+from part.base import grid
+from part.workflow.joblog import job_log
 
 kind = snakemake.params.kind
 stem = Path(snakemake.output.png).with_suffix("")
@@ -25,7 +26,7 @@ with job_log(snakemake.log[0], owns=snakemake.output):
     elif kind == "eps_share":
         paths = plots.plot_eps_share(plots.collect_logs(g, snakemake.input), g.variants, stem)
     else:
-        from part.gallery import plot_gallery  # the one figure that runs a model (torch)
+        from part.analysis.gallery import plot_gallery  # the one figure that runs a model (torch)
 
         run = g.gallery_run(snakemake.wildcards.dataset)
         paths = plot_gallery(Path(snakemake.input.model).parent, stem, label=g.variants[run.variant].label,

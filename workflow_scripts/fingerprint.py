@@ -1,7 +1,7 @@
-"""Snakemake adapter: results/.fingerprint, the sources that made every output of the grid (part.fingerprint)."""
+"""Snakemake adapter: results/.fingerprint, the sources that made every output of the grid (part.workflow.fingerprint)."""
 
-from part.fingerprint import write_fingerprint
-from part.joblog import job_log
+from part.workflow.fingerprint import write_fingerprint
+from part.workflow.joblog import job_log
 
 with job_log(snakemake.log[0], owns=snakemake.output):
     path = write_fingerprint(snakemake.output[0], snakemake.input, snakemake.params.sources)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from part.joblog import job_log
-from part.sources import fetch_and_prepare
+from part.data.sources import fetch_and_prepare
+from part.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]):
     dataset = snakemake.wildcards.dataset

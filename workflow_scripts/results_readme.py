@@ -4,10 +4,10 @@ command that builds the HTML report)."""
 import sys
 from pathlib import Path
 
-from part import grid
-from part.grid import compute_resource, job_resources
-from part.joblog import job_log
-from part.report import report_command, write_results_readme
+from part.base import grid
+from part.base.grid import compute_resource, job_resources
+from part.workflow.joblog import job_log
+from part.workflow.report import report_command, write_results_readme
 
 cfg = snakemake.config
 

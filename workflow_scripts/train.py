@@ -1,8 +1,8 @@
 """Snakemake adapter: train one run (resuming from its checkpoint if a previous attempt was killed).
 
 With more than one GPU for the job (``resources.train.gpu``, or the dataset's ``resources.train.gpu``) the
-run is trained by one process per GPU, launched by torchrun (see part.distributed); otherwise here. A job
-that asks for GPUs gets its own (part.gpus) and is refused where torch sees fewer (part.runtime.job_gpus).
+run is trained by one process per GPU, launched by torchrun (see part.training.distributed); otherwise here. A job
+that asks for GPUs gets its own (part.base.gpus) and is refused where torch sees fewer (part.base.runtime.job_gpus).
 """
 
 import os
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
-from part import distributed, files
-from part.config import from_dict
-from part.grid import compute_resource
-from part.joblog import job_log
-from part.rundir import RunPaths
-from part.runtime import job_gpus
-from part.train import train
+from part.base import files
+from part.base.config import from_dict
+from part.base.grid import compute_resource
+from part.base.rundir import RunPaths
+from part.base.runtime import job_gpus
+from part.training import distributed
+from part.training.train import train
+from part.workflow.joblog import job_log
 
 distributed.exit_on_sigterm()  # SLURM stops a job with SIGTERM: close the log, stop torchrun, exit 143
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from part.vocabulary import WIDTH_MODELS
+from part.base.vocabulary import WIDTH_MODELS
 
 from part.models.preact_resnet import preact_resnet18
 from part.models.resnet import resnet18

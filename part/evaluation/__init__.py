@@ -1,0 +1,2 @@
+"""Evaluation of trained runs: the attacks' per-example results, the robustness curve, the sanity
+checks, and the results on disk."""
