@@ -141,7 +141,7 @@ def test_full_grid_dry_run_plans_every_job_with_its_resources_and_imports_no_tor
     assert "workflow specific profile profiles/slurm" in out
     heavy = [m for m in probe["modules"] if m.split(".")[0] in ("torch", "matplotlib", "seaborn")]
     assert heavy == [], f"the Snakefile parse imported {heavy[:5]}"
-    assert {m for m in probe["modules"] if m.split(".")[0] == "part"} <= {"part", "part.base.grid", "part.base.config",
+    assert {m for m in probe["modules"] if m.split(".")[0] == "part"} <= {"part", "part.base", "part.base.grid", "part.base.config",
                                                                           "part.base.vocabulary", "part.base.rundir",
                                                                           "part.base.files", "part.base.errors"}  # the standard library only
     jobs = planned_jobs(out)
