@@ -18,6 +18,7 @@ RESULTS = config["results_dir"]
 PREPARED = config["data"]["prepared_dir"]
 ATTACKS = config["evaluation"]["attacks"]
 RUN_DIR = f"{RESULTS}/{grid.RUN_PATH}"
+PER_MODEL = GRID.eval_jobs == "per_model"
 
 
 wildcard_constraints:
@@ -63,7 +64,7 @@ def every_output():
     Snakemake rebuilds a missing file only when a job that needs to run asks for it: a table deleted
     behind a finished README would otherwise never come back. Named here, each is a target of its own.
     """
-    per_run = [rules.train, rules.metrics, *([rules.evaluate] if GRID.eval_jobs == "per_attack" else [])]
+    per_run = [rules.train, rules.metrics, *([] if PER_MODEL else [rules.evaluate])]
     compared = [rules.evaluate_checkpoints] if GRID.compared_checkpoints else []
     checks = [pattern.format(**run_wildcards(run), check=check) for check in GRID.checks
               for run in GRID.check_runs(check) for pattern in rules.evaluate_check.output]
@@ -85,16 +86,21 @@ def metrics_inputs(wildcards):
     """A `metrics` job's inputs: the model and data it evaluates (per_model), or the per-attack jobs' results
     it merges (per_attack)."""
     inputs = {"model": f"{RESULTS}/{run_of(wildcards).path}/model.pt"}
-    if GRID.eval_jobs == "per_model":
+    if PER_MODEL:
         return {**inputs, "data": f"{PREPARED}/{wildcards.dataset}.pt"}
     return {**inputs, "results": run_eval_results(wildcards)}
 
 
+KEPT_WEIGHTS = ((GRID.checkpoint,) if PER_MODEL else ()) + GRID.compared_checkpoints
+"""The weights an `evaluate_checkpoints` job evaluates: the compared ones and, where a run's evaluation is one job
+(per_model), the tables' too."""
+
+
 def kept_weights_evaluations(wildcards):
-    """The weights an `evaluate_checkpoints` job evaluates, each with its attacks: the compared ones and, where
-    a run's evaluation is one job (per_model), the tables' too."""
-    table = {GRID.checkpoint: list(GRID.attacks[run_of(wildcards).path])} if GRID.eval_jobs == "per_model" else {}
-    return {**table, **{weights: list(COMPARE_ATTACKS) for weights in GRID.compared_checkpoints}}
+    """Each of KEPT_WEIGHTS with its attacks: the run's table attacks for the tables' weights, natural + PGD-20 for
+    the compared ones."""
+    table = GRID.attacks[run_of(wildcards).path]
+    return {weights: list(table if weights == GRID.checkpoint else COMPARE_ATTACKS) for weights in KEPT_WEIGHTS}
 
 
 def check_inputs(wildcards):

@@ -11,7 +11,6 @@
 # own beside the per-attack jobs. best.pt and ema.pt are written by the train job before model.pt, so
 # model.pt (its declared output) stands for all three.
 
-PER_MODEL = GRID.eval_jobs == "per_model"
 EVAL_DIR = f"{RUN_DIR}/{rundir.eval_dir_name(GRID.checkpoint)}"
 EVAL_THREADS = config["resources"]["evaluate"]["cpus_per_gpu"]
 
@@ -92,7 +91,6 @@ rule evaluate_check:
 
 
 if GRID.compared_checkpoints:
-    KEPT_WEIGHTS = ((GRID.checkpoint,) if PER_MODEL else ()) + GRID.compared_checkpoints
 
     rule evaluate_checkpoints:
         input:
