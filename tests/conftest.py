@@ -3,6 +3,7 @@ run of a tiny workflow grid that the workflow tests copy instead of each running
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,9 @@ def tiny_net():
 
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_RUN = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["run"]
+DEMO = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+"""The demo's workflow config (configs/demo.yaml); copy it before changing it."""
+DEMO_RUN = DEMO["run"]
 NARROW = DEMO_RUN["width"]
 """The demo's small_cnn width (8; the digits default is 32): a small part of the convolutions' cost. Tests whose
 assertions do not depend on the width train at it."""
@@ -61,7 +64,7 @@ def tiny_grid(workdir: Path) -> list[str]:
     10 images), the robustness curve and the sanity checks of seed 0 at toy size, an experiment that reuses both
     variants: every kind of job and of table and figure file a grid without best/EMA weights has. The Snakemake
     arguments that run it in ``workdir``."""
-    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg = copy.deepcopy(DEMO)
     cfg["variants"] = {k: cfg["variants"][k] for k in ("at", "part_s1")}
     cfg["run"] = {"device": "cpu", "width": NARROW, "epochs": 5, "warmup_epochs": 2}
     cfg["evaluation"].update(attacks=["natural", "pgd20", "aa"], n_examples=100, aa_n_examples=10,

@@ -8,13 +8,11 @@ import subprocess
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import NARROW, NARROW_LR
+from conftest import DEMO_RUN, NARROW, NARROW_LR
 from part.attacks.pgd import MMA, PGD
 from part.attacks.suite import correct_per_example
 from part.base import config, provenance
@@ -24,7 +22,7 @@ from part.evaluation.results import file_sha256
 from part.models import build_model
 from part.training.train import DivergenceError, train
 
-ROOT = Path(__file__).resolve().parents[1]
+
 METHODS = ["natural", "at", "trades", "mart", "part", "part_trades", "part_mart"]
 
 
@@ -83,11 +81,10 @@ def test_adversarial_training_is_more_robust_than_natural_training(trained):
 def test_the_demos_narrow_short_runs_learn_and_adversarial_training_is_still_more_robust(digits_dir, tmp_path):
     """configs/demo.yaml trains a narrower small_cnn for fewer epochs than the digits defaults, to fit its CPU
     budget; its runs must still learn the digits, and AT must still be more robust than natural training."""
-    demo_run = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["run"]
-    assert demo_run["width"] < 32  # narrower than the digits default, as said above
+    assert DEMO_RUN["width"] < 32  # narrower than the digits default, as said above
     result = {}
     for method in ("natural", "at"):
-        cfg = config.from_dict({**demo_run, "dataset": "digits", "data_dir": str(digits_dir), "method": method})
+        cfg = config.from_dict({**DEMO_RUN, "dataset": "digits", "data_dir": str(digits_dir), "method": method})
         train(cfg, tmp_path / method, log=lambda _: None)
         result[method] = accuracies(load_model(tmp_path / method, cfg), digits_dir, cfg)
     assert result["natural"][0] > 0.85 and result["at"][0] > 0.80, result
